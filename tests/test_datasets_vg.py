@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,3 +126,40 @@ def test_bad_inputs(root, tmp_path):
     bare.mkdir()
     with pytest.raises(BenchError, match="neither VG_100K/ nor VG_100K_2/"):
         VG200(bare, options()).load_split("train")
+
+
+def _deny_writes_under(monkeypatch, protected):
+    """Make ``protected`` (and everything under it) look read-only to the loaders, as a data root
+    on a read-only mount would (chmod does not stop root, which runs these tests in CI)."""
+    import os
+
+    real_access = os.access
+    protected = protected.resolve()
+
+    def access(path, mode, *a, **k):
+        p = Path(path).resolve()
+        if mode & os.W_OK and (p == protected or protected in p.parents):
+            return False
+        return real_access(path, mode, *a, **k)
+
+    monkeypatch.setattr(os, "access", access)
+
+
+def test_read_only_data_root_falls_back_to_the_user_cache(root, tmp_path, monkeypatch):
+    user_cache = tmp_path / "user-cache"
+    monkeypatch.setenv("MLRPL_BENCH_CACHE", str(user_cache))
+    _deny_writes_under(monkeypatch, root)
+    split = VG200(root, options()).load_split("train")
+    saved = list((user_cache / "datasets" / "vg200").iterdir())
+    assert len(saved) == 1 and (saved[0] / "train_list.txt").read_text().split() == split.image_ids
+    # The data root only got the (empty) folder the probe made; no derived file was written there.
+    assert not any(p.is_file() for p in (root / "mlrpl_bench_cache").rglob("*"))
+
+
+def test_nowhere_writable_names_the_cache_dir_option(root, tmp_path, monkeypatch):
+    user_cache = tmp_path / "user-cache"
+    monkeypatch.setenv("MLRPL_BENCH_CACHE", str(user_cache))
+    _deny_writes_under(monkeypatch, root)
+    _deny_writes_under(monkeypatch, user_cache)
+    with pytest.raises(BenchError, match=r"vg200.*cache_dir=DIR"):
+        VG200(root, options()).load_split("train")
