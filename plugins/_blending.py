@@ -3,8 +3,11 @@
 Everything here works on *category-specific* representations laid out as ``(B, C, ...)``:
 feature maps ``(B, C, D, h, w)`` (the paper's ``F_c^n``) or vectors ``(B, C, D)`` (``f_c^n``);
 labels are ``(B, C)`` floats in {1, -1, 0} and, after blending, soft values in [0, 1] on the
-blended entries. The :class:`DSRBModel` extends the shared SARL model with those feature maps,
-the pooling σ of eq. 2 and the learnable per-class α (IPRB) and β (PPRB).
+blended entries. The maps and their pooling σ (eq. 1–2) come from the shared SARL model
+(:meth:`~mlrpl_bench.models.sarl.SARLModel.category_maps`, ``pool``, ``classify``); the learnable
+per-class α (IPRB) and β (PPRB) from the :class:`BlendCoefficients` mixin; :class:`DSRBModel`
+is the two together. What carries over between steps (schedule, prototypes) is in
+:mod:`._blender`.
 
 Pooling is linear (SD: attention-weighted sum; SA: mean), so pooling a blend equals blending
 the pooled vectors; what maps add is *where* the object is — the 4^K-region split of the PPRB
@@ -258,12 +261,32 @@ class DSRBOutput(NamedTuple):
     blended: Any
 
 
-class DSRBModel(SARLModel):
-    """The SARL model with category feature maps, their pooling, and the learnable α, β.
+class BlendCoefficients:
+    """Mixin for a :class:`SARLModel`: the learnable per-class α (IPRB) and β (PPRB) of blending.
+
+    They are parameters of the model so the optimizer, gradient averaging and checkpoints see
+    them; :meth:`clamp_blend_parameters` keeps them in [0, 1] (called before every use).
+    """
+
+    def init_blend_parameters(self, num_classes: int, *, alpha_init: float = 0.5, beta_init: float = 0.5,
+                              learn_alpha: bool = True, learn_beta: bool = True) -> None:
+        self.alpha = nn.Parameter(torch.full((num_classes,), float(alpha_init)), requires_grad=learn_alpha)
+        self.beta = nn.Parameter(torch.full((num_classes,), float(beta_init)), requires_grad=learn_beta)
+
+    def clamp_blend_parameters(self) -> None:
+        """Keep α and β in [0, 1]."""
+        with torch.no_grad():
+            self.alpha.clamp_(0.0, 1.0)
+            self.beta.clamp_(0.0, 1.0)
+
+
+class DSRBModel(BlendCoefficients, SARLModel):
+    """The SARL model with the learnable α, β of blending.
 
     ``model(x)`` gives logits (no maps are built); ``model(x, return_all=True, blend=fn)``
-    builds the maps and calls ``fn(model, maps, features)`` *inside* forward, so that every
-    parameter the blending uses is seen by DistributedDataParallel.
+    builds the category feature maps (:meth:`SARLModel.category_maps`) and calls
+    ``fn(model, maps, features)`` *inside* forward, so that every parameter the blending uses is
+    seen by DistributedDataParallel.
 
     :param alpha_init: initial α of every class (0.5 in the paper); ``learn_alpha=False`` fixes it.
     :param beta_init: initial β; ``learn_beta=False`` fixes it.
@@ -274,40 +297,8 @@ class DSRBModel(SARLModel):
                  feature_dim: int = 0, alpha_init: float = 0.5, beta_init: float = 0.5,
                  learn_alpha: bool = True, learn_beta: bool = True):
         super().__init__(backbone, num_classes, word_embeddings, adjacency, sarl=sarl, feature_dim=feature_dim)
-        self.alpha = nn.Parameter(torch.full((num_classes,), float(alpha_init)), requires_grad=learn_alpha)
-        self.beta = nn.Parameter(torch.full((num_classes,), float(beta_init)), requires_grad=learn_beta)
-
-    def clamp_blend_parameters(self) -> None:
-        """Keep α and β in [0, 1] (called before every use, i.e. after every optimiser step)."""
-        with torch.no_grad():
-            self.alpha.clamp_(0.0, 1.0)
-            self.beta.clamp_(0.0, 1.0)
-
-    def category_maps(self, x: torch.Tensor):
-        """Images -> ``(maps (B, C, D, h, w), features (B, C, D), attention, cam_logits)``.
-
-        SD: ``F_c = a_c ⊙ f`` (attention times the reduced feature map), pooled by a sum;
-        SA: ``F_c = sigmoid(CAM_c) ⊙ T(f)``, pooled by a mean — so ``pool(F) == features``.
-        """
-        fmap = self.reduce(self.backbone(x))
-        if self.sarl == "sd":
-            features, attention = self.semantic(fmap, self.word_embeddings)
-            cam_logits = None
-            values = fmap
-        else:
-            features, attention, cam_logits = self.semantic(fmap)
-            values = self.semantic.transform(fmap)
-        maps = attention.unsqueeze(2) * values.unsqueeze(1)
-        return maps, features, attention, cam_logits
-
-    def pool(self, maps: torch.Tensor) -> torch.Tensor:
-        """σ of eq. 2: ``(B, C, D, h, w) -> (B, C, D)``, the pooling that gives the SARL features."""
-        return maps.sum(dim=(-2, -1)) if self.sarl == "sd" else maps.mean(dim=(-2, -1))
-
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """Eq. 5: GGNN, ``tanh(fc([h_T; h_0]))`` and the per-class classifier -> logits ``(B, C)``."""
-        graph = self.gnn(features)
-        return self.classifier(torch.tanh(self.fc(torch.cat([graph, features], dim=-1))))
+        self.init_blend_parameters(num_classes, alpha_init=alpha_init, beta_init=beta_init, learn_alpha=learn_alpha,
+                                   learn_beta=learn_beta)
 
     def forward(self, x: torch.Tensor, return_all: bool = False, blend=None):
         if not return_all and blend is None:

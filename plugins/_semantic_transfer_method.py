@@ -12,6 +12,8 @@ pseudo_target     ``combined``: ŷ = known + pseudo positives   ``pseudo``: know
 ================  ===========================================  ==========================================
 
 Every ablation row of the papers' tables is an ``ablation`` preset (or the options it sets).
+``feature_blending=true`` is HST Table 8's "HST w/ FB": DSRB's instance- and prototype-perspective
+blending of category feature maps (:mod:`._blender`) trained alongside the transfer losses.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from mlrpl_bench.method import Batch, Method, TrainConfig
 from mlrpl_bench.models.ist import CooccurrenceHead
 from mlrpl_bench.models.sarl import SARLModel, SARLOutput, build_label_graph, cam_loss, default_feature_dim, unwrap
 
+from ._blender import BlendSettings, RepresentationBlender
+from ._blending import BlendCoefficients
+
 from ._semantic_transfer import (
     TransferSchedule, asymmetric_pair_loss, cst_pair_loss, dtl_loss, instance_scores, ist_scores, kmeans,
     prototype_scores, pseudo_positives, transfer_targets,
@@ -40,33 +45,48 @@ from ._semantic_transfer import (
 
 
 class TransferOutput(NamedTuple):
-    """:ivar sarl: the :class:`SARLOutput`; :ivar cooc_logits: ``(B, C, C)`` φ_intra logits or None."""
+    """:ivar sarl: the :class:`SARLOutput`; :ivar cooc_logits: ``(B, C, C)`` φ_intra logits or None;
+    :ivar blended: what the ``blend`` callable returned (feature blending), else None."""
 
     sarl: SARLOutput
     cooc_logits: torch.Tensor | None
+    blended: Any = None
 
 
-class SemanticTransferModel(SARLModel):
-    """SARL model + the IST head φ_intra + (HST) the learnable thresholds θ_intra, θ_cross.
+class SemanticTransferModel(BlendCoefficients, SARLModel):
+    """SARL model + the IST head φ_intra + (HST) the learnable thresholds θ_intra, θ_cross
+    (+ with ``blending``, the α, β of feature blending).
 
     ``model(x)`` gives logits (the IST/CST modules are removed at inference, as in the papers);
-    ``model(x, return_all=True)`` a :class:`TransferOutput`. The thresholds are parameters of the
-    model so the optimizer, gradient averaging and checkpoints see them.
+    ``model(x, return_all=True)`` a :class:`TransferOutput`; ``blend=fn`` builds the category
+    feature maps and runs ``fn(model, maps, features)`` inside forward, as
+    :class:`~._blending.DSRBModel` does. The thresholds are parameters of the model so the
+    optimizer, gradient averaging and checkpoints see them.
     """
 
     def __init__(self, backbone, num_classes, word_embeddings, adjacency, *, ist_hidden: tuple[int, int] | None,
-                 learn_thresholds: bool, threshold_init: float = 1.0, **sarl_kwargs):
+                 learn_thresholds: bool, threshold_init: float = 1.0, blending: bool = False, **sarl_kwargs):
         super().__init__(backbone, num_classes, word_embeddings, adjacency, **sarl_kwargs)
         self.ist_head = CooccurrenceHead(self.feature_dim, ist_hidden) if ist_hidden is not None else None
         # [θ_intra, θ_cross]; absent unless learned (DTL).
         self.thresholds = nn.Parameter(torch.full((2,), float(threshold_init))) if learn_thresholds else None
+        # α, β only exist with blending, so checkpoints of the plain methods keep their keys.
+        if blending:
+            self.init_blend_parameters(num_classes)
 
-    def forward(self, x: torch.Tensor, return_all: bool = False):
-        out = super().forward(x, return_all=True)
+    def forward(self, x: torch.Tensor, return_all: bool = False, blend=None):
+        if blend is None:
+            out = super().forward(x, return_all=True)
+            blended = None
+        else:
+            maps, features, attention, cam_logits = self.category_maps(x)
+            graph, outputs, logits = self.head(features)
+            out = SARLOutput(logits, features, graph, outputs, attention, cam_logits)
+            blended = blend(self, maps, features)
         if not return_all:
             return out.logits
         cooc = self.ist_head(out.features) if self.ist_head is not None else None
-        return TransferOutput(out, cooc)
+        return TransferOutput(out, cooc, blended)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +172,8 @@ _OPTION_SPECS: list[tuple[str, type, str]] = [
     ("lambda_cst", float, "λ2, weight of L_cst"),
     ("lambda_dtl", float, "λ3, weight of L_dtl_ist + L_dtl_cst (HST)"),
     ("sa_cam_loss", bool, "with sarl=sa, supervise the activation maps' max-pooled scores with partial BCE"),
+    ("feature_blending", bool, "HST Table 8 'w/ FB': add DSRB's IPRB + PPRB blending of category feature maps (its defaults: "
+     "learned α/β from 0.5, 4 quadrant prototypes, from a quarter of the epochs) and the partial BCE of the blended predictions"),
 ]
 
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -163,7 +185,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "threshold_step": 0.025, "threshold_min": 0.75, "fixed_threshold": 0.7, "dtl_init": 1.0, "dtl_form": "paper", "dtl_temperature": 0.1,
     "dtl_detach_scores": True, "threshold_lr": 0.0, "pseudo_start_epoch": 5, "reference_epochs": 20,
     "schedule_scale": "epochs", "pseudo_target": "combined", "lambda_ist": 10.0, "lambda_cst": 0.05,
-    "lambda_dtl": 0.1, "sa_cam_loss": True,
+    "lambda_dtl": 0.1, "sa_cam_loss": True, "feature_blending": False,
 }
 
 
@@ -227,6 +249,8 @@ class SemanticTransferMethod(Method):
         self.prototype_epoch = -1
         self.bank: torch.Tensor | None = None  # (C, S, D), newest first
         self.bank_count: torch.Tensor | None = None  # (C,)
+        # HST w/ FB: DSRB's blending with its paper defaults.
+        self.blender = RepresentationBlender(BlendSettings(), ctx, sarl=o.sarl, owner=self.name) if o.feature_blending else None
 
     # -- model ---------------------------------------------------------------------------------
 
@@ -240,13 +264,19 @@ class SemanticTransferMethod(Method):
             backbone, self.ctx.num_classes, self.ctx.word_embeddings, self.graph, sarl=o.sarl, feature_dim=o.feature_dim,
             sd_hidden=o.sd_hidden, output_dim=o.output_dim, gnn_steps=o.gnn_steps, reduction=o.channel_reduction,
             ist_hidden=ist_hidden,
-            learn_thresholds=o.thresholds == "dtl" and (self.use_ist or self.use_cst), threshold_init=o.dtl_init)
+            learn_thresholds=o.thresholds == "dtl" and (self.use_ist or self.use_cst), threshold_init=o.dtl_init,
+            blending=self.blender is not None)
 
     def configure_optimizers(self, model: nn.Module, train: TrainConfig):
         core = unwrap(model)
         thresholds = core.thresholds if getattr(core, "thresholds", None) is not None else None
         params = [p for p in model.parameters() if p.requires_grad and p is not thresholds]
+        coefficients: list[nn.Parameter] = []
+        if self.blender is not None:
+            params, coefficients = self.blender.split_parameters(model, others=(thresholds,) if thresholds is not None else ())
         groups: list[dict[str, Any]] = [{"params": params}]
+        if coefficients:
+            groups.append({"params": coefficients, "weight_decay": 0.0})  # bounded mixing ratios, not weights
         if thresholds is not None:
             # Thresholds are not weights: no weight decay; optionally their own learning rate.
             groups.append({"params": [thresholds], "weight_decay": 0.0, "lr": self.opts.threshold_lr or train.lr})
@@ -278,6 +308,8 @@ class SemanticTransferMethod(Method):
     # -- prototypes & bank ---------------------------------------------------------------------
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        if self.blender is not None:
+            self.blender.on_epoch_start(model, epoch)
         o = self.opts
         if not (self.use_cst and o.cst_similarity == "prototype"):
             return
@@ -357,7 +389,11 @@ class SemanticTransferMethod(Method):
 
     def training_step(self, model: nn.Module, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         o = self.opts
-        out: TransferOutput = model(batch.inputs, return_all=True)
+        blend = None
+        if self.blender is not None:
+            unwrap(model).clamp_blend_parameters()
+            blend = self.blender.blend_fn(batch.labels) if self.blender.active(epoch) else None
+        out: TransferOutput = model(batch.inputs, return_all=True, blend=blend)
         sarl = out.sarl
         logits = sarl.logits
         labels = batch.labels.to(logits.dtype)
@@ -400,8 +436,15 @@ class SemanticTransferMethod(Method):
             if o.cst_similarity == "instance" and o.cst_reference == "bank":
                 self.update_bank(feats.detach(), labels)
 
+        blend_logs: dict[str, torch.Tensor] = {}
+        if self.blender is not None:
+            # DSRB eq. 14-15: the blended predictions' partial BCE joins the classification loss.
+            l_blend, blend_logs = self.blender.add_blended_losses(logits.new_zeros(labels.shape[0]), out.blended)
+            l_cls = self.blender.keep_coefficients_in_graph(model, l_cls + l_blend.mean())
+            blend_logs["blend"] = l_blend.mean().detach()
+
         loss = l_cls + o.lambda_ist * l_ist + o.lambda_cst * l_cst + o.lambda_dtl * l_dtl
-        result = {"cls": l_cls.detach(), "ist": l_ist.detach(), "cst": l_cst.detach(), "dtl": l_dtl.detach(),
+        result = {**blend_logs,"cls": l_cls.detach(), "ist": l_ist.detach(), "cst": l_cst.detach(), "dtl": l_dtl.detach(),
                   "pseudo_intra": n_intra.detach(), "pseudo_cross": n_cross.detach(),
                   "theta_intra": _scalar(th_intra), "theta_cross": _scalar(th_cross)}
         if o.sarl == "sa" and o.sa_cam_loss:
@@ -444,15 +487,19 @@ class SemanticTransferMethod(Method):
     # -- state ---------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Prototypes and the feature bank (the learned thresholds live in the model's state)."""
+        """Prototypes, the feature bank and (w/ FB) the blending state; the learned thresholds and
+        α/β live in the model's state."""
         empty = torch.zeros(0)
-        return {
+        state: dict[str, Any] = {
             "prototypes": self.prototypes.cpu() if self.prototypes is not None else empty,
             "prototype_valid": self.prototype_valid.cpu() if self.prototype_valid is not None else empty.bool(),
             "prototype_epoch": int(self.prototype_epoch),
             "bank": self.bank.cpu() if self.bank is not None else empty,
             "bank_count": self.bank_count.cpu() if self.bank_count is not None else empty.long(),
         }
+        if self.blender is not None:
+            state["blending"] = self.blender.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         protos = state.get("prototypes")
@@ -464,6 +511,11 @@ class SemanticTransferMethod(Method):
         has_bank = bank is not None and bank.numel() > 0
         self.bank = bank.clone() if has_bank else None
         self.bank_count = state["bank_count"].clone().long() if has_bank else None
+        if self.blender is not None:
+            if "blending" not in state:
+                raise BenchError(f"{self.name} checkpoint: no feature-blending state; it was saved without "
+                                 f"-o feature_blending=true, resume with the same options")
+            self.blender.load_state_dict(state["blending"])
 
 
 def _scalar(value) -> torch.Tensor:

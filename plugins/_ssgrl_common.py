@@ -52,6 +52,4 @@ def ssgrl_logits_from_backbone_maps(model: nn.Module, maps: torch.Tensor) -> tor
         features, _ = net.semantic(reduced, net.word_embeddings)
     else:
         features, _, _ = net.semantic(reduced)
-    graph = net.gnn(features)
-    outputs = torch.tanh(net.fc(torch.cat([graph, features], dim=-1)))
-    return net.classifier(outputs)
+    return net.classify(features)

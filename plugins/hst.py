@@ -24,6 +24,10 @@ every part of the method on the built-in dataset.
 
 Ablations (Tables 4-7, Fig. 5): ``ablation=ist-only|ist-no-loss|ist-stat|cst-only|cst-no-loss|
 cst-instance|fixed-threshold|sa|baseline``, ``num_prototypes=K``, ``fixed_threshold=θ``.
+Table 8's "HST w/ FB" is ``feature_blending=true``: DSRB's IPRB + PPRB blending of the category
+feature maps (``plugins/_blender.py``, dsrb's defaults) with the partial BCE of the blended
+predictions added to the classification loss. The paper names the combination without
+specifying it; this composition is ours.
 The learned thresholds are model parameters (in the checkpoint's model state); prototypes are in
 the method state, so a resumed run continues with the same prototypes.
 """

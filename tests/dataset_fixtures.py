@@ -96,9 +96,9 @@ def write_coco(root: Path, categories, splits: dict, image_size: int = 16) -> Pa
     root = Path(root)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     ann_id = 0
-    for split, (images, annotations) in splits.items():
+    for split, (images, pairs) in splits.items():
         anns = []
-        for image_id, cat_id in annotations:
+        for image_id, cat_id in pairs:
             ann_id += 1
             anns.append({"id": ann_id, "image_id": image_id, "category_id": cat_id, "iscrowd": 0,
                          "area": 4.0, "bbox": [1, 1, 2, 2], "segmentation": [[1, 1, 3, 1, 3, 3]]})

@@ -249,14 +249,14 @@ def test_schedule_defaults_to_a_quarter_of_the_epochs():
     assert [quarter_of(e) for e in (1, 2, 3, 8, 20)] == [0, 0, 1, 2, 5]
     ctx, _ = make_ctx(epochs=8)
     method, _ = make_method(ctx)
-    assert (method.blend_start, method.prototype_interval) == (2, 2)
-    assert [e for e in range(3) if method.prototypes_due(e)] == [2]  # not before blending starts
-    method.prototype_epoch = 2
-    assert [e for e in range(3, 8) if method.prototypes_due(e)] == [4, 6]
+    assert (method.blender.start_epoch, method.blender.prototype_interval) == (2, 2)
+    assert [e for e in range(3) if method.blender.prototypes_due(e)] == [2]  # not before blending starts
+    method.blender.prototype_epoch = 2
+    assert [e for e in range(3, 8) if method.blender.prototypes_due(e)] == [4, 6]
     paper = DSRB.profiles["paper"]
     assert (paper["blend_start_epoch"], paper["prototype_interval"], paper["epochs"], paper["lr"]) == (5, 5, 20, 1e-5)
     iprb_only, _ = make_method(ctx, modules="iprb")
-    assert not any(iprb_only.prototypes_due(e) for e in range(8))
+    assert not any(iprb_only.blender.prototypes_due(e) for e in range(8))
 
 
 def run_epochs(method, model, ctx, epochs):
@@ -286,11 +286,11 @@ def test_lifecycle_blends_from_the_start_epoch_and_predicts_probabilities(overri
     per_epoch = len(logs) // 3
     assert not any("pprb_blended" in row for row in logs[:per_epoch])  # epoch 0: no blending
     assert all("pprb_blended" in row for row in logs[per_epoch:])
-    assert method.prototype_epoch == 2 and bool(method.prototype_valid.any())
+    assert method.blender.prototype_epoch == 2 and bool(method.blender.prototype_valid.any())
     if method.options.space == "maps":
-        assert method.prototypes.shape == (4, 4, 8, 2, 2)
+        assert method.blender.prototypes.shape == (4, 4, 8, 2, 2)
     else:
-        assert method.prototypes.shape == (4, 10, 8)
+        assert method.blender.prototypes.shape == (4, 10, 8)
     if overrides.get("fixed_beta"):
         assert model.beta.tolist() == [0.5] * 4
     else:
@@ -317,7 +317,7 @@ def test_state_dict_round_trip_with_weights_only_load():
     ctx, images = make_ctx(epochs=2)
     method, model = make_method(ctx, blend_start_epoch=0, prototype_interval=5)
     run_epochs(method, model, ctx, 1)
-    assert method.prototypes.numel() > 0
+    assert method.blender.prototypes.numel() > 0
     buf = io.BytesIO()
     torch.save({"method": method.state_dict(), "model": model.state_dict()}, buf)
     buf.seek(0)
@@ -325,9 +325,9 @@ def test_state_dict_round_trip_with_weights_only_load():
     fresh, fresh_model = make_method(ctx, blend_start_epoch=0, prototype_interval=5)
     fresh.load_state_dict(state["method"])
     fresh_model.load_state_dict(state["model"])
-    assert torch.equal(fresh.prototypes, method.prototypes)
-    assert torch.equal(fresh.prototype_valid, method.prototype_valid)
-    assert fresh.prototype_epoch == 0 and not fresh.prototypes_due(1)  # resumed: no recomputation needed
+    assert torch.equal(fresh.blender.prototypes, method.blender.prototypes)
+    assert torch.equal(fresh.blender.prototype_valid, method.blender.prototype_valid)
+    assert fresh.blender.prototype_epoch == 0 and not fresh.blender.prototypes_due(1)  # resumed: no recomputation needed
     assert torch.equal(fresh_model.alpha, model.alpha)
     with pytest.raises(BenchError, match="space"):
         vec, _ = make_method(ctx, space="vectors")

@@ -1,6 +1,7 @@
 """HST: prototype CST (K-means, eq. 7-8), DTL (eq. 12-15), ablations, resume and lifecycle."""
 
 import io
+import json
 import math
 
 import numpy as np
@@ -337,13 +338,92 @@ def test_engine_resume_restores_prototypes_and_thresholds(tmp_path):
     assert [e["train/theta_intra"] for e in resumed.epoch_logs] == [e["train/theta_intra"] for e in full.epoch_logs]
 
 
-def test_hst_end_to_end_cli(cli, tmp_path):
+@pytest.mark.parametrize("blending", [False, True])
+def test_hst_end_to_end_cli(cli, tmp_path, blending):
     from conftest import TINY_SCENES
     from mlrpl_bench.results import read_record
 
+    extra = ["--option", "feature_blending=true"] if blending else []
     res = cli("run", "--plugin", "hst", "--known", "0.5", "--epochs", "1", "--output", tmp_path,
-              "--option", "num_prototypes=2", *TINY_SCENES)
+              "--option", "num_prototypes=2", *extra, *TINY_SCENES)
     assert res.exit_code == 0, res.stderr
     rec = read_record(tmp_path / "hst__digit-scenes__pal__0.5__seed0" / "record.json")
     assert rec["method"]["name"] == "hst" and rec["method"]["options"]["num_prototypes"] == 2
+    assert rec["method"]["options"]["feature_blending"] is blending
     assert 0 <= rec["metrics"]["test"]["mAP"] <= 100
+    # One epoch: blending starts at epoch 0 (a quarter of the epochs, rounded) and is logged.
+    first_epoch = json.loads((tmp_path / "hst__digit-scenes__pal__0.5__seed0" / rec["epoch_log"]).read_text().splitlines()[0])
+    assert ("train/iprb_blended" in first_epoch) is blending
+
+
+# ---------------------------------------------------------------------------------------------
+# HST w/ FB (Table 8): DSRB's feature blending added to HST
+# ---------------------------------------------------------------------------------------------
+
+
+def test_feature_blending_parameters_exist_only_when_asked():
+    _, plain, _ = setup()
+    assert "alpha" not in plain.state_dict() and "beta" not in plain.state_dict()  # old checkpoints still load
+    method, model, _ = setup({"feature_blending": True})
+    assert model.alpha.tolist() == [0.5] * 4 and model.beta.tolist() == [0.5] * 4
+    opt, _ = method.configure_optimizers(model, TrainConfig(weight_decay=5e-4))
+    no_decay = [g for g in opt.param_groups if g["weight_decay"] == 0.0]
+    assert {id(p) for g in no_decay for p in g["params"]} == {id(model.alpha), id(model.beta), id(model.thresholds)}
+    assert sum(1 for g in opt.param_groups for p in g["params"] if p is model.alpha) == 1
+
+
+def test_feature_blending_adds_the_blended_partial_bce_from_the_blend_epoch():
+    from mlrpl_bench.plugins._blending import soft_partial_bce
+
+    method, model, batch = setup({"feature_blending": True}, epochs=4)
+    assert method.blender.start_epoch == 1  # a quarter of the epochs, as in dsrb
+    method.on_epoch_start(model, 0)
+    before = method.training_step(model, batch, 0)
+    assert "blend" in before and before["blend"].item() == 0.0 and "iprb_blended" not in before
+    method.on_epoch_start(model, 1)
+    assert method.blender.prototype_epoch == 1 and bool(method.blender.prototype_valid.any())
+    generator_state = method.ctx.generator.get_state()
+    out = method.training_step(model, batch, 1)
+    assert out["iprb_blended"].item() > 0 and out["pprb_blended"].item() > 0
+    # Recompute eq. 14's blended terms with the same random draws: the logged "blend" is their
+    # batch mean, and it is part of the classification loss.
+    method.ctx.generator.set_state(generator_state)
+    labels = batch.labels
+    again = model(batch.inputs, return_all=True, blend=method.blender.blend_fn(labels))
+    expected = sum(soft_partial_bce(logits, soft) for logits, soft, _ in again.blended.values()).mean()
+    assert out["blend"].item() == pytest.approx(expected.item(), rel=1e-5)
+    iprb_logits, iprb_labels, iprb_mask = again.blended["iprb"]
+    assert torch.allclose(iprb_labels[iprb_mask], torch.full_like(iprb_labels[iprb_mask], 0.5))  # 1 - α, α = 0.5
+    model.zero_grad()
+    out["loss"].backward()
+    assert model.alpha.grad is not None and model.alpha.grad.abs().sum() > 0  # α learns through the blended loss
+    assert torch.isfinite(out["loss"])
+
+
+def test_feature_blending_state_round_trip_and_mismatch_error():
+    method, model, batch = setup({"feature_blending": True}, epochs=4)
+    method.on_epoch_start(model, 1)
+    method.training_step(model, batch, 1)
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "method": method.state_dict()}, buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    fresh, fresh_model, _ = setup({"feature_blending": True}, epochs=4)
+    fresh_model.load_state_dict(state["model"])
+    fresh.load_state_dict(state["method"])
+    assert torch.equal(fresh.blender.prototypes, method.blender.prototypes)
+    assert fresh.blender.prototype_epoch == 1 and not fresh.blender.prototypes_due(1)
+    plain, _, _ = setup(epochs=4)
+    plain_state = plain.state_dict()
+    with pytest.raises(Exception, match="feature_blending=true"):
+        fresh.load_state_dict(plain_state)
+
+
+def test_feature_blending_joins_the_published_hst_w_fb_row():
+    from mlrpl_bench.leaderboard.reference import ReferenceIndex, load_reference
+
+    index = ReferenceIndex(load_reference())
+    variant = index.resolve_variant("hst", {"feature_blending": True})
+    assert variant == "feature_blending=true"
+    assert index.value("hst", "coco2014", "pal", "ave", variant=variant) == 78.7
+    assert index.resolve_variant("hst", {"feature_blending": False}) == ""

@@ -308,7 +308,7 @@ def test_runs_of_an_ablation_are_compared_with_that_ablation(rows):
 # ---------------------------------------------------------------- names match the suite's registries
 
 #: Published ablations that no plugin option reproduces (listed in the reference, never joined).
-NO_OPTION = {("hst", "feature_blending")}  # HST Table 8 "HST w/ FB": SARB's blending added to HST
+NO_OPTION: set[tuple[str, str]] = set()
 
 
 def test_reference_names_match_registered_plugins_datasets_and_options(rows):

@@ -5,7 +5,6 @@ gives the same results as recomputing the frozen backbone."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -22,7 +22,9 @@ Public API (documented, stable; other plugins import it):
 * :class:`ElementWiseClassifier` ``(num_classes, dim)``: one weight vector per class.
 * :class:`SARLModel` ``(backbone, num_classes, word_embeddings, adjacency, sarl="sd"|"sa", ...)``:
   ``model(x)`` returns logits ``(B, C)``; ``model(x, return_all=True)`` returns a
-  :class:`SARLOutput` with the logits, the per-category features and the rest.
+  :class:`SARLOutput` with the logits, the per-category features and the rest. The stages are
+  methods too: ``category_features(x)``, ``category_maps(x)`` (the unpooled ``F_c`` that DSRB
+  blends) and ``pool(maps)``, ``head(features)`` / ``classify(features)`` (GGNN onwards).
 
 Sizes: with ``feature_dim=1024`` every derived size equals the official code's (SD hidden 512,
 output 1024). ``feature_dim=0`` picks it from the backbone: half its channels when it has 1024
@@ -301,11 +303,42 @@ class SARLModel(nn.Module):
             return features, attention, None
         return self.semantic(maps)
 
-    def forward(self, x: torch.Tensor, return_all: bool = False):
-        features, attention, cam_logits = self.category_features(x)
+    def category_maps(self, x: torch.Tensor):
+        """Images -> ``(maps (B, C, D, h, w), features (B, C, D), attention, cam_logits)``: the
+        category feature maps ``F_c`` before their pooling (DSRB eq. 1-2; what blending mixes).
+
+        SD: ``F_c = a_c ⊙ f`` (attention times the reduced feature map), pooled by a sum;
+        SA: ``F_c = sigmoid(CAM_c) ⊙ T(f)``, pooled by a mean — so ``pool(maps) == features``.
+        """
+        fmap = self.reduce(self.backbone(x))
+        if self.sarl == "sd":
+            features, attention = self.semantic(fmap, self.word_embeddings)
+            cam_logits = None
+            values = fmap
+        else:
+            features, attention, cam_logits = self.semantic(fmap)
+            values = self.semantic.transform(fmap)
+        maps = attention.unsqueeze(2) * values.unsqueeze(1)
+        return maps, features, attention, cam_logits
+
+    def pool(self, maps: torch.Tensor) -> torch.Tensor:
+        """The pooling σ of DSRB eq. 2, ``(B, C, D, h, w) -> (B, C, D)``, that gives the category features."""
+        return maps.sum(dim=(-2, -1)) if self.sarl == "sd" else maps.mean(dim=(-2, -1))
+
+    def head(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Category features -> ``(graph_features, outputs, logits)``: GGNN, ``tanh(fc([h_T; h_0]))``
+        and the per-class classifier."""
         graph = self.gnn(features)
         outputs = torch.tanh(self.fc(torch.cat([graph, features], dim=-1)))
-        logits = self.classifier(outputs)
+        return graph, outputs, self.classifier(outputs)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Category features ``(B, C, D)`` -> logits ``(B, C)`` (e.g. of blended features)."""
+        return self.head(features)[2]
+
+    def forward(self, x: torch.Tensor, return_all: bool = False):
+        features, attention, cam_logits = self.category_features(x)
+        graph, outputs, logits = self.head(features)
         if not return_all:
             return logits
         return SARLOutput(logits, features, graph, outputs, attention, cam_logits)

@@ -1,0 +1,250 @@
+"""The blending a method carries through training (private module, registers nothing).
+
+:class:`RepresentationBlender` owns everything of DSRB's instance- and prototype-perspective
+blending that lives *across* training steps: when blending starts, when the PPRB prototypes are
+(re)computed and from what, the ``blend`` callable a :class:`~._blending.BlendCoefficients`
+model runs inside its forward, the classification loss of the blended predictions, and the
+checkpoint state. ``dsrb`` is built on it, and so is the "HST w/ FB" variant of the semantic
+transfer methods (``-o feature_blending=true``), which adds the same blending to HST.
+
+The pure functions (eq. 6–13) are in :mod:`._blending`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlrpl_bench.errors import BenchError
+from mlrpl_bench.models.sarl import unwrap
+
+from ._blending import (iprb_blend, kmeans_vector_prototypes, map_prototype_sums, pick_prototype_index, pprb_blend,
+                        pprb_select, prototypes_from_sums, region_index, soft_partial_bce)
+
+MODULES = ("both", "iprb", "pprb", "none")
+SPACES = ("maps", "vectors")
+
+
+def quarter_of(epochs: int) -> int:
+    """The automatic schedule value: a quarter of the epochs, rounded (5 of the paper's 20)."""
+    return int(round(epochs / 4))
+
+
+@dataclass
+class BlendSettings:
+    """What to blend and when. ``start_epoch`` / ``prototype_interval`` of -1 mean a quarter of
+    the run's epochs (the paper's 5 of 20)."""
+
+    modules: str = "both"
+    space: str = "maps"
+    region_k: int = 1
+    vector_prototypes: int = 10
+    pprb_per_image: int = 1
+    start_epoch: int = -1
+    prototype_interval: int = -1
+
+    def check(self, where: str) -> None:
+        """Raise a :class:`BenchError` naming the option (``where`` = "method dsrb option")."""
+        for key, value, allowed in (("modules", self.modules, MODULES), ("space", self.space, SPACES)):
+            if value not in allowed:
+                raise BenchError(f"{where} {key}={value!r}: use one of {', '.join(allowed)}")
+        if self.region_k < 0 or self.region_k > 3:
+            raise BenchError(f"{where} region_k={self.region_k}: use 0..3 (prototypes per class = 4^K)")
+        if self.vector_prototypes < 1 or self.pprb_per_image < 1:
+            raise BenchError(f"{where} vector_prototypes/pprb_per_image must be >= 1")
+
+
+class RepresentationBlender:
+    """IPRB + PPRB across a run: schedule, prototypes, the blend callable, loss and state.
+
+    :param settings: :class:`BlendSettings` (checked by the caller).
+    :param ctx: the method's :class:`~mlrpl_bench.method.MethodContext`.
+    :param sarl: the model's ``sarl`` kind (``sd`` sums its maps, which matters when prototypes
+        are resized to another map size).
+    :param owner: the method's name, for checkpoint errors.
+    """
+
+    def __init__(self, settings: BlendSettings, ctx, sarl: str, owner: str):
+        self.settings = settings
+        self.ctx = ctx
+        self.sarl = sarl
+        self.owner = owner
+        self.use_iprb = settings.modules in ("both", "iprb")
+        self.use_pprb = settings.modules in ("both", "pprb")
+        auto = quarter_of(ctx.epochs)
+        self.start_epoch = settings.start_epoch if settings.start_epoch >= 0 else auto
+        self.prototype_interval = settings.prototype_interval if settings.prototype_interval > 0 else max(1, auto)
+        self.prototypes = torch.zeros(0)
+        self.prototype_valid = torch.zeros(0, dtype=torch.bool)
+        self.prototype_epoch = -1
+
+    # -- schedule -------------------------------------------------------------------------------
+
+    def active(self, epoch: int) -> bool:
+        """Whether ``epoch`` trains on blended representations."""
+        return self.settings.modules != "none" and epoch >= self.start_epoch
+
+    def prototypes_due(self, epoch: int) -> bool:
+        """Whether the prototypes are (re)computed at the start of ``epoch``."""
+        if not self.use_pprb or epoch < self.start_epoch:
+            return False
+        if self.prototype_epoch < 0:  # never computed (or resumed without them)
+            return True
+        return (epoch - self.start_epoch) % self.prototype_interval == 0 and epoch != self.prototype_epoch
+
+    def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        if self.prototypes_due(epoch):
+            self.compute_prototypes(model)
+            self.prototype_epoch = epoch
+
+    # -- optimisation ---------------------------------------------------------------------------
+
+    @staticmethod
+    def split_parameters(model: nn.Module, others: tuple[nn.Parameter, ...] = ()) -> tuple[list, list]:
+        """``(weights, blend coefficients)`` of a model, leaving out ``others``.
+
+        α/β must be exempt from weight decay: Adam turns even a zero gradient plus weight decay
+        into a full-size step, so decayed α/β would drift towards 0 during the epochs where they
+        take no part (before blending, or β with ``modules=iprb``); they are bounded in [0, 1].
+        """
+        net = unwrap(model)
+        exclude = {id(net.alpha), id(net.beta)} | {id(p) for p in others}
+        weights = [p for p in model.parameters() if p.requires_grad and id(p) not in exclude]
+        coefficients = [p for p in (net.alpha, net.beta) if p.requires_grad]
+        return weights, coefficients
+
+    @staticmethod
+    def keep_coefficients_in_graph(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+        """``loss + 0·(α, β)``: before blending starts (β never, with ``modules=iprb``) α and β take
+        no part; a zero-weighted term gives them a zero gradient instead of none, so that every
+        process has the same set of gradients to all-reduce and DDP-style wrappers see no
+        unused parameters."""
+        net = unwrap(model)
+        return loss + 0.0 * (net.alpha.sum() + net.beta.sum())
+
+    # -- prototypes -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def compute_prototypes(self, model: nn.Module) -> None:
+        """Prototypes from one un-augmented pass over the training set (known positives only)."""
+        net = unwrap(model)
+        was_training = net.training
+        net.eval()
+        try:
+            if self.settings.space == "maps":
+                self._map_prototypes(net)
+            else:
+                self._vector_prototypes(net)
+        finally:
+            net.train(was_training)
+
+    def _map_prototypes(self, net: nn.Module) -> None:
+        sums = counts = None
+        for batch in self.ctx.feature_batches():
+            maps = net.category_maps(batch.inputs)[0]
+            s, c = map_prototype_sums(maps, batch.labels, self.settings.region_k)
+            sums = s if sums is None else sums + s
+            counts = c if counts is None else counts + c
+        if sums is None:
+            return
+        # Every process saw its own shard: add the shards' sums and counts.
+        sums = self.ctx.all_gather(sums.unsqueeze(0)).sum(dim=0)
+        counts = self.ctx.all_gather(counts.unsqueeze(0)).sum(dim=0)
+        self.prototypes, self.prototype_valid = prototypes_from_sums(sums, counts)
+
+    def _vector_prototypes(self, net: nn.Module) -> None:
+        per_class: list[list[np.ndarray]] = [[] for _ in range(self.ctx.num_classes)]
+        dim = None
+        for batch in self.ctx.feature_batches():
+            features = net.category_maps(batch.inputs)[1].float().cpu()
+            dim = features.shape[-1]
+            pos = (batch.labels == 1).cpu()
+            for c in range(self.ctx.num_classes):
+                if pos[:, c].any():
+                    per_class[c].append(features[pos[:, c], c].numpy())
+        if dim is None:
+            return
+        # Under distributed training each process clusters its own shard (sizes differ per class).
+        vectors = [np.concatenate(v) if v else np.zeros((0, dim), np.float32) for v in per_class]
+        protos, valid = kmeans_vector_prototypes(vectors, self.settings.vector_prototypes, self.ctx.seed, dim)
+        self.prototypes, self.prototype_valid = protos.to(self.ctx.device), valid.to(self.ctx.device)
+
+    def _prototypes_like(self, reps: torch.Tensor) -> torch.Tensor:
+        """The prototypes on ``reps``' device and, for maps, at its spatial size (the un-augmented
+        pass may see another resolution); the sum pooling of SD is kept by rescaling."""
+        protos = self.prototypes.to(device=reps.device, dtype=reps.dtype)
+        if protos.dim() == 5 and protos.shape[-2:] != reps.shape[-2:]:
+            c, q, d, h, w = protos.shape
+            nh, nw = reps.shape[-2:]
+            resized = F.interpolate(protos.reshape(c * q, d, h, w), size=(nh, nw), mode="bilinear", align_corners=False)
+            if self.sarl == "sd":
+                resized = resized * (h * w) / (nh * nw)
+            protos = resized.reshape(c, q, d, nh, nw)
+        return protos
+
+    # -- training -------------------------------------------------------------------------------
+
+    def blend_fn(self, labels: torch.Tensor) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, Any]]:
+        """The callable a blending model runs inside its forward: ``fn(net, maps, features)``
+        returns ``{module: (logits, blended labels, mask of the blended entries)}``."""
+        s = self.settings
+        gen = self.ctx.generator
+
+        def run(net: nn.Module, maps: torch.Tensor, features: torch.Tensor) -> dict[str, Any]:
+            reps = maps if s.space == "maps" else features
+            out: dict[str, Any] = {}
+            if self.use_iprb:
+                blended, blended_labels, mask = iprb_blend(reps, labels, net.alpha)
+                vec = net.pool(blended) if s.space == "maps" else blended
+                out["iprb"] = (net.classify(vec), blended_labels, mask)
+            if self.use_pprb and self.prototype_valid.numel() and bool(self.prototype_valid.any()):
+                selected = pprb_select(labels, self.prototype_valid, s.pprb_per_image, gen)
+                n_protos = self.prototypes.shape[1]
+                if s.space == "maps":
+                    own = region_index(reps.detach(), s.region_k)
+                    k = pick_prototype_index(own, n_protos, avoid_own=True, generator=gen)
+                else:
+                    k = pick_prototype_index(torch.zeros_like(labels, dtype=torch.long), n_protos, avoid_own=False, generator=gen)
+                blended, blended_labels = pprb_blend(reps, labels, net.beta, self._prototypes_like(reps), selected, k)
+                vec = net.pool(blended) if s.space == "maps" else blended
+                out["pprb"] = (net.classify(vec), blended_labels, selected)
+            return out
+
+        return run
+
+    @staticmethod
+    def add_blended_losses(loss: torch.Tensor, blended: dict[str, Any] | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(loss + Σ_modules eq. 14 on the blended predictions, logs)``: ``loss`` is the per-image
+        ``(B,)`` partial BCE of the original predictions; each module adds the partial BCE of its
+        blended predictions with their soft labels (nothing without blending)."""
+        logs: dict[str, torch.Tensor] = {}
+        for key, (logits, blended_labels, mask) in (blended or {}).items():
+            loss = loss + soft_partial_bce(logits, blended_labels)
+            logs[f"{key}_blended"] = mask.float().sum(dim=1).mean().detach()
+        return loss, logs
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"prototypes": self.prototypes.detach().cpu().clone(), "prototype_valid": self.prototype_valid.cpu().clone(),
+                "prototype_epoch": int(self.prototype_epoch), "space": self.settings.space}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        protos, valid = state.get("prototypes"), state.get("prototype_valid")
+        where = f"{self.owner} checkpoint"
+        if not isinstance(protos, torch.Tensor) or not isinstance(valid, torch.Tensor):
+            raise BenchError(f"{where}: method state lacks 'prototypes'/'prototype_valid' tensors; resume from a {self.owner} checkpoint")
+        if state.get("space", self.settings.space) != self.settings.space:
+            raise BenchError(f"{where}: prototypes were built with space={state.get('space')!r}, "
+                             f"this run uses space={self.settings.space!r}; resume with the same option")
+        if protos.numel() and (protos.shape[0] != self.ctx.num_classes or valid.shape != (self.ctx.num_classes,)):
+            raise BenchError(f"{where}: prototypes for {protos.shape[0]} classes, the dataset has {self.ctx.num_classes}; "
+                             f"resume with the same dataset")
+        self.prototypes = protos.to(self.ctx.device)
+        self.prototype_valid = valid.bool().to(self.ctx.device)
+        self.prototype_epoch = int(state.get("prototype_epoch", -1))
