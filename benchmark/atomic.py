@@ -18,6 +18,12 @@ from typing import BinaryIO
 from .errors import BenchError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a binary handle whose content replaces ``path`` only if the block finishes.
@@ -28,6 +34,10 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus the
+        # umask), so records and checkpoints stay readable by the group that shares a runs/ tree.
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_current_umask())
     except OSError as exc:
         raise BenchError(f"{path.parent}: cannot write here ({exc.strerror}); choose a writable output directory") from None
     try:
