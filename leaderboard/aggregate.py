@@ -223,12 +223,17 @@ def _build_table(dataset: str, setting: str, records: list[dict], reference: Ref
         rows[key].records.append(rec)
 
     notes = []
+    knowns = sorted({round(float(rec["protocol"]["known"]), 4) for row in rows.values() for rec in row.records})
     for row in rows.values():
         _aggregate(row)
+        if len(row.cells) != len(knowns):
+            # A mean over fewer proportions is not comparable with the other rows' (nor ranked
+            # with them): an unfinished sweep would otherwise sit above finished ones.
+            row.average = {m: Stat(None, None, 0) for m in SUMMARY_METRICS}
+            row.notes.append(f"runs {len(row.cells)} of the table's {len(knowns)} proportions: no Ave.")
         if reference is not None:
             _join(row, dataset, setting, reference)
         notes += [f"{row.method} ({row.detail}): {n}" for n in row.notes]
-    knowns = sorted({k for row in rows.values() for k in row.cells})
     ordered = sorted(rows.values(), key=lambda r: (-(r.average["mAP"].mean if r.average.get("mAP") and r.average["mAP"].mean is not None else -1),
                                                    r.method, r.protocol_id))
     return Table(dataset, setting, ordered, knowns, protocols, notes)

@@ -248,3 +248,15 @@ def test_leaderboard_never_imports_torch_plugins_or_the_engine(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "site" / "index.html").exists()
+
+
+def test_rows_missing_proportions_get_no_ave_and_rank_last():
+    finished = sweep("finished", 40.0, knowns=(0.1, 0.5, 0.9), seeds=(0,))
+    unfinished = sweep("unfinished", 90.0, knowns=(0.1,), seeds=(0,))  # a high mean over one proportion only
+    (table,) = build_tables(finished + unfinished)
+    assert table.knowns == [0.1, 0.5, 0.9]
+    by_name = {r.method: r for r in table.rows}
+    assert by_name["finished"].average["mAP"].mean == pytest.approx(45.0)
+    assert all(by_name["unfinished"].average[m].mean is None for m in ("mAP", "OF1", "CF1"))
+    assert [r.method for r in table.rows] == ["finished", "unfinished"]
+    assert any("unfinished" in n and "1 of the table's 3 proportions" in n for n in table.notes)
