@@ -5,10 +5,12 @@ A batch is all-or-nothing: every record is read, validated against the results s
 checked for provenance before anything is written. Records are then written atomically
 (temp file + rename) at a canonical path::
 
-    <results>/<dataset>/<setting>/<method>/<run_id>__<mask fingerprint[:12]>.json
+    <results>/<dataset>/<setting>/<method>/<run_id>__<mask fingerprint[:12]>__<variant>.json
 
-The mask fingerprint in the name keeps runs of different protocols apart (they are never
-overwritten by one another). Re-submitting an identical record is a no-op; a different record
+The mask fingerprint in the name keeps runs of different protocols apart, and the variant (a
+hash of the method's version, profile and options) runs of different method configurations —
+an ablation (``-o ablation=ist-only``) or ``hst -o feature_blending=true`` is filed beside the
+default method, never over it. Re-submitting an identical record is a no-op; a different record
 at the same path is refused unless ``replace=True``. If a write fails half-way, the files
 this batch created are removed and the ones it replaced are restored.
 """
@@ -25,6 +27,8 @@ from pathlib import Path
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.labels import atomic_write_bytes
 from mlrpl_bench.results import dumps_record, validate_record
+
+from .aggregate import method_signature, short_hash
 
 DEFAULT_RESULTS_DIR = Path("leaderboard") / "results"
 
@@ -64,8 +68,9 @@ def path_component(name: str) -> str:
 def canonical_path(record: dict, results_dir: str | Path = DEFAULT_RESULTS_DIR) -> Path:
     """Where a validated record is filed under ``results_dir``."""
     mask = record["protocol"]["mask_fingerprint"][:12]
+    variant = short_hash(method_signature(record))
     return (Path(results_dir) / path_component(record["dataset"]["name"]) / path_component(record["protocol"]["setting"])
-            / path_component(record["method"]["name"]) / f"{path_component(record['run_id'])}__{mask}.json")
+            / path_component(record["method"]["name"]) / f"{path_component(record['run_id'])}__{mask}__{variant}.json")
 
 
 def check_provenance(record: dict, source: str) -> list[str]:
@@ -176,7 +181,7 @@ def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RE
         if target in planned:
             other = planned[target][0]
             if not _same_record(_content(planned[target][1]), record):
-                errors.append(f"{path}: same run_id and protocol as {other} but a different record; submit one of them")
+                errors.append(f"{path}: same run_id, protocol and method options as {other} but a different record; submit one of them")
             continue
         planned[target] = (path, record, warnings)
     if errors:

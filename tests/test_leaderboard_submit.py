@@ -11,6 +11,7 @@ from record_factory import make_record, write_record_file
 from mlrpl_bench.cli import main
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.leaderboard import submit as submit_mod
+from mlrpl_bench.leaderboard.aggregate import method_signature, short_hash
 from mlrpl_bench.leaderboard.submit import SubmissionRefused, canonical_path, path_component, submit_records
 from mlrpl_bench.results import read_record
 
@@ -26,7 +27,8 @@ def test_valid_records_are_filed_at_canonical_paths(tmp_path):
     filed = submit_records(paths, results)
     assert [f.status for f in filed] == ["filed"] * 4
     mask = recs[0]["protocol"]["mask_fingerprint"][:12]
-    expected = results / "voc2007" / "pal" / "hst" / f"hst__voc2007__pal__0.1__seed0__{mask}.json"
+    variant = short_hash(method_signature(recs[0]))
+    expected = results / "voc2007" / "pal" / "hst" / f"hst__voc2007__pal__0.1__seed0__{mask}__{variant}.json"
     assert filed[0].target == expected and expected.exists()
     assert len(files_under(results)) == 4
     stored = read_record(expected)  # the filed record still validates
@@ -124,7 +126,7 @@ def test_unreadable_files_are_refused_with_their_name(tmp_path):
 def test_conflicting_duplicates_in_one_batch_are_refused(tmp_path):
     a = write_record_file(tmp_path / "a", make_record(mAP=60.0))
     b = write_record_file(tmp_path / "b", make_record(mAP=61.0))
-    with pytest.raises(SubmissionRefused, match="same run_id and protocol"):
+    with pytest.raises(SubmissionRefused, match="same run_id, protocol and method options"):
         submit_records([a, b], tmp_path / "results")
     same = write_record_file(tmp_path / "c", make_record(mAP=60.0))
     assert len(submit_records([a, same], tmp_path / "results")) == 1
@@ -198,3 +200,14 @@ def test_cli_submit_files_and_prints_targets(tmp_path, capsys):
     target = canonical_path(rec, results)
     assert f"filed: {path} -> {target}" in out
     assert json.loads(target.read_text())["run_id"] == rec["run_id"]
+
+
+def test_an_ablation_is_filed_beside_the_method_not_over_it(tmp_path):
+    results = tmp_path / "results"
+    plain = make_record("hst", known=0.5, mAP=70.0)
+    ablation = make_record("hst", known=0.5, mAP=72.0)
+    ablation["method"]["options"] = {**plain["method"]["options"], "feature_blending": True}
+    paths = [write_record_file(tmp_path / "in", r, f"r{i}.json") for i, r in enumerate((plain, ablation))]
+    filed = submit_records(paths, results)
+    assert [f.status for f in filed] == ["filed", "filed"] and filed[0].target != filed[1].target
+    assert sorted(read_record(p)["metrics"]["test"]["mAP"] for p in files_under(results)) == [70.0, 72.0]

@@ -16,7 +16,7 @@ def leaderboard() -> None:
 @click.argument("records", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Results directory to file into [default: leaderboard/results].")
-@click.option("--replace", is_flag=True, help="Overwrite a different record already filed for the same run and protocol.")
+@click.option("--replace", is_flag=True, help="Overwrite a different record already filed for the same run, protocol and method options.")
 def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -> None:
     """Validate RECORD.json files and file them under the results directory.
 
