@@ -30,3 +30,28 @@ def test_pyproject_keeps_torch_as_a_range():
     pyproject = (ROOT / "pyproject.toml").read_text()
     torch_dep = re.search(r'"torch([^"]*)"', pyproject).group(1)
     assert "==" not in torch_dep and ">=" in torch_dep
+
+
+def test_readme_results_table_matches_the_filed_records():
+    """The built-in results table in the README is what `leaderboard build` makes of the records
+    filed in leaderboard/results (so re-filed records cannot leave a stale table behind)."""
+    from mlrpl_bench.leaderboard.aggregate import build_tables, read_results
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## The built-in dataset", 1)[1].split("\n## ", 1)[0]
+    readme = {}
+    for line in section.splitlines():
+        m = re.match(r"\| `([\w-]+)` \|(.*)\|$", line)
+        if m:
+            readme[m.group(1)] = [c.strip().strip("*") for c in m.group(2).split("|")]
+    tables = [t for t in build_tables(read_results(ROOT / "leaderboard" / "results"))
+              if (t.dataset, t.setting) == ("digit-scenes", "pal")]
+    assert len(tables) == 1
+    (table,) = tables
+    assert table.knowns == [round(0.1 * i, 1) for i in range(1, 10)]
+    built = {}
+    for row in table.rows:
+        assert row.method not in built, f"{row.method}: several filed configurations; the README shows one per method"
+        cells = [row.cells[k]["mAP"].mean for k in table.knowns]
+        built[row.method] = [f"{v:.1f}" for v in cells] + [f"{row.average[m].mean:.1f}" for m in ("mAP", "OF1", "CF1")]
+    assert readme == built
