@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -195,6 +196,37 @@ def _check_writable(output: Path) -> None:
         raise BenchError(f"--output {output}: not a writable directory ({exc.strerror or exc}); choose another --output") from None
 
 
+_DIR_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def variant_suffix(profile: str, options: dict, defaults: dict, max_len: int = 48) -> str:
+    """What tells a run's directory from the default configuration's.
+
+    ``""`` for the default profile with the method's default options; otherwise the profile name
+    and the changed options as ``key-value`` joined by ``_`` (``ablation-ist-only``,
+    ``feature_blending-True``), file-system safe; past ``max_len`` characters ``opts-`` and 8
+    hex digits of their hash. (Train settings such as ``--epochs`` are not part of it: a run
+    with other train settings in the same output directory is refused with a message.)
+    """
+    changed = {k: v for k, v in sorted(options.items()) if k not in defaults or defaults[k] != v}
+    parts = ([] if profile in ("default", "", None) else [str(profile)]) + [f"{k}-{v}" for k, v in changed.items()]
+    if not parts:
+        return ""
+    text = _DIR_SAFE.sub("-", "_".join(parts))
+    if len(text) > max_len:
+        text = "opts-" + hashlib.sha256(json.dumps([profile, changed], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return text
+
+
+def run_dir_name(resolved: ResolvedRun, run_id: str) -> str:
+    """``<run_id>`` for the method's defaults, ``<run_id>__<variant>`` for an ablation or a profile,
+    so that both can live in one output directory."""
+    options = dataclasses.asdict(resolved.method_options)
+    defaults = dataclasses.asdict(resolved.method_cls.Options())
+    suffix = variant_suffix(resolved.request.profile, options, defaults)
+    return f"{run_id}__{suffix}" if suffix else run_id
+
+
 def run_single(resolved: ResolvedRun, dataset, train_split: DatasetSplit, test_split: DatasetSplit,
                embeddings: np.ndarray, known: float, seed: int, device: torch.device, dist: D.DistInfo,
                output: Path) -> dict[str, Any] | None:
@@ -205,7 +237,7 @@ def run_single(resolved: ResolvedRun, dataset, train_split: DatasetSplit, test_s
     request, train = resolved.request, resolved.train
     method_cls = resolved.method_cls
     run_id = make_run_id(method_cls.name, dataset.name, request.setting, known, seed)
-    run_dir = output / run_id
+    run_dir = output / run_dir_name(resolved, run_id)
     record_path = run_dir / "record.json"
     config_hash = resolved.config_hash()
     if record_path.exists() and not request.overwrite:

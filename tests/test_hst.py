@@ -347,12 +347,15 @@ def test_hst_end_to_end_cli(cli, tmp_path, blending):
     res = cli("run", "--plugin", "hst", "--known", "0.5", "--epochs", "1", "--output", tmp_path,
               "--option", "num_prototypes=2", *extra, *TINY_SCENES)
     assert res.exit_code == 0, res.stderr
-    rec = read_record(tmp_path / "hst__digit-scenes__pal__0.5__seed0" / "record.json")
+    # Non-default options name the run's directory, so an ablation never meets the default run.
+    variant = "feature_blending-True_num_prototypes-2" if blending else "num_prototypes-2"
+    run_dir = tmp_path / f"hst__digit-scenes__pal__0.5__seed0__{variant}"
+    rec = read_record(run_dir / "record.json")
     assert rec["method"]["name"] == "hst" and rec["method"]["options"]["num_prototypes"] == 2
     assert rec["method"]["options"]["feature_blending"] is blending
     assert 0 <= rec["metrics"]["test"]["mAP"] <= 100
     # One epoch: blending starts at epoch 0 (a quarter of the epochs, rounded) and is logged.
-    first_epoch = json.loads((tmp_path / "hst__digit-scenes__pal__0.5__seed0" / rec["epoch_log"]).read_text().splitlines()[0])
+    first_epoch = json.loads((run_dir / rec["epoch_log"]).read_text().splitlines()[0])
     assert ("train/iprb_blended" in first_epoch) is blending
 
 

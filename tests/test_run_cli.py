@@ -56,6 +56,34 @@ def test_finished_runs_are_reused_and_a_changed_config_is_refused(cli, tmp_path)
     assert "different configuration" in changed.stderr and "--overwrite" in changed.stderr
 
 
+def test_an_ablation_runs_beside_the_default_in_one_output_directory(cli, tmp_path):
+    assert _run(cli, tmp_path, "--known", "0.5").exit_code == 0
+    ablation = _run(cli, tmp_path, "--known", "0.5", "-o", "normalization=durand")
+    assert ablation.exit_code == 0, ablation.stderr
+    default_dir = tmp_path / "partial-bce__digit-scenes__pal__0.5__seed0"
+    ablation_dir = tmp_path / "partial-bce__digit-scenes__pal__0.5__seed0__normalization-durand"
+    assert read_record(default_dir / "record.json")["method"]["options"]["normalization"] == "known"
+    rec = read_record(ablation_dir / "record.json")
+    assert rec["method"]["options"]["normalization"] == "durand"
+    assert rec["run_id"] == "partial-bce__digit-scenes__pal__0.5__seed0"  # the run id names the run, not the variant
+    assert str(ablation_dir) in ablation.output
+    # both are found again as done
+    assert "already done" in _run(cli, tmp_path, "--known", "0.5", "-o", "normalization=durand").output
+
+
+def test_variant_suffix_names_changed_options_and_hashes_long_ones():
+    from mlrpl_bench.runner import variant_suffix
+
+    defaults = {"a": 1, "b": "x", "c": False}
+    assert variant_suffix("default", {"a": 1, "b": "x", "c": False}, defaults) == ""
+    assert variant_suffix("default", {"a": 2, "b": "x", "c": True}, defaults) == "a-2_c-True"
+    assert variant_suffix("paper", dict(defaults), defaults) == "paper"
+    assert variant_suffix("default", {"a": 1, "b": "a/b c", "c": False}, defaults) == "b-a-b-c"  # file-system safe
+    long = variant_suffix("default", {"a": 1, "b": "y" * 80, "c": False}, defaults)
+    assert long.startswith("opts-") and len(long) == 13
+    assert long != variant_suffix("default", {"a": 1, "b": "z" * 80, "c": False}, defaults)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--plugin", "no-such-method"], "unknown plugin 'no-such-method'; choose one of:"),
     (["--plugin", "partial-bce", "--dataset", "nope"], "unknown dataset 'nope'"),

@@ -324,7 +324,7 @@ def test_sst_end_to_end_cli(cli, tmp_path):
     res = cli("run", "--plugin", "sst", "--known", "0.5", "--epochs", "1", "--output", tmp_path,
               "--option", "ablation=ist-only", *TINY_SCENES)
     assert res.exit_code == 0, res.stderr
-    rec = read_record(tmp_path / "sst__digit-scenes__pal__0.5__seed0" / "record.json")
+    rec = read_record(tmp_path / "sst__digit-scenes__pal__0.5__seed0__ablation-ist-only" / "record.json")
     assert rec["method"]["options"]["ablation"] == "ist-only"
     assert 0 <= rec["metrics"]["test"]["mAP"] <= 100
     bad = cli("run", "--plugin", "sst", "--known", "0.5", "--epochs", "1", "--output", tmp_path / "x",
