@@ -259,6 +259,15 @@ def _convert(value: Any, default: Any, type_name: str, where: str) -> Any:
     return text
 
 
+def field_default(f: dataclasses.Field) -> Any:
+    """The default value of a dataclass field (calling its factory), or None when it has none."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
 def make_dataclass_options(options_cls: type, overrides: dict[str, Any], *, owner: str):
     """Instantiate a dataclass of options from defaults and ``overrides``, converting strings.
 
@@ -273,12 +282,7 @@ def make_dataclass_options(options_cls: type, overrides: dict[str, Any], *, owne
     values = {}
     for key, value in overrides.items():
         f = fields[key]
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        else:
-            default = None
+        default = field_default(f)
         type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
         values[key] = _convert(value, default, type_name, f"{owner} option {key}")
     return options_cls(**values)

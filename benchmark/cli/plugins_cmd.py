@@ -19,16 +19,13 @@ def _json_value(value: Any) -> Any:
 
 
 def _options(options_cls) -> list[dict[str, Any]]:
+    from ..method import field_default  # here: listing plugins imports them (and torch) anyway
+
     if not dataclasses.is_dataclass(options_cls):
         return []
     out = []
     for f in dataclasses.fields(options_cls):
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        else:
-            default = None
+        default = field_default(f)
         type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         out.append({"name": f.name, "type": type_name, "default": _json_value(default), "help": f.metadata.get("help", "")})
     return out
