@@ -238,6 +238,18 @@ def _field(obj: Any, key: str, kind, where: str, path: Path):
     return value
 
 
+def _id_table(data: dict, key: str, value_field: str, path: Path) -> list[tuple[int, str]]:
+    """``data[key]``'s ``(id, value_field)`` pairs sorted by id; ids must be unique, the list non-empty."""
+    pairs = sorted((_field(item, "id", int, f"{key}[{k}]", path), _field(item, value_field, str, f"{key}[{k}]", path))
+                   for k, item in enumerate(data[key]))
+    ids = [i for i, _ in pairs]
+    if len(set(ids)) != len(ids):
+        raise BenchError(f"{path}: {key}[].id values are not unique")
+    if not pairs:
+        raise BenchError(f"{path}: {key} is empty")
+    return pairs
+
+
 def read_coco_labels(path: Path) -> tuple[list[str], np.ndarray, list[str], list[str]]:
     """Parse a COCO-style instances file into multi-label form.
 
@@ -257,28 +269,10 @@ def read_coco_labels(path: Path) -> tuple[list[str], np.ndarray, list[str], list
     for key in ("images", "categories", "annotations"):
         _field(data, key, list, "<root>", path)
 
-    cats = []
-    for k, cat in enumerate(data["categories"]):
-        cats.append((_field(cat, "id", int, f"categories[{k}]", path), _field(cat, "name", str, f"categories[{k}]", path)))
-    cats.sort()
-    cat_ids = [c for c, _ in cats]
-    if len(set(cat_ids)) != len(cat_ids):
-        raise BenchError(f"{path}: categories[].id values are not unique")
-    if not cats:
-        raise BenchError(f"{path}: categories is empty")
-    column = {cid: j for j, cid in enumerate(cat_ids)}
-
-    images = []
-    for k, img in enumerate(data["images"]):
-        where = f"images[{k}]"
-        images.append((_field(img, "id", int, where, path), _field(img, "file_name", str, where, path)))
-    images.sort()
-    img_ids = [i for i, _ in images]
-    if len(set(img_ids)) != len(img_ids):
-        raise BenchError(f"{path}: images[].id values are not unique")
-    if not images:
-        raise BenchError(f"{path}: images is empty")
-    row = {iid: r for r, iid in enumerate(img_ids)}
+    cats = _id_table(data, "categories", "name", path)
+    column = {cid: j for j, (cid, _) in enumerate(cats)}
+    images = _id_table(data, "images", "file_name", path)
+    row = {iid: r for r, (iid, _) in enumerate(images)}
 
     labels = np.full((len(images), len(cats)), -1, dtype=np.int8)
     for k, ann in enumerate(data["annotations"]):
