@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlrpl_bench.models.sarl import SARLModel
+from mlrpl_bench.models.sarl import SARLModel, SARLOutput
 
 # -------------------------------------------------------------------------------------------------
 # Losses
@@ -279,6 +279,15 @@ class BlendCoefficients:
             self.alpha.clamp_(0.0, 1.0)
             self.beta.clamp_(0.0, 1.0)
 
+    def forward_blended(self, x: torch.Tensor, blend) -> tuple[SARLOutput, torch.Tensor, Any]:
+        """The SARL forward through the category feature maps: ``(SARLOutput, maps, blended)``,
+        ``blended`` being ``blend(self, maps, features)`` (None without a callable). Run inside the
+        model's forward so that DistributedDataParallel sees every parameter blending uses."""
+        maps, features, attention, cam_logits = self.category_maps(x)
+        graph, outputs, logits = self.head(features)
+        blended = blend(self, maps, features) if blend is not None else None
+        return SARLOutput(logits, features, graph, outputs, attention, cam_logits), maps, blended
+
 
 class DSRBModel(BlendCoefficients, SARLModel):
     """The SARL model with the learnable α, β of blending.
@@ -303,7 +312,5 @@ class DSRBModel(BlendCoefficients, SARLModel):
     def forward(self, x: torch.Tensor, return_all: bool = False, blend=None):
         if not return_all and blend is None:
             return super().forward(x)
-        maps, features, attention, cam_logits = self.category_maps(x)
-        logits = self.classify(features)
-        blended = blend(self, maps, features) if blend is not None else None
-        return DSRBOutput(logits, features, maps, attention, cam_logits, blended)
+        out, maps, blended = self.forward_blended(x, blend)
+        return DSRBOutput(out.logits, out.features, maps, out.attention, out.cam_logits, blended)

@@ -76,13 +76,9 @@ class SemanticTransferModel(BlendCoefficients, SARLModel):
 
     def forward(self, x: torch.Tensor, return_all: bool = False, blend=None):
         if blend is None:
-            out = super().forward(x, return_all=True)
-            blended = None
+            out, blended = super().forward(x, return_all=True), None
         else:
-            maps, features, attention, cam_logits = self.category_maps(x)
-            graph, outputs, logits = self.head(features)
-            out = SARLOutput(logits, features, graph, outputs, attention, cam_logits)
-            blended = blend(self, maps, features)
+            out, _, blended = self.forward_blended(x, blend)
         if not return_all:
             return out.logits
         cooc = self.ist_head(out.features) if self.ist_head is not None else None
