@@ -222,10 +222,11 @@ def _build_table(dataset: str, setting: str, records: list[dict], reference: Ref
                             deviant_mask=deviant)
         rows[key].records.append(rec)
 
-    notes = []
-    knowns = sorted({round(float(rec["protocol"]["known"]), 4) for row in rows.values() for rec in row.records})
     for row in rows.values():
         _aggregate(row)
+    knowns = sorted({k for row in rows.values() for k in row.cells})
+    notes = []
+    for row in rows.values():
         if len(row.cells) != len(knowns):
             # A mean over fewer proportions is not comparable with the other rows' (nor ranked
             # with them): an unfinished sweep would otherwise sit above finished ones.
