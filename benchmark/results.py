@@ -84,7 +84,13 @@ _RUN_ID_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def make_run_id(method: str, dataset: str, setting: str, known: float, seed: int) -> str:
     """A file-system safe identifier, e.g. ``hst__voc2007__pal__0.3__seed0``."""
     parts = [method, dataset, setting, f"{known:g}", f"seed{seed}"]
-    return "__".join(_RUN_ID_SAFE.sub("-", str(p)) for p in parts)
+    return "__".join(safe_name(p) for p in parts)
+
+
+def safe_name(text: Any) -> str:
+    """``text`` with every run of characters other than letters, digits, ``._-`` replaced by ``-``
+    (run ids and run-directory names)."""
+    return _RUN_ID_SAFE.sub("-", str(text))
 
 
 _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {

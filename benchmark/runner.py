@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,7 +30,7 @@ from .errors import BenchError
 from .atomic import atomic_write_bytes
 from .method import Method, MethodContext, TrainConfig, make_dataclass_options
 from .models.backbones import FrozenBackbone
-from .results import make_run_id, read_record, write_record
+from .results import make_run_id, read_record, safe_name, write_record
 
 DEFAULT_DATASET = "digit-scenes"
 DEFAULT_PROPORTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -196,9 +195,6 @@ def _check_writable(output: Path) -> None:
         raise BenchError(f"--output {output}: not a writable directory ({exc.strerror or exc}); choose another --output") from None
 
 
-_DIR_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
 def variant_suffix(profile: str, options: dict, defaults: dict, max_len: int = 48) -> str:
     """What tells a run's directory from the default configuration's.
 
@@ -212,7 +208,7 @@ def variant_suffix(profile: str, options: dict, defaults: dict, max_len: int = 4
     parts = ([] if profile in ("default", "", None) else [str(profile)]) + [f"{k}-{v}" for k, v in changed.items()]
     if not parts:
         return ""
-    text = _DIR_SAFE.sub("-", "_".join(parts))
+    text = safe_name("_".join(parts))
     if len(text) > max_len:
         text = "opts-" + hashlib.sha256(json.dumps([profile, changed], sort_keys=True, default=str).encode()).hexdigest()[:8]
     return text
