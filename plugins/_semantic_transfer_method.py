@@ -266,10 +266,10 @@ class SemanticTransferMethod(Method):
     def configure_optimizers(self, model: nn.Module, train: TrainConfig):
         core = unwrap(model)
         thresholds = core.thresholds if getattr(core, "thresholds", None) is not None else None
-        params = [p for p in model.parameters() if p.requires_grad and p is not thresholds]
-        coefficients: list[nn.Parameter] = []
         if self.blender is not None:
             params, coefficients = self.blender.split_parameters(model, others=(thresholds,) if thresholds is not None else ())
+        else:
+            params, coefficients = [p for p in model.parameters() if p.requires_grad and p is not thresholds], []
         groups: list[dict[str, Any]] = [{"params": params}]
         if coefficients:
             groups.append({"params": coefficients, "weight_decay": 0.0})  # bounded mixing ratios, not weights
