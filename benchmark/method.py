@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .errors import BenchError
+from .schema import build_options, field_default  # noqa: F401 - field_default re-exported
 
 SETTINGS = ("full", "pal", "ppl", "spl")
 
@@ -236,53 +237,8 @@ class Method:
         return make_dataclass_options(cls.Options, overrides or {}, owner=f"method {cls.name!r}")
 
 
-def _convert(value: Any, default: Any, type_name: str, where: str) -> Any:
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    try:
-        if isinstance(default, bool) or type_name == "bool":
-            low = text.lower()
-            if low in {"1", "true", "yes", "on"}:
-                return True
-            if low in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(text)
-        if isinstance(default, int) or type_name == "int":
-            return int(text)
-        if isinstance(default, float) or type_name == "float":
-            return float(text)
-        if isinstance(default, (list, tuple)):
-            return type(default)(_convert(x, default[0] if default else "", "", where) for x in text.split(",") if x)
-    except ValueError:
-        raise BenchError(f"{where}: cannot read {text!r} as {type(default).__name__}") from None
-    return text
-
-
-def field_default(f: dataclasses.Field) -> Any:
-    """The default value of a dataclass field (calling its factory), or None when it has none."""
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None
-
-
-def make_dataclass_options(options_cls: type, overrides: dict[str, Any], *, owner: str):
-    """Instantiate a dataclass of options from defaults and ``overrides``, converting strings.
-
-    Unknown keys raise :class:`BenchError` listing the valid names.
-    """
-    fields = {f.name: f for f in dataclasses.fields(options_cls)}
-    unknown = set(overrides) - set(fields)
-    if unknown:
-        raise BenchError(
-            f"{owner}: unknown option {sorted(unknown)[0]!r}; valid options: {', '.join(sorted(fields)) or '(none)'}"
-        )
-    values = {}
-    for key, value in overrides.items():
-        f = fields[key]
-        default = field_default(f)
-        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-        values[key] = _convert(value, default, type_name, f"{owner} option {key}")
-    return options_cls(**values)
+def make_dataclass_options(options_cls: type, overrides: dict[str, Any], *, owner: str, strings: bool = True):
+    """Instantiate a dataclass of options from defaults and ``overrides`` through the validation
+    layer (:func:`mlrpl_bench.schema.build_options`): types, ranges and choices come from the
+    fields' declarations; unknown keys and bad values raise one-line :class:`BenchError` s."""
+    return build_options(options_cls, overrides, owner=owner, strings=strings)
