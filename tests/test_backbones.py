@@ -206,6 +206,16 @@ def test_weights_sha256(tmp_path):
     assert B.weights_sha256("my-backbone", "imagenet") is None
 
 
+def test_weights_sha256_of_imagenet_is_the_cached_torchvision_file_when_present(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert B.weights_sha256("resnet50", "imagenet") is None  # not downloaded: nothing to hash
+    url = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url
+    cached = tmp_path / "checkpoints" / url.rsplit("/", 1)[-1]
+    cached.parent.mkdir()
+    cached.write_bytes(b"stand-in for the downloaded file")
+    assert B.weights_sha256("resnet50", "imagenet") == hashlib.sha256(cached.read_bytes()).hexdigest()
+
+
 def test_records_store_the_weights_sha256(cli, tmp_path):
     weights = tmp_path / "w.pt"
     torch.save(SmallCNN().state_dict(), weights)
