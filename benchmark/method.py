@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .errors import BenchError
+from .models.backbones import FreezeMode
 from .schema import build_options, field_default  # noqa: F401 - field_default re-exported
 
 SETTINGS = ("full", "pal", "ppl", "spl")
@@ -117,8 +118,8 @@ class TrainConfig:
     lr_gamma: float = 0.1
     image_size: int = 0  # 0: the dataset's default
     backbone: str = ""  # "": the dataset's default
-    backbone_weights: str = "none"  # none | imagenet | PATH to a state dict
-    freeze_backbone: str = "none"  # none | official (layers 1-3 + their BN frozen) | all
+    backbone_weights: str = ""  # "": the dataset's default | none | builtin | imagenet | PATH to a state dict
+    freeze_backbone: FreezeMode = "none"  # none | official (early stages + their BN frozen) | all
     val_fraction: float = 0.1
     workers: int = 0
     amp: bool = True  # mixed precision on CUDA only

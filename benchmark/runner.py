@@ -29,7 +29,7 @@ from .environment import device_description, environment_info
 from .errors import BenchError
 from .atomic import atomic_write_bytes
 from .method import Method, MethodContext, TrainConfig, make_dataclass_options
-from .models.backbones import FrozenBackbone
+from .models.backbones import FrozenBackbone, default_weights, weights_sha256
 from .results import make_run_id, read_record, safe_name, write_record
 
 DEFAULT_DATASET = "digit-scenes"
@@ -120,6 +120,7 @@ def resolve(request: RunRequest) -> ResolvedRun:
             else:
                 raise BenchError(f"method {method_cls.name!r} profile {request.profile!r}: {key!r} is neither a train setting nor an option")
     train_values.update(request.train_overrides)
+    train_values.setdefault("backbone_weights", default_weights(dataset_cls, train_values["backbone"]))
     method_values.update(request.method_options)
     train = make_dataclass_options(TrainConfig, train_values, owner="train settings")
     if train.epochs < 1 or train.batch_size < 1:
@@ -402,7 +403,8 @@ def build_record(resolved: ResolvedRun, dataset, train_split, test_split, protoc
         "protocol": {"setting": request.setting, "known": float(known), "seed": int(seed), "scheme": request.scheme,
                      "val_fraction": train.val_fraction, "mask_fingerprint": protocol.mask_fingerprint,
                      "val_fingerprint": protocol.val_fingerprint},
-        "train": {**dataclasses.asdict(train), "device": str(device), "world_size": dist.world_size,
+        "train": {**dataclasses.asdict(train), "backbone_weights_sha256": weights_sha256(train.backbone, train.backbone_weights),
+                  "device": str(device), "world_size": dist.world_size,
                   "word_embeddings": request.word_embeddings or "fallback"},
         "selection": {"metric": "mAP", "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                       "split": "validation"},

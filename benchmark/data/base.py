@@ -99,6 +99,7 @@ class Dataset:
     Class attributes a subclass sets: ``name`` (registry name), ``summary`` (one line),
     ``citation``, ``needs_data_root`` (False only for data that the suite can build itself),
     ``default_image_size`` (pixels, the papers use 448), ``default_backbone`` (registry name),
+    ``default_backbone_weights`` (``--backbone-weights`` for the default backbone),
     ``Options`` (a dataclass of loader options, each field with ``metadata["help"]``).
     """
 
@@ -108,6 +109,7 @@ class Dataset:
     needs_data_root: ClassVar[bool] = True
     default_image_size: ClassVar[int] = 448
     default_backbone: ClassVar[str] = "resnet101"
+    default_backbone_weights: ClassVar[str] = "none"
 
     @dataclass
     class Options:

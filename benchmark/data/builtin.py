@@ -304,6 +304,8 @@ class DigitScenes(Dataset):
     needs_data_root = False
     default_image_size = 32
     default_backbone = "small-cnn"
+    #: The shipped small-cnn weights, pretrained on single glyphs (see docs/backbone.md).
+    default_backbone_weights = "builtin"
 
     @dataclass
     class Options:

@@ -18,6 +18,11 @@ Generation has two stages so that labels can be produced without drawing a pixel
 label-only path and the drawn images always agree. :func:`generate_scene_images` does both in
 memory for small test fixtures.
 
+:func:`render_glyphs` makes the *source task* of the shipped pretrained backbone (the built-in
+analogue of ImageNet pretraining): one object per image, drawn by the same renderer, from the
+same 20 categories, with its own random streams and only the handwritten samples of the train
+pool (see :func:`glyph_digit_pools`). It never draws an image of the benchmark's splits.
+
 The sklearn digit samples are split per digit class into a train pool and a test pool before
 any scene is drawn, so no handwritten sample appears in both splits.
 """
@@ -427,3 +432,81 @@ def generate_scene_images(n: int = 16, image_size: int = 32, seed: int = 0, spli
     for i, layout in enumerate(layouts):
         images[i] = render_layout(layout, image_size, render_rng(seed, split, i))
     return SceneImages(images, layout_labels(layouts), list(CLASS_NAMES), layouts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pretraining source task: single glyphs
+# ---------------------------------------------------------------------------------------------
+
+#: Random-stream codes of the source task's two parts; distinct from :data:`SPLIT_CODES`, so no
+#: glyph image shares a random stream with a benchmark image.
+GLYPH_PARTS = {"source": 3, "heldout": 4}
+#: Fraction of each digit class's *train-pool* samples held out from pretraining (to measure
+#: accuracy on handwriting the backbone has not seen, as the benchmark's test split does).
+GLYPH_HELDOUT_FRACTION = 0.2
+
+
+def glyph_digit_pools(pool_seed: int, part: str) -> list[np.ndarray]:
+    """For each digit 0-9, the sklearn sample rows the glyph task's ``part`` may use.
+
+    Both parts are drawn from ``digit_pools(pool_seed, "train")`` only -- the digit-scenes test
+    pool of generator seed ``pool_seed`` is never used -- split per class into ``source``
+    (pretraining) and ``heldout`` (its accuracy check), disjoint.
+    """
+    if part not in GLYPH_PARTS:
+        raise ValueError(f"part must be one of {', '.join(GLYPH_PARTS)}, got {part!r}")
+    rng = np.random.default_rng([pool_seed, GLYPH_PARTS["source"], 0])
+    pools = []
+    for rows in digit_pools(pool_seed, "train"):
+        rows = rng.permutation(rows)
+        cut = len(rows) - int(round(len(rows) * GLYPH_HELDOUT_FRACTION))
+        pools.append(np.sort(rows[:cut] if part == "source" else rows[cut:]))
+    return pools
+
+
+def sample_glyph_layouts(seed: int, part: str, n: int, image_size: int, *, pool_seed: int = 0,
+                         difficulty: Difficulty = DIFFICULTY) -> list[SceneLayout]:
+    """``n`` one-object layouts of the source task (deterministic in all arguments).
+
+    Categories are balanced (each of the 20 appears ``n // 20`` or ``n // 20 + 1`` times, in a
+    shuffled order). Size, position, rotation, colour and opacity follow the scenes' ranges; the
+    background hue is uniform, since a glyph has no scene type.
+    """
+    if part not in GLYPH_PARTS:
+        raise ValueError(f"part must be one of {', '.join(GLYPH_PARTS)}, got {part!r}")
+    rng = np.random.default_rng([seed, GLYPH_PARTS[part], 1])
+    pools = glyph_digit_pools(pool_seed, part)
+    categories = rng.permutation(np.arange(n) % len(CLASS_NAMES))
+    lo, hi = difficulty.size_range
+    layouts = []
+    for cat in categories:
+        cat = int(cat)
+        bg = _hsv_to_rgb(rng.random(), rng.uniform(0.15, 0.45), rng.uniform(0.12, 0.35))
+        size = max(4, min(int(round(rng.uniform(lo, hi) * image_size)), image_size))
+        x = int(rng.integers(0, image_size - size + 1))
+        y = int(rng.integers(0, image_size - size + 1))
+        angle = float(rng.uniform(-difficulty.max_rotation, difficulty.max_rotation))
+        colour = _hsv_to_rgb(rng.random(), rng.uniform(0.45, 1.0), rng.uniform(0.7, 1.0))
+        opacity = float(rng.uniform(0.75, 1.0))
+        sample = int(pools[cat][rng.integers(len(pools[cat]))]) if cat < 10 else -1
+        layouts.append(SceneLayout("glyph", bg, (SceneObject(cat, x, y, size, angle, colour, opacity, sample),)))
+    return layouts
+
+
+def render_glyphs(seed: int, part: str, n: int, image_size: int = 32, *,
+                  pool_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Render ``n`` images of the source task.
+
+    :param seed: the task's seed (the shipped weights use the seeds in ``tools/pretrain_backbone.py``).
+    :param part: ``source`` (pretraining images) or ``heldout`` (accuracy check; other digit
+        samples and other random streams).
+    :param pool_seed: the digit-scenes generator seed whose train pool the digits come from.
+    :return: ``(images, labels)``: ``(n, image_size, image_size, 3)`` uint8 and ``(n,)`` int64
+        category indices into :data:`CLASS_NAMES`.
+    """
+    layouts = sample_glyph_layouts(seed, part, n, image_size, pool_seed=pool_seed)
+    images = np.zeros((n, image_size, image_size, 3), dtype=np.uint8)
+    for i, layout in enumerate(layouts):
+        images[i] = render_layout(layout, image_size, np.random.default_rng([seed, GLYPH_PARTS[part], 2, i]))
+    labels = np.array([layout.objects[0].category for layout in layouts], dtype=np.int64)
+    return images, labels
