@@ -134,7 +134,7 @@ class Table:
     @property
     def interval_methods(self) -> set[str]:
         """The interval methods used in this table (``t``, ``t+images``)."""
-        return {s.method for row in self.rows for s in [*(c["mAP"] for c in row.cells.values()), *row.average.values()]
+        return {s.method for row in self.rows for s in [*(c["mAP"] for c in row.cells.values()), row.average["mAP"]]
                 if s.method}
 
     def families(self) -> list[str]:

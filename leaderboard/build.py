@@ -26,6 +26,7 @@ from mlrpl_bench.atomic import atomic_write_bytes
 from . import stats
 from .aggregate import DEFAULT_BASELINE, SUMMARY_METRICS, Row, Table, aggregated_frame, build_tables, check_baseline
 from .discover import discover
+from .export import defuse_formulas
 from .frame import records_frame
 from .html import render_page
 from .identity import budget_details
@@ -142,14 +143,9 @@ def readme_table(table: Table, keep: Callable[[Row], bool] = lambda row: True) -
 
 def _csv_bytes(frame: pd.DataFrame) -> bytes:
     """The aggregated frame as CSV, with text cells that look like formulas defused."""
-    frame = frame.copy()
-    for column in frame.columns:
-        if frame[column].dtype == object or pd.api.types.is_string_dtype(frame[column]):
-            # A leading = + - @ makes spreadsheets evaluate the cell as a formula.
-            frame[column] = frame[column].map(lambda v: "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v)
     if frame.empty:
         return b""
-    return frame.to_csv(index=False, lineterminator="\n", float_format="%.4f").encode()
+    return defuse_formulas(frame).to_csv(index=False, lineterminator="\n", float_format="%.4f").encode()
 
 
 def build_leaderboard(results_dir=DEFAULT_RESULTS_DIR, out_dir: str | Path = DEFAULT_OUT_DIR, *,

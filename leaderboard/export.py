@@ -47,17 +47,36 @@ def export_tables(results_dirs, *, baseline: str = DEFAULT_BASELINE, explicit_ba
     return {"runs": runs, "aggregated": aggregated_frame(tables)}
 
 
+#: A text cell starting with one of these is a formula to a spreadsheet.
+_FORMULA_START = ("=", "+", "-", "@")
+
+
+def _text_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
+
+
+def defuse_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells that start like a formula (``= + - @``) get a leading ``'`` (CSV only)."""
+    frame = frame.copy()
+    for column in _text_columns(frame):
+        frame[column] = frame[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v)
+    return frame
+
+
 def _csv_ready(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     for column in LIST_COLUMNS:
         if column in frame:
             frame[column] = frame[column].map(lambda v: None if v is None else json.dumps(v))
-    return frame
+    return defuse_formulas(frame)
 
 
 def read_csv_table(path: str | Path) -> pd.DataFrame:
-    """A table written by ``export --format csv``, list columns decoded."""
+    """A table written by ``export --format csv``: list columns decoded, defused formulas restored."""
     frame = pd.read_csv(path, keep_default_na=True)
+    for column in _text_columns(frame):
+        frame[column] = frame[column].map(
+            lambda v: v[1:] if isinstance(v, str) and v.startswith("'") and v[1:].startswith(_FORMULA_START) else v)
     for column in LIST_COLUMNS:
         if column in frame:
             frame[column] = frame[column].map(lambda v: json.loads(v) if isinstance(v, str) else None)
