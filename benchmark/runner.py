@@ -408,7 +408,7 @@ def build_record(resolved: ResolvedRun, dataset, train_split, test_split, protoc
                      "val_fraction": train.val_fraction, "mask_fingerprint": protocol.mask_fingerprint,
                      "val_fingerprint": protocol.val_fingerprint,
                      # per class, the known positives of the training rows (the leaderboard's frequency bins)
-                     "per_class_known_positives": np.count_nonzero(protocol.train_labels() == 1, axis=0).tolist()},
+                     "per_class_known_positives": np.count_nonzero(protocol.partial[protocol.train_idx] == 1, axis=0).tolist()},
         "train": {**dataclasses.asdict(train), "device": str(device), "world_size": dist.world_size,
                   "word_embeddings": request.word_embeddings or "fallback"},
         "selection": {"metric": "mAP", "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,

@@ -45,7 +45,7 @@ code{font-size:12px}
 .scroll{overflow-x:auto;max-width:100%}
 .mark{font-size:11px;margin-left:3px}.mark-better{color:#1a7f37}.mark-worse{color:#b42318}.mark-tie{color:#888}
 .budget{font-size:11px;color:#444;cursor:help;border-bottom:1px dotted #888}
-.panels{display:flex;flex-wrap:wrap;gap:8px}
+.panels{display:flex;flex-wrap:wrap;gap:8px}.panels figure{max-width:422px}
 svg.panel:hover g.series{opacity:.25}svg.panel:hover g.series:hover{opacity:1}
 svg.panel g.series:hover polyline{stroke-width:3.5}
 ul.rules li{margin:4px 0}

@@ -79,7 +79,8 @@ def _y_range(table: Table) -> tuple[float, float, float]:
         values += [y for _, y, _ in _published_points(row)]
     lo, hi = min(values), max(values)
     step = nice_step((hi - lo + 2) / 6)
-    return math.floor((lo - 1) / step) * step, math.ceil((hi + 1) / step) * step, step
+    # mAP is a percentage: the axis never runs past 0 or 100
+    return max(0.0, math.floor((lo - 1) / step) * step), min(100.0, math.ceil((hi + 1) / step) * step), step
 
 
 def family_panels(table: Table, width: int = 420, height: int = 270) -> str:
@@ -104,7 +105,7 @@ def family_panels(table: Table, width: int = 420, height: int = 270) -> str:
 def _panel(table: Table, family: str, members: list[Row], baselines: list[Row], scale, width: int, height: int) -> str:
     x0, x1, y0, y1, step = scale
     left, right, top, bottom = 44, 150, 22, 34
-    entries = len(baselines) + len(members) + sum(bool(_published_points(r)) for r in members)
+    entries = len(baselines) + len(members) + len({r.method for r in members if _published_points(r)})
     height = max(height, top + 14 * entries + 20)
     pw, ph = width - left - right, height - top - bottom
 
@@ -128,6 +129,7 @@ def _panel(table: Table, family: str, members: list[Row], baselines: list[Row], 
     out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 4}" text-anchor="middle" fill="#222">known label proportion</text>'
                f'<text transform="translate(11 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" fill="#222">test mAP (%)</text>')
     legend_y = top + 6
+    published_done: set[str] = set()  # a method's published curve is drawn once, in its first row's colour
     series = [(row, BASELINE_COLOR, True) for row in baselines] + \
         [(row, PALETTE[i % len(PALETTE)], False) for i, row in enumerate(members)]
     for row, color, is_base in series:
@@ -151,8 +153,9 @@ def _panel(table: Table, family: str, members: list[Row], baselines: list[Row], 
         legend_y += 14
         group.append("</g>")
         out.append("".join(group))
-        published = _published_points(row) if not is_base else []
+        published = _published_points(row) if not is_base and row.method not in published_done else []
         if published:
+            published_done.add(row.method)
             pub = [f'<g class="series published" data-label="{esc(row.method)} published">']
             if len(published) > 1:
                 path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in published)
@@ -164,8 +167,8 @@ def _panel(table: Table, family: str, members: list[Row], baselines: list[Row], 
             legend_y += 14
             out.append("".join(pub) + "</g>")
     out.append("</svg>")
-    caption = (f"{esc(family)}: {len(members)} row(s); grey: the baseline; bands: 95 % intervals over seeds; "
-               "dashed: published numbers for the same dataset and setting.")
+    caption = (f"{esc(family)}: {len(members)} row(s)" + ("; grey: the baseline" if baselines else "") +
+               "; bands: 95 % intervals; dashed: published numbers for the same dataset and setting.")
     return f'<figure class="panel-figure">{"".join(out)}<figcaption>{caption}</figcaption></figure>'
 
 

@@ -32,12 +32,15 @@ def test_t_interval_is_the_textbook_one():
     assert stats.estimate([5.0, 5.0]).text() == "5.0 ± 0.0"
 
 
-def test_image_variance_is_added_to_the_seed_variance_at_the_same_degrees_of_freedom():
+def test_image_variance_is_added_to_the_seed_variance_with_welch_satterthwaite_df():
     values = [1.0, 2.0, 3.0, 4.0]
-    plain, with_images = stats.estimate(values), stats.estimate(values, image_var=0.25)
-    # SE^2 = s^2/n + v = 1.6667/4 + 0.25 = 0.6667; half = t(0.975, 3) * sqrt(0.6667)
-    assert with_images.method == "t+images" and with_images.half_width == pytest.approx(3.182446 * math.sqrt(2 / 3), abs=1e-5)
-    assert with_images.half_width > plain.half_width
+    with_images = stats.estimate(values, image_var=0.25)
+    # s^2/n = 1.6667/4 = 0.41667; SE^2 = 0.66667; df = 0.66667^2 / (0.41667^2 / 3) = 7.68; t(0.975, 7.68) = 2.32284
+    assert stats.welch_df(5 / 12, 0.25, 4) == pytest.approx(7.68, abs=1e-9)
+    assert with_images.method == "t+images" and with_images.half_width == pytest.approx(2.32284 * math.sqrt(2 / 3), abs=1e-4)
+    # a dominant image variance gives the normal interval; none gives the seeds' t-interval
+    assert stats.estimate([5.0, 5.0, 5.0], image_var=4.0).half_width == pytest.approx(1.959964 * 2, abs=1e-5)
+    assert stats.estimate(values, image_var=0.0).half_width == pytest.approx(stats.estimate(values).half_width)
 
 
 # --------------------------------------------------------------------------- paired tests
@@ -55,9 +58,11 @@ def test_paired_test_without_scores_is_scipys_paired_t_test():
 def test_paired_test_with_a_zero_image_variance_equals_the_paired_t_test():
     a, b = [52.0, 49.0, 55.0], [50.0, 48.5, 51.0]
     assert stats.paired(a, b, image_var=0.0).p == pytest.approx(sp.ttest_rel(a, b).pvalue)
-    # a positive image variance only widens: larger p, wider interval
-    wide = stats.paired(a, b, image_var=1.0)
-    assert wide.p > sp.ttest_rel(a, b).pvalue and wide.hi - wide.lo > stats.paired(a, b).hi - stats.paired(a, b).lo
+    # p from t = mean(d) / sqrt(s_d^2/n + v) at the Welch-Satterthwaite df
+    d = np.subtract(a, b)
+    seed_var = d.var(ddof=1) / 3
+    expected = 2 * sp.t.sf(d.mean() / math.sqrt(seed_var + 1.0), stats.welch_df(seed_var, 1.0, 3))
+    assert stats.paired(a, b, image_var=1.0).p == pytest.approx(expected) and stats.paired(a, b, image_var=1.0).method == "t+images"
 
 
 def _constructed(diffs: dict[str, dict[float, list[float]]], seeds=(0, 1, 2)) -> list[dict]:
@@ -148,15 +153,15 @@ def _scored_sweep(root, methods: dict[str, float], knowns=(0.1, 0.5), seeds=(0, 
 
 
 def test_cells_and_comparisons_use_the_saved_scores_where_every_run_has_them(tmp_path):
-    _scored_sweep(tmp_path / "runs", {"partial-bce": 1.0, "strong": 3.0})
+    _scored_sweep(tmp_path / "runs", {"partial-bce": 0.5, "strong": 1.2})
     with_scores = build_tables(discover([tmp_path / "runs"]))[0]
     without = build_tables(discover([tmp_path / "runs"]), bootstrap=False)[0]
     strong = next(r for r in with_scores.rows if r.method == "strong")
     plain = next(r for r in without.rows if r.method == "strong")
     cell, plain_cell = strong.cells[0.1]["mAP"], plain.cells[0.1]["mAP"]
-    assert cell.method == "t+images" and plain_cell.method == "t" and cell.mean == plain_cell.mean
-    assert cell.half_width > plain_cell.half_width
-    assert strong.versus[0.1].method == "t+images" and strong.versus[0.1].p > plain.versus[0.1].p
+    assert cell.method == "t+images" and plain_cell.method == "t" and cell.mean == plain_cell.mean < 95
+    assert cell.half_width != pytest.approx(plain_cell.half_width, rel=1e-3)
+    assert strong.versus[0.1].method == "t+images" and strong.versus[0.1].p != pytest.approx(plain.versus[0.1].p, rel=1e-3)
     assert with_scores.interval_methods == {"t+images"}
     # one seed's scores file gone: that cell (and the Ave.) fall back to the seeds alone, with a note
     (tmp_path / "runs" / "strong_0.1_2" / "test_scores.npz").unlink()
@@ -225,3 +230,20 @@ def test_bins_from_the_protocol_cache_beside_records_without_the_field(tmp_path)
     # known positives of rows 0-3: class 0: 3, class 1: 2, class 2: 1 -> head, medium, tail
     assert [s.mean for s in row.bins[0.5]] == [70.0, 50.0, 30.0]
     assert row.runs["per_class_known_positives"].iloc[0] == [3, 2, 1]
+
+
+def test_the_image_variance_is_the_variance_of_the_seed_mean_over_the_shared_resamples(tmp_path):
+    # two seeds with identical scores: the seed spread is 0, so the interval is the normal one on
+    # the bootstrap SE of that one score matrix; a method identical to the baseline ties with p = 1
+    for method in ("partial-bce", "copy"):
+        for seed in (0, 1):
+            scored_record(tmp_path / "runs" / f"{method}{seed}", method, 0.5, seed, signal=0.8, noise_seed=11)
+    (table,) = build_tables(discover([tmp_path / "runs"]))
+    rows = {r.method: r for r in table.rows}
+    cell = rows["copy"].cells[0.5]["mAP"]
+    with np.load(tmp_path / "runs" / "copy0" / "test_scores.npz") as npz:
+        reps = replicate_map(npz["scores"].astype(np.float32), npz["targets"], image_weights(120))
+    assert cell.std == 0 and cell.method == "t+images"
+    assert cell.half_width == pytest.approx(1.959964 * reps.std(ddof=1), rel=1e-6)
+    versus = rows["copy"].versus[0.5]
+    assert versus.diff == 0 and versus.p == 1.0 and versus.mark == "tie"
