@@ -66,7 +66,7 @@ class Row:
     seeds: list[int] = field(default_factory=list)
     deviant_mask: bool = False
     dirty: bool = False
-    is_baseline: bool = False
+    is_baseline: bool = False   # the row the others of its protocol and budget are compared with
     reference: dict[str, dict[str, ReferenceRow]] = field(default_factory=dict)  # known key -> metric -> ref
     variant: str = ""       # the published ablation this row was compared with ("" = the method)
     notes: list[str] = field(default_factory=list)
@@ -236,7 +236,7 @@ def _build_table(dataset: str, setting: str, df: pd.DataFrame, reference: Refere
                   options=json.loads(first["options"]), options_id=first["options_id"], family=first["family"],
                   protocol_id=protocol_id, budget={k: first[k] for k in BUDGET_COLUMNS}, budget_id=budget_id,
                   runs=runs, seeds=sorted(runs["seed"].unique().tolist()), deviant_mask=bool(first["deviant_mask"]),
-                  dirty=bool(runs["dirty"].any()), is_baseline=first["method"] == baseline)
+                  dirty=bool(runs["dirty"].any()))
         _aggregate(row, knowns)
         rows.append(row)
     _compare(rows, knowns, baseline, notes)
@@ -308,6 +308,14 @@ def _pick_baseline(row: Row, candidates: list[Row]) -> Row | None:
 def _compare(rows: list[Row], knowns: list[float], baseline: str, notes: list[str]) -> None:
     candidates = [r for r in rows if r.method == baseline]
     tests: list[tuple[Row, float | str, Paired]] = []
+    for key in sorted({(c.protocol_id, c.budget_id) for c in candidates}):
+        same = [c for c in candidates if (c.protocol_id, c.budget_id) == key]
+        chosen = _pick_baseline(same[0], same)
+        chosen.is_baseline = True
+        if len(same) > 1:
+            notes.append(f"{len(same)} {baseline} rows share protocol {key[0]} and budget {key[1]} (options "
+                         f"{', '.join(sorted(c.options_id for c in same))}): the others are compared with options "
+                         f"{chosen.options_id} ({chosen.profile} profile, most runs)")
     for row in rows:
         base = _pick_baseline(row, candidates)
         if base is row:

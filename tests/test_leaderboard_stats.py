@@ -247,3 +247,15 @@ def test_the_image_variance_is_the_variance_of_the_seed_mean_over_the_shared_res
     assert cell.half_width == pytest.approx(1.959964 * reps.std(ddof=1), rel=1e-6)
     versus = rows["copy"].versus[0.5]
     assert versus.diff == 0 and versus.p == 1.0 and versus.mark == "tie"
+
+
+def test_with_several_baseline_rows_the_default_profile_with_most_runs_is_chosen_and_said():
+    records = _constructed({"m": {k: [5.0, 5.5, 4.5] for k in KNOWNS}})
+    ablation = [make_record("partial-bce", known=k, seed=s, mAP=99.0, options={"normalization": "durand"})
+                for k in KNOWNS for s in (0, 1)]
+    (table,) = build_tables(records + ablation)
+    m = next(r for r in table.rows if r.method == "m")
+    assert m.versus[0.1].diff == pytest.approx(5.0) and m.versus[0.1].n == 3  # not against the 2-seed ablation
+    assert any("2 partial-bce rows share protocol" in n and "most runs" in n for n in table.notes)
+    durand = next(r for r in table.rows if r.options)
+    assert not durand.is_baseline and durand.versus[0.1].mark == "better"  # the ablation is compared too
