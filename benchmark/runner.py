@@ -31,6 +31,7 @@ from .atomic import atomic_write_bytes
 from .method import Method, MethodContext, TrainConfig, make_dataclass_options
 from .models.backbones import FrozenBackbone, default_weights, weights_sha256
 from .results import make_run_id, read_record, safe_name, write_record
+from .scores import RECORD_FIELD as SCORES_FIELD, should_save as should_save_scores, write_scores
 
 DEFAULT_DATASET = "digit-scenes"
 DEFAULT_PROPORTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -59,6 +60,7 @@ class RunRequest:
     word_embeddings: str | None = None
     shard: tuple[int, int] = (0, 1)
     progress: bool = True
+    save_scores: bool | None = None  # None: scores.save_by_default(dataset)
 
 
 @dataclass
@@ -320,6 +322,8 @@ def run_single(resolved: ResolvedRun, dataset, train_split: DatasetSplit, test_s
     entry = P.method_registry()[method_cls.name]
     record = build_record(resolved, dataset, train_split, test_split, protocol, known, seed, result, device, dist,
                           seconds, started, entry, config_hash)
+    if should_save_scores(request.save_scores, dataset.name):  # test scores beside the record (benchmark/scores.py)
+        record[SCORES_FIELD] = write_scores(run_dir, result.test_scores, test_targets)
     write_record(record_path, record)
     pm.hook.mlrpl_run_end(run=run_info, record=record, path=str(record_path))
     test = result.test_metrics
@@ -395,14 +399,17 @@ def build_record(resolved: ResolvedRun, dataset, train_split, test_split, protoc
         "method": {"name": resolved.method_cls.name, "version": resolved.method_cls.version,
                    "options": dataclasses.asdict(resolved.method_options), "profile": request.profile or "default",
                    "citation": resolved.method_cls.citation, "distribution": entry.distribution,
-                   "distribution_version": entry.version},
+                   "distribution_version": entry.version,
+                   **({"family": resolved.method_cls.family} if getattr(resolved.method_cls, "family", None) else {})},
         "dataset": {"name": dataset.name, "options": dataset.options_dict(), "num_classes": train_split.num_classes,
                     "class_names": list(train_split.class_names),
                     "sizes": {"train": int(len(protocol.train_idx)), "val": int(len(protocol.val_idx)), "test": len(test_split)},
                     "fingerprint": {"train": train_split.fingerprint(), "test": test_split.fingerprint()}},
         "protocol": {"setting": request.setting, "known": float(known), "seed": int(seed), "scheme": request.scheme,
                      "val_fraction": train.val_fraction, "mask_fingerprint": protocol.mask_fingerprint,
-                     "val_fingerprint": protocol.val_fingerprint},
+                     "val_fingerprint": protocol.val_fingerprint,
+                     # per class, the known positives of the training rows (the leaderboard's frequency bins)
+                     "per_class_known_positives": np.count_nonzero(protocol.partial[protocol.train_idx] == 1, axis=0).tolist()},
         "train": {**dataclasses.asdict(train), "backbone_weights_sha256": weights_sha256(train.backbone, train.backbone_weights),
                   "device": str(device), "world_size": dist.world_size,
                   "word_embeddings": request.word_embeddings or "fallback"},

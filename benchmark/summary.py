@@ -1,50 +1,38 @@
-"""Summaries of a sweep's records: the table printed at the end of ``mlrpl-bench run``."""
+"""The table printed at the end of ``mlrpl-bench run``.
+
+It is derived from the leaderboard's long-form frame and aggregation
+(:func:`mlrpl_bench.leaderboard.aggregate.build_tables`), so a sweep's numbers, its "Ave." (per
+seed, the mean over the proportions; then over the seeds that ran every proportion) and its
+intervals are exactly what the leaderboard will show for the same records.
+"""
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from typing import Any
 
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return mean, math.sqrt(var)
+SUMMARY_METRICS = ("mAP", "OF1", "CF1")
 
 
-def _cell(values: list[float]) -> str:
-    mean, std = _mean_std(values)
-    if math.isnan(mean):
-        return "n/a"
-    return f"{mean:.2f}" if len(values) < 2 else f"{mean:.2f} ± {std:.2f}"
+def sweep_rows(records: list[dict[str, Any]], metrics=SUMMARY_METRICS) -> list[list[str]]:
+    """One line per (row, known proportion): mean (± the 95 % interval's half-width with 2+ seeds)
+    and the number of seeds, then an ``Ave.`` line per row that has one."""
+    from mlrpl_bench.leaderboard.aggregate import build_tables
+
+    out = []
+    for table in build_tables(records, bootstrap=False):
+        several = len({(row.method, row.options_id) for row in table.rows}) < len(table.rows)
+        for row in sorted(table.rows, key=lambda r: (r.method, r.options_id, r.budget_id)):
+            name = row.method + (f" ({row.budget_label})" if several else "")
+            for known, cell in sorted(row.cells.items()):
+                out.append([name, f"{known:g}", *(cell[m].text(2) for m in metrics), str(cell[metrics[0]].n)])
+            if len(row.cells) > 1 and row.average[metrics[0]].mean is not None:
+                out.append([name, "Ave.", *(row.average[m].text(2) for m in metrics), str(row.average[metrics[0]].n)])
+    return out
 
 
-def sweep_rows(records: list[dict[str, Any]], metrics=("mAP", "OF1", "CF1")) -> list[list[str]]:
-    """One row per (method, known proportion) with mean (± std over seeds), plus an average row per method."""
-    by_key: dict[tuple[str, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for rec in records:
-        key = (rec["method"]["name"], float(rec["protocol"]["known"]))
-        for m in metrics:
-            by_key[key][m].append(rec["metrics"]["test"].get(m))
-    rows = []
-    for method in sorted({k[0] for k in by_key}):
-        knowns = sorted(k for (meth, k) in by_key if meth == method)
-        per_metric_means: dict[str, list[float]] = defaultdict(list)
-        for k in knowns:
-            cells = by_key[(method, k)]
-            rows.append([method, f"{k:g}", *(_cell(cells[m]) for m in metrics), str(len(cells[metrics[0]]))])
-            for m in metrics:
-                per_metric_means[m].append(_mean_std(cells[m])[0])
-        if len(knowns) > 1:
-            rows.append([method, "Ave.", *(f"{_mean_std(per_metric_means[m])[0]:.2f}" for m in metrics), ""])
-    return rows
-
-
-def sweep_table(records: list[dict[str, Any]], metrics=("mAP", "OF1", "CF1")) -> str:
+def sweep_table(records: list[dict[str, Any]], metrics=SUMMARY_METRICS) -> str:
+    """:func:`sweep_rows` as a GitHub-style table, with a line saying what ± means."""
     from tabulate import tabulate
 
-    return tabulate(sweep_rows(records, metrics), headers=["method", "known", *metrics, "seeds"], tablefmt="github")
+    table = tabulate(sweep_rows(records, metrics), headers=["method", "known", *metrics, "seeds"], tablefmt="github")
+    return table + "\n(test metrics in %; with 2+ seeds, ± is the half-width of the 95 % t-interval over seeds)"

@@ -1,95 +1,87 @@
-"""From result records to leaderboard tables: grouping, protocol separation, mean ± std, the join.
+"""From the long-form frame of runs (:mod:`.frame`) to leaderboard tables.
 
-A *table* is one (dataset, setting). A *row* is one method run under one protocol: records
-are only averaged together when they agree on the method (name, version, profile, options)
-and on the protocol — the dataset fingerprints, the protocol scheme, the validation fraction
-and, for every (known, seed), the mask fingerprint. Records that disagree become separate rows
-labelled by a short fingerprint; they are never mixed in one cell.
+A *table* is one (dataset, setting). A *row* is one method under one protocol and one training
+budget: records are merged only when they agree on the method (name, version, profile,
+options), the protocol (dataset fingerprints, mask scheme, validation fraction, and per
+proportion and seed the mask) and the budget (:mod:`.identity`). Otherwise they are separate
+rows, each labelled with its protocol and budget.
 
-Within a row, a cell is one known proportion: mean ± sample std over seeds. "Ave." is the
-papers' summary — per seed, the mean over the row's known proportions; then mean ± std over
-the seeds that ran every proportion (or the mean of the per-proportion means, without std,
-when no seed ran them all). Pure Python: no torch, plugin or engine import.
+Within a row, a cell is one known proportion: mean, std and 95 % interval over seeds
+(:func:`.stats.estimate`). **Ave.** (the only rule, also used by the end-of-run summary of
+``mlrpl-bench run``): per seed, the mean over the row's proportions; then the same statistics
+over the seeds that ran every proportion. A seed that misses a proportion does not count
+toward Ave.; a row that misses a proportion of its table gets no Ave. (an unfinished sweep is
+not comparable), and neither does a row none of whose seeds ran every proportion.
+
+Each row is compared with the baseline row (default ``partial-bce``) of the same protocol and
+budget, at every proportion and on Ave. (:func:`.stats.paired`), and the marks come from one
+Benjamini–Hochberg adjustment per table (:func:`.stats.adjust`). Frequency bins (head / medium /
+tail, :func:`.stats.bin_means`) are aggregated like mAP. No torch, plugin or engine import.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from mlrpl_bench.errors import BenchError
-from mlrpl_bench.results import read_record
+import numpy as np
+import pandas as pd
 
+from mlrpl_bench.errors import BenchError
+
+from . import stats
+from .bootstrap import image_weights, replicate_map
+from .discover import Discovery, discover
+from .frame import BUDGET_COLUMNS, FAMILY_ORDER, records_frame
+from .identity import budget_badge, budget_details, method_signature, short_hash  # noqa: F401 (re-exported for submit)
 from .reference import AVERAGE, ReferenceIndex, ReferenceRow, known_key
+from .stats import Paired, Stat
 
 SUMMARY_METRICS = ("mAP", "OF1", "CF1")
-
-
-def short_hash(obj, n: int = 8) -> str:
-    """The first ``n`` hex digits of the sha256 of ``obj`` as canonical JSON."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
-
-
-def protocol_signature(record: dict) -> dict:
-    """What must be equal for two records' numbers to be comparable (besides the masks)."""
-    return {"dataset_fingerprint": record["dataset"]["fingerprint"], "scheme": record["protocol"]["scheme"],
-            "val_fraction": record["protocol"].get("val_fraction")}
-
-
-def method_signature(record: dict) -> dict:
-    m = record["method"]
-    return {"name": m["name"], "version": m["version"], "profile": m["profile"], "options": m.get("options", {})}
-
-
-@dataclass
-class Stat:
-    """Mean ± sample std over seeds (std is None with fewer than two values)."""
-
-    mean: float | None
-    std: float | None
-    n: int
-
-    @classmethod
-    def of(cls, values: Iterable[float | None]) -> "Stat":
-        vals = [float(v) for v in values if v is not None and math.isfinite(v)]
-        if not vals:
-            return cls(None, None, 0)
-        mean = sum(vals) / len(vals)
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
-        return cls(mean, std, len(vals))
-
-    def text(self, digits: int = 1) -> str:
-        if self.mean is None:
-            return "–"
-        if self.std is None:
-            return f"{self.mean:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+DEFAULT_BASELINE = "partial-bce"
+#: The papers' sweep: their "Ave." is the mean over exactly these proportions.
+PAPER_SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
 
 @dataclass
 class Row:
-    """One method under one protocol in one table."""
+    """One method under one protocol and one budget in one table."""
 
     method: str
     method_version: str
     profile: str
     options: dict
-    protocol_id: str        # short fingerprint of the protocol signature (+ mask when deviant)
     options_id: str
-    records: list[dict] = field(default_factory=list)
+    family: str
+    protocol_id: str        # short fingerprint of the protocol signature (+ mask when deviant)
+    budget: dict
+    budget_id: str
+    runs: pd.DataFrame      # this row's lines of the long-form frame
     cells: dict[float, dict[str, Stat]] = field(default_factory=dict)   # known -> metric -> Stat
-    average: dict[str, Stat] = field(default_factory=dict)              # metric -> Stat over seeds
+    average: dict[str, Stat] = field(default_factory=dict)              # metric -> Stat over complete seeds
+    bins: dict[float | str, list[Stat]] = field(default_factory=dict)  # known or "ave" -> [head, medium, tail]
+    versus: dict[float | str, Paired] = field(default_factory=dict)    # known or "ave" -> vs the baseline (mAP)
     seeds: list[int] = field(default_factory=list)
     deviant_mask: bool = False
     dirty: bool = False
+    is_baseline: bool = False   # the row the others of its protocol and budget are compared with
     reference: dict[str, dict[str, ReferenceRow]] = field(default_factory=dict)  # known key -> metric -> ref
     variant: str = ""       # the published ablation this row was compared with ("" = the method)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}|{self.options_id}|{self.protocol_id}|{self.budget_id}"
+
+    @property
+    def budget_label(self) -> str:
+        return budget_badge(self.budget)
+
+    @property
+    def budget_text(self) -> str:
+        return budget_details(self.budget)
 
     @property
     def detail(self) -> str:
@@ -104,7 +96,7 @@ class Row:
         key = AVERAGE if known == AVERAGE else known_key(known)  # type: ignore[arg-type]
         return self.reference.get(key, {}).get(metric)
 
-    def stat(self, known: float | str, metric: str = "mAP"):
+    def stat(self, known: float | str, metric: str = "mAP") -> Stat | None:
         """The reproduced statistic at ``known`` (or the sweep average), None when not run."""
         return self.average.get(metric) if known == AVERAGE else self.cells.get(known, {}).get(metric)  # type: ignore[arg-type]
 
@@ -124,11 +116,30 @@ class Table:
     rows: list[Row]
     knowns: list[float]
     protocols: dict[str, dict]  # protocol id -> signature (and mask, for deviant rows)
+    baseline: str = DEFAULT_BASELINE
     notes: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
         return f"{self.dataset}__{self.setting}"
+
+    @property
+    def budgets(self) -> dict[str, dict]:
+        return {row.budget_id: row.budget for row in self.rows}
+
+    @property
+    def has_bins(self) -> bool:
+        return any(row.bins for row in self.rows)
+
+    @property
+    def interval_methods(self) -> set[str]:
+        """The interval methods used in this table (``t``, ``t+images``)."""
+        return {s.method for row in self.rows for s in [*(c["mAP"] for c in row.cells.values()), row.average["mAP"]]
+                if s.method}
+
+    def families(self) -> list[str]:
+        present = {row.family for row in self.rows}
+        return [f for f in FAMILY_ORDER if f in present] + sorted(present - set(FAMILY_ORDER))
 
     def comparisons(self) -> Iterable[Comparison]:
         """Every (row, known or Ave., metric) that has a published number, in display order."""
@@ -152,124 +163,187 @@ class Comparison:
     gap: float | None
 
 
-def read_results(results_dir: str | Path) -> list[tuple[Path, dict]]:
-    """Every record (``**/*.json``) under ``results_dir``, validated; a bad file stops the build."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise BenchError(f"{results_dir}: results directory not found; submit records with "
-                         "`mlrpl-bench leaderboard submit` or pass --results DIR")
-    return [(path, read_record(path)) for path in sorted(results_dir.rglob("*.json"))]
+def read_results(paths) -> Discovery:
+    """Every record under the results folder(s) ``paths`` (see :func:`.discover.discover`)."""
+    return discover(paths)
 
 
-def _dedupe(records: list[tuple[Path, dict]]) -> tuple[list[dict], list[str]]:
-    """Keep one record per (method signature, protocol, mask, known, seed): the latest finished."""
-    best: dict[str, tuple[Path, dict]] = {}
-    notes = []
-    for path, rec in records:
-        key = short_hash([method_signature(rec), protocol_signature(rec), rec["protocol"]["mask_fingerprint"],
-                          rec["dataset"]["name"], rec["protocol"]["setting"], known_key(rec["protocol"]["known"]),
-                          rec["protocol"]["seed"]], 16)
-        if key in best:
-            old_path, old = best[key]
-            keep_new = str(rec.get("runtime", {}).get("finished", "")) > str(old.get("runtime", {}).get("finished", ""))
-            dropped = old_path if keep_new else path
-            notes.append(f"{dropped}: duplicate of another run (same method, protocol and seed); kept the later one")
-            if keep_new:
-                best[key] = (path, rec)
-        else:
-            best[key] = (path, rec)
-    return [rec for _, rec in best.values()], notes
+def build_tables(source, reference: ReferenceIndex | None = None, *, baseline: str = DEFAULT_BASELINE,
+                 bootstrap: bool = True) -> list[Table]:
+    """Group records into tables and rows, aggregate seeds, compare with the baseline, join the papers.
 
-
-def build_tables(records: list[tuple[Path, dict]] | list[dict], reference: ReferenceIndex | None = None) -> list[Table]:
-    """Group records into tables and rows, aggregate seeds and join the published numbers."""
-    pairs = [(Path("-"), r) if isinstance(r, dict) else r for r in records]
-    recs, dup_notes = _dedupe(pairs)
-    by_table: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for rec in recs:
-        by_table[(rec["dataset"]["name"], rec["protocol"]["setting"])].append(rec)
-    tables = []
-    for (dataset, setting), group in sorted(by_table.items()):
-        tables.append(_build_table(dataset, setting, group, reference))
-    if tables and dup_notes:
-        tables[0].notes.extend(dup_notes)
+    ``source``: the frame of :func:`.frame.records_frame`, a :class:`.discover.Discovery`, or
+    record dicts / ``(path, record)`` pairs. ``bootstrap=False`` ignores saved test scores.
+    """
+    frame = source if isinstance(source, pd.DataFrame) else records_frame(source)
+    tables = [_build_table(dataset, setting, group, reference, baseline, bootstrap)
+              for (dataset, setting), group in frame.groupby(["dataset", "setting"], sort=True)]
+    notes = frame.attrs.get("notes", [])
+    if tables and notes:
+        tables[0].notes.extend(notes)
     return tables
 
 
-def _build_table(dataset: str, setting: str, records: list[dict], reference: ReferenceIndex | None) -> Table:
-    # The canonical mask of each (protocol, known, seed) is the one most records used: a run
-    # whose mask differs did not see the same partial labels, so it gets a row of its own.
-    masks: dict[tuple[str, str, int], Counter] = defaultdict(Counter)
-    for rec in records:
-        pid = short_hash(protocol_signature(rec))
-        masks[(pid, known_key(rec["protocol"]["known"]), rec["protocol"]["seed"])][rec["protocol"]["mask_fingerprint"]] += 1
-    canonical = {k: sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for k, c in masks.items()}
+# --------------------------------------------------------------------------- replicates
 
-    rows: dict[tuple, Row] = {}
+def _replicates(df: pd.DataFrame, notes: list[str]) -> pd.Series:
+    """Per run, the bootstrap replicates of its test mAP (None without a readable scores file)."""
+    from mlrpl_bench.scores import verify_scores
+
+    out: dict = {}
+    with_scores = df[df["scores_file"].notna()]
+    missing = 0
+    for (_, n_test), group in with_scores.groupby(["dataset_fp_test", "n_test"]):
+        weights = image_weights(int(n_test))
+        for idx, run in group.iterrows():
+            record_path = Path(run["results_dir"]) / run["record_file"]
+            stub = {"scores_file": {"path": run["scores_file"], "sha256": run["scores_sha256"]},
+                    "dataset": {"sizes": {"test": run["n_test"]}, "num_classes": run["num_classes"]},
+                    "metrics": {"test": {"mAP": run["test_mAP"]}}}
+            if not (record_path.parent / run["scores_file"]).is_file():
+                missing += 1
+                continue
+            scores, targets = verify_scores(record_path, stub)
+            out[idx] = replicate_map(scores, targets, weights)
+    if missing:
+        notes.append(f"{missing} record(s) name a test-scores file that is not beside them: their intervals use the seeds only")
+    return pd.Series([out.get(i) for i in df.index], index=df.index, dtype=object)
+
+
+def _image_var(reps: list) -> float | None:
+    """Variance over resamples of the mean of the given runs' replicates (None unless all have them)."""
+    if not reps or any(r is None for r in reps):
+        return None
+    return float(np.var(np.mean(np.stack(reps), axis=0), ddof=1))
+
+
+# --------------------------------------------------------------------------- one table
+
+def _build_table(dataset: str, setting: str, df: pd.DataFrame, reference: ReferenceIndex | None, baseline: str,
+                 bootstrap: bool) -> Table:
+    df = df.copy()
+    notes: list[str] = []
+    df["rep"] = _replicates(df, notes) if bootstrap else None
+    knowns = sorted(df["known"].unique().tolist())
     protocols: dict[str, dict] = {}
-    for rec in records:
-        sig = protocol_signature(rec)
-        pid = short_hash(sig)
-        mask = rec["protocol"]["mask_fingerprint"]
-        deviant = canonical[(pid, known_key(rec["protocol"]["known"]), rec["protocol"]["seed"])] != mask
-        row_pid = f"{pid}/mask {mask[:8]}" if deviant else pid
-        protocols[row_pid] = {**sig, **({"mask_fingerprint": mask} if deviant else {})}
-        msig = method_signature(rec)
-        key = (short_hash(msig, 16), row_pid)
-        if key not in rows:
-            rows[key] = Row(method=msig["name"], method_version=msig["version"], profile=msig["profile"],
-                            options=msig["options"], protocol_id=row_pid, options_id=short_hash(msig["options"], 6),
-                            deviant_mask=deviant)
-        rows[key].records.append(rec)
-
-    for row in rows.values():
-        _aggregate(row)
-    knowns = sorted({k for row in rows.values() for k in row.cells})
-    notes = []
-    for row in rows.values():
-        if len(row.cells) != len(knowns):
-            # A mean over fewer proportions is not comparable with the other rows' (nor ranked
-            # with them): an unfinished sweep would otherwise sit above finished ones.
-            row.average = {m: Stat(None, None, 0) for m in SUMMARY_METRICS}
-            row.notes.append(f"runs {len(row.cells)} of the table's {len(knowns)} proportions: no Ave.")
+    rows = []
+    for (_, protocol_id, budget_id), runs in df.groupby(["method_id", "protocol_id", "budget_id"], sort=False):
+        first = runs.iloc[0]
+        protocols[protocol_id] = {"dataset_fingerprint": {"train": first["dataset_fp_train"], "test": first["dataset_fp_test"]},
+                                  "scheme": first["scheme"], "val_fraction": first["val_fraction"],
+                                  **({"mask_fingerprint": first["mask_fingerprint"]} if first["deviant_mask"] else {})}
+        row = Row(method=first["method"], method_version=first["method_version"], profile=first["profile"],
+                  options=json.loads(first["options"]), options_id=first["options_id"], family=first["family"],
+                  protocol_id=protocol_id, budget={k: first[k] for k in BUDGET_COLUMNS}, budget_id=budget_id,
+                  runs=runs, seeds=sorted(runs["seed"].unique().tolist()), deviant_mask=bool(first["deviant_mask"]),
+                  dirty=bool(runs["dirty"].any()))
+        _aggregate(row, knowns)
+        rows.append(row)
+    _compare(rows, knowns, baseline, notes)
+    for row in rows:
         if reference is not None:
             _join(row, dataset, setting, reference)
-        notes += [f"{row.method} ({row.detail}): {n}" for n in row.notes]
-    ordered = sorted(rows.values(), key=lambda r: (-(r.average["mAP"].mean if r.average.get("mAP") and r.average["mAP"].mean is not None else -1),
-                                                   r.method, r.protocol_id))
-    return Table(dataset, setting, ordered, knowns, protocols, notes)
+        notes += [f"{row.method} ({row.detail}, budget {row.budget_id}): {n}" for n in row.notes]
+    rows.sort(key=lambda r: (-(r.average["mAP"].mean if r.average["mAP"].mean is not None else -1), r.method,
+                             r.protocol_id, r.budget_id))
+    return Table(dataset, setting, rows, knowns, protocols, baseline, notes)
 
 
-def _aggregate(row: Row) -> None:
-    per_known: dict[float, list[dict]] = defaultdict(list)
-    per_seed: dict[int, dict[float, dict]] = defaultdict(dict)
-    for rec in row.records:
-        known = round(float(rec["protocol"]["known"]), 4)
-        per_known[known].append(rec)
-        per_seed[int(rec["protocol"]["seed"])][known] = rec
-        if str(rec["environment"].get("code_version", "")).endswith("+dirty"):
-            row.dirty = True
-    row.seeds = sorted(per_seed)
-    for known, recs in sorted(per_known.items()):
-        row.cells[known] = {m: Stat.of(r["metrics"]["test"].get(m) for r in recs) for m in SUMMARY_METRICS}
-    knowns = sorted(per_known)
-    complete = [s for s, by_known in per_seed.items() if sorted(by_known) == knowns]
-    for metric in SUMMARY_METRICS:
-        seed_means = []
-        for s in complete:
-            vals = [per_seed[s][k]["metrics"]["test"].get(metric) for k in knowns]
-            if all(v is not None for v in vals):
-                seed_means.append(sum(vals) / len(vals))
-        if seed_means:
-            row.average[metric] = Stat.of(seed_means)
-        else:
-            means = [row.cells[k][metric].mean for k in knowns]
-            row.average[metric] = Stat(sum(means) / len(means), None, 0) if means and None not in means else Stat(None, None, 0)
+def _seed_pivot(runs: pd.DataFrame, column: str, knowns: list[float]) -> pd.DataFrame:
+    """seed x known values of ``column``, restricted to the seeds that ran every one of ``knowns``."""
+    pivot = runs.pivot(index="seed", columns="known", values=column).reindex(columns=knowns)
+    return pivot[pivot.notna().all(axis=1)]
 
 
-#: The papers' sweep: their "Ave." is the mean over exactly these proportions.
-PAPER_SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 10))
+def _aggregate(row: Row, knowns: list[float]) -> None:
+    runs = row.runs
+    for known, group in runs.groupby("known"):
+        row.cells[known] = {m: stats.estimate(group[f"test_{m}"], _image_var(list(group["rep"])) if m == "mAP" else None)
+                            for m in SUMMARY_METRICS}
+    complete_row = sorted(row.cells) == knowns
+    if not complete_row:
+        # A mean over fewer proportions is not comparable with the other rows' (nor ranked
+        # with them): an unfinished sweep would otherwise sit above finished ones.
+        row.notes.append(f"runs {len(row.cells)} of the table's {len(knowns)} proportions: no Ave.")
+    for m in SUMMARY_METRICS:
+        pivot = _seed_pivot(runs, f"test_{m}", knowns) if complete_row else pd.DataFrame()
+        image_var = None
+        if m == "mAP" and not pivot.empty:
+            reps = runs.set_index(["seed", "known"])["rep"]
+            per_seed = [_mean_rep([reps.get((s, k)) for k in knowns]) for s in pivot.index]
+            image_var = _image_var(per_seed)
+        row.average[m] = stats.estimate(pivot.mean(axis=1) if not pivot.empty else [], image_var)
+    if complete_row and row.average["mAP"].n < len(row.seeds):
+        row.notes.append(f"Ave. over the {row.average['mAP'].n} of {len(row.seeds)} seeds that ran every proportion")
+    _aggregate_bins(row, knowns, complete_row)
 
+
+def _mean_rep(reps: list):
+    return None if any(r is None for r in reps) else np.mean(np.stack(reps), axis=0)
+
+
+def _aggregate_bins(row: Row, knowns: list[float], complete_row: bool) -> None:
+    runs = row.runs[row.runs["per_class_known_positives"].notna()]
+    if runs.empty:
+        return
+    values = pd.DataFrame([stats.bin_means(ap, counts) for ap, counts in
+                           zip(runs["per_class_ap"], runs["per_class_known_positives"])],
+                          index=runs.index, columns=list(stats.BINS), dtype=float)
+    binned = pd.concat([runs[["seed", "known"]], values], axis=1)
+    for known, group in binned.groupby("known"):
+        row.bins[known] = [stats.estimate(group[b]) for b in stats.BINS]
+    if complete_row:
+        row.bins[AVERAGE] = [stats.estimate(_seed_pivot(binned, b, knowns).mean(axis=1)) for b in stats.BINS]
+
+
+# --------------------------------------------------------------------------- paired comparisons
+
+def _pick_baseline(row: Row, candidates: list[Row]) -> Row | None:
+    """The baseline row with the same protocol and budget (default profile first, then the most runs)."""
+    same = [c for c in candidates if c.protocol_id == row.protocol_id and c.budget_id == row.budget_id]
+    same.sort(key=lambda c: (c.profile != "default", -len(c.runs), c.options_id))
+    return same[0] if same else None
+
+
+def _compare(rows: list[Row], knowns: list[float], baseline: str, notes: list[str]) -> None:
+    candidates = [r for r in rows if r.method == baseline]
+    tests: list[tuple[Row, float | str, Paired]] = []
+    for key in sorted({(c.protocol_id, c.budget_id) for c in candidates}):
+        same = [c for c in candidates if (c.protocol_id, c.budget_id) == key]
+        chosen = _pick_baseline(same[0], same)
+        chosen.is_baseline = True
+        if len(same) > 1:
+            notes.append(f"{len(same)} {baseline} rows share protocol {key[0]} and budget {key[1]} (options "
+                         f"{', '.join(sorted(c.options_id for c in same))}): the others are compared with options "
+                         f"{chosen.options_id} ({chosen.profile} profile, most runs)")
+    for row in rows:
+        base = _pick_baseline(row, candidates)
+        if base is row:
+            continue
+        if base is None:
+            if candidates:
+                row.notes.append(f"no {baseline} row with the same protocol and budget: not compared")
+            continue
+        cols = ["known", "seed", "mask_fingerprint", "test_mAP", "rep"]
+        pairs = row.runs[cols].merge(base.runs[cols], on=["known", "seed", "mask_fingerprint"], suffixes=("", "_base"))
+        pairs["rep_diff"] = [None if a is None or b is None else a - b for a, b in zip(pairs["rep"], pairs["rep_base"])]
+        for known, group in pairs.groupby("known"):
+            result = stats.paired(group["test_mAP"], group["test_mAP_base"], _image_var(list(group["rep_diff"])))
+            if result is not None:
+                tests.append((row, known, result))
+        if sorted(row.cells) == knowns and sorted(base.cells) == knowns:
+            a, b = _seed_pivot(pairs, "test_mAP", knowns), _seed_pivot(pairs, "test_mAP_base", knowns)
+            seeds = a.index.intersection(b.index)
+            diffs = pairs.set_index(["seed", "known"])["rep_diff"]
+            image_var = _image_var([_mean_rep([diffs.get((s, k)) for k in knowns]) for s in seeds])
+            result = stats.paired(a.loc[seeds].mean(axis=1), b.loc[seeds].mean(axis=1), image_var)
+            if result is not None:
+                tests.append((row, AVERAGE, result))
+    for (row, known, _), result in zip(tests, stats.adjust([t[2] for t in tests])):
+        row.versus[known] = result
+
+
+# --------------------------------------------------------------------------- the published numbers
 
 def _join(row: Row, dataset: str, setting: str, reference: ReferenceIndex) -> None:
     variant = reference.resolve_variant(row.method, row.options)
@@ -287,3 +361,56 @@ def _join(row: Row, dataset: str, setting: str, reference: ReferenceIndex) -> No
             ref = reference.lookup(row.method, dataset, setting, known, metric, variant)
             if ref is not None:
                 row.reference.setdefault(key, {})[metric] = ref
+
+
+# --------------------------------------------------------------------------- the aggregated frame
+
+def _stat_columns(prefix: str, stat: Stat | None) -> dict:
+    stat = stat or Stat(None, None, 0)
+    return {f"{prefix}_mean": stat.mean, f"{prefix}_std": stat.std, f"{prefix}_lo": stat.lo, f"{prefix}_hi": stat.hi}
+
+
+def aggregated_frame(tables: list[Table]) -> pd.DataFrame:
+    """One line per (table, row, known proportion or ``ave``): every statistic of the page.
+
+    The CSV of ``leaderboard build`` and the aggregated table of ``leaderboard export``.
+    """
+    lines = []
+    for table in tables:
+        for row in table.rows:
+            for known in [*sorted(row.cells), AVERAGE]:
+                stats_at = row.average if known == AVERAGE else row.cells[known]
+                refs = {m: row.published(known, m) for m in SUMMARY_METRICS}
+                versus = row.versus.get(known)
+                bins = row.bins.get(known, [None] * len(stats.BINS))
+                line = {"dataset": table.dataset, "setting": table.setting, "method": row.method,
+                        "method_version": row.method_version, "profile": row.profile, "options_id": row.options_id,
+                        "family": row.family, "protocol": row.protocol_id, "budget_id": row.budget_id,
+                        "budget": row.budget_label, **{f"budget_{k}": v for k, v in row.budget.items()},
+                        "known": AVERAGE if known == AVERAGE else f"{known:g}", "seeds": stats_at["mAP"].n,
+                        "interval": stats_at["mAP"].method}
+                for m in SUMMARY_METRICS:
+                    line.update(_stat_columns(m, stats_at[m]))
+                line.update({"baseline": "" if row.is_baseline or versus is None else table.baseline,
+                             "diff_mAP": versus.diff if versus else None, "diff_lo": versus.lo if versus else None,
+                             "diff_hi": versus.hi if versus else None, "p": versus.p if versus else None,
+                             "q": versus.q if versus else None, "mark": versus.mark if versus else ""})
+                for name, stat in zip(stats.BINS, bins):
+                    line.update(_stat_columns(f"{name}_mAP", stat))
+                for m in SUMMARY_METRICS:
+                    line[f"published_{m}"] = refs[m].metric(m) if refs[m] else None
+                line["published_source"] = next((r.source for r in refs.values() if r is not None), "")
+                line["gap_mAP"] = row.gap(known, "mAP")
+                lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def check_baseline(tables: list[Table], baseline: str) -> None:
+    """Refuse a ``--baseline`` that names no row of any table (a typo would silently mark nothing)."""
+    if tables and not any(row.method == baseline for t in tables for row in t.rows):
+        methods = sorted({row.method for t in tables for row in t.rows})
+        raise BenchError(f"--baseline {baseline!r} is not a method of these records; choose one of {', '.join(methods)}")
+
+
+__all__ = ["Row", "Table", "Comparison", "Stat", "Paired", "SUMMARY_METRICS", "DEFAULT_BASELINE", "PAPER_SWEEP",
+           "build_tables", "read_results", "aggregated_frame", "check_baseline", "method_signature", "short_hash"]

@@ -3,34 +3,37 @@
 Outputs under ``--out`` (default ``leaderboard/site``)::
 
     leaderboard.md                 every table (one section per dataset and setting)
-    leaderboard.csv                the same numbers, one line per row and known proportion (+ "ave")
-    tables/<dataset>__<setting>.md one Markdown table per dataset and setting
+    leaderboard.csv                the aggregated frame: one line per row and known proportion (+ "ave")
+    tables/<dataset>__<setting>.md one Markdown section per dataset and setting
     tables/<dataset>__<setting>.csv
     index.html                     self-contained page: sortable tables, SVG plots, vs-published
 
-Nothing is retrained; records are read through :mod:`mlrpl_bench.results`.
+Nothing is retrained; records are found by :func:`.discover.discover` in one or several
+folders and every number comes from the long-form frame (:mod:`.frame`, :mod:`.aggregate`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
+
+import pandas as pd
 
 from mlrpl_bench.atomic import atomic_write_bytes
 
-from .aggregate import SUMMARY_METRICS, Table, build_tables, read_results
+from . import stats
+from .aggregate import DEFAULT_BASELINE, SUMMARY_METRICS, Row, Table, aggregated_frame, build_tables, check_baseline
+from .discover import discover
+from .export import defuse_formulas
+from .frame import records_frame
 from .html import render_page
+from .identity import budget_details
 from .reference import AVERAGE, ReferenceIndex, load_reference
 from .submit import DEFAULT_RESULTS_DIR, path_component
 
 DEFAULT_OUT_DIR = Path("leaderboard") / "site"
-
-CSV_FIELDS = ("dataset", "setting", "method", "method_version", "profile", "options_id", "protocol", "known", "seeds",
-              "mAP_mean", "mAP_std", "OF1_mean", "OF1_std", "CF1_mean", "CF1_std",
-              "published_mAP", "published_OF1", "published_CF1", "published_source", "gap_mAP")
 
 
 @dataclass
@@ -39,6 +42,7 @@ class BuildResult:
     tables: list[Table]
     n_records: int
     files: list[Path]
+    skipped: str = ""
 
 
 def md_escape(text) -> str:
@@ -51,22 +55,51 @@ def _known_label(known: float) -> str:
     return f"{known * 100:g}%"
 
 
+def cell_text(stat, versus=None) -> str:
+    """``45.4 ± 2.3 ▲``: mean ± half-width of the 95 % interval, then the mark against the baseline."""
+    text = stat.text() if stat is not None else "–"
+    return text + (f" {stats.MARK_SYMBOL[versus.mark]}" if versus is not None and versus.mark else "")
+
+
+def _line(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def markdown_table(table: Table) -> str:
-    """One dataset/setting: the main table, the comparison with published numbers, the protocols."""
-    head = ["Method", "Run", *(_known_label(k) for k in table.knowns), "Ave. mAP", "Avg. OF1", "Avg. CF1", "Seeds"]
-    lines = [f"## {md_escape(table.dataset)} · {md_escape(table.setting)}", "",
-             "| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
+    """One dataset/setting: the main table, paired differences, frequency bins, the papers, protocols and budgets."""
+    head = ["Method", "Run", "Budget", *(_known_label(k) for k in table.knowns), "Ave. mAP", "Avg. OF1", "Avg. CF1", "Seeds"]
+    lines = [f"## {md_escape(table.dataset)} · {md_escape(table.setting)}", "", _line(head),
+             "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
     for row in table.rows:
-        flags = (" (other mask)" if row.deviant_mask else "") + (" (dirty)" if row.dirty else "")
-        cells = [md_escape(row.method) + flags, md_escape(row.detail)]
-        cells += [row.cells[k]["mAP"].text() if k in row.cells else "–" for k in table.knowns]
-        cells += [row.average[m].text() for m in SUMMARY_METRICS]
+        flags = (" (baseline)" if row.is_baseline else "") + (" (other mask)" if row.deviant_mask else "") + \
+            (" (dirty)" if row.dirty else "")
+        cells = [md_escape(row.method) + flags, md_escape(row.detail), f"`{row.budget_id}` {md_escape(row.budget_label)}"]
+        cells += [cell_text(row.cells[k]["mAP"], row.versus.get(k)) if k in row.cells else "–" for k in table.knowns]
+        cells += [cell_text(row.average[m], row.versus.get(AVERAGE) if m == "mAP" else None) for m in SUMMARY_METRICS]
         cells.append(str(len(row.seeds)))
-        lines.append("| " + " | ".join(cells) + " |")
-    comparison = ["| " + " | ".join([
+        lines.append(_line(cells))
+    lines += ["", *(f"- {md_escape(text)}" for text in stats.explanation(table.baseline))]
+    versus_rows = [row for row in table.rows if row.versus]
+    if versus_rows:
+        lines += ["", f"Paired differences against {md_escape(table.baseline)} (mAP points, 95 % interval, mark):", "",
+                  _line(["Method", "Run", *(_known_label(k) for k in table.knowns), "Ave."]),
+                  "|" + "|".join(["---"] * 2 + ["---:"] * (len(table.knowns) + 1)) + "|"]
+        for row in versus_rows:
+            cells = [md_escape(row.method), md_escape(row.detail)]
+            for k in [*table.knowns, AVERAGE]:
+                v = row.versus.get(k)
+                cells.append("–" if v is None else f"{v.text()} {stats.MARK_SYMBOL.get(v.mark, '')}".rstrip())
+            lines.append(_line(cells))
+    bin_rows = [row for row in table.rows if AVERAGE in row.bins]
+    if bin_rows:
+        lines += ["", "mAP by class frequency (Ave. over proportions; classes ranked by known training positives):", "",
+                  _line(["Method", "Run", *stats.BINS]), "|---|---|" + "---:|" * len(stats.BINS)]
+        lines += [_line([md_escape(row.method), md_escape(row.detail), *(s.text() for s in row.bins[AVERAGE])])
+                  for row in bin_rows]
+    comparison = [_line([
         md_escape(c.row.method), md_escape(c.row.protocol_id), "Ave." if c.known == AVERAGE else _known_label(c.known),
         c.metric, c.reproduced.text() if c.reproduced else "–", f"{c.published.metric(c.metric):.1f}",
-        "–" if c.gap is None else f"{c.gap:+.1f}", md_escape(c.published.source)]) + " |" for c in table.comparisons()]
+        "–" if c.gap is None else f"{c.gap:+.1f}", md_escape(c.published.source)]) for c in table.comparisons()]
     if comparison:
         lines += ["", "Reproduced vs published:", "",
                   "| Method | Protocol | Known | Metric | Reproduced | Published | Gap | Source |",
@@ -75,72 +108,75 @@ def markdown_table(table: Table) -> str:
         f"`{md_escape(pid)}` = scheme {md_escape(sig.get('scheme'))}, val fraction {md_escape(sig.get('val_fraction'))}, "
         f"dataset {md_escape(str(sig.get('dataset_fingerprint', {}).get('train', ''))[:12])}"
         for pid, sig in sorted(table.protocols.items()))]
+    lines += ["", "Budgets: " + "; ".join(f"`{bid}` = {md_escape(budget_details(b))}" for bid, b in sorted(table.budgets.items()))]
     lines += [f"- {md_escape(n)}" for n in table.notes]
     return "\n".join(lines) + "\n"
 
 
-def _csv_text(value) -> str:
-    # A leading = + - @ makes spreadsheets evaluate the cell as a formula.
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+def readme_table(table: Table, keep: Callable[[Row], bool] = lambda row: True) -> str:
+    """The README's results table: one line per kept row, mAP per proportion, Ave. mAP (bold), Avg. OF1/CF1.
+
+    Cells are :func:`cell_text`; the budget is a column when the rows differ in it, else the
+    closing line. That line also says what ± and the marks mean.
+    """
+    rows = [row for row in table.rows if keep(row)]
+    several = len({row.budget_id for row in rows}) > 1
+    head = ["method", *(["budget"] if several else []), *(_known_label(k) for k in table.knowns), "Ave. mAP", "Avg. OF1",
+            "Avg. CF1"]
+    lines = [_line(head), "|" + "|".join(["---"] * (2 if several else 1) + ["---:"] * (len(head) - (2 if several else 1))) + "|"]
+    for row in rows:
+        cells = [f"`{md_escape(row.method)}`", *([md_escape(row.budget_label)] if several else [])]
+        cells += [cell_text(row.cells.get(k, {}).get("mAP"), row.versus.get(k)) for k in table.knowns]
+        ave = cell_text(row.average["mAP"], row.versus.get(AVERAGE))
+        cells += [f"**{ave}**" if row.average["mAP"].mean is not None else ave]
+        cells += [cell_text(row.average[m]) for m in ("OF1", "CF1")]
+        lines.append(_line(cells))
+    seeds = sorted({len(row.seeds) for row in rows})
+    legend = (f"Test mAP (%), mean over {'/'.join(map(str, seeds))} seed(s)"
+              f"{' ± the half-width of its 95 % interval' if max(seeds, default=1) > 1 else ''}; "
+              f"{stats.MARK_SYMBOL[stats.BETTER]} / {stats.MARK_SYMBOL[stats.WORSE]} / {stats.MARK_SYMBOL[stats.TIE]}: better / "
+              f"worse / tie against `{table.baseline}` (paired over seeds, Benjamini-Hochberg q ≤ {stats.ALPHA}).")
+    if not several and rows:
+        legend += f" Budget of every row: {md_escape(rows[0].budget_text)}."
+    return "\n".join(lines) + "\n\n" + legend + "\n"
 
 
-def _r(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
+def _csv_bytes(frame: pd.DataFrame) -> bytes:
+    """The aggregated frame as CSV, with text cells that look like formulas defused."""
+    if frame.empty:
+        return b""
+    return defuse_formulas(frame).to_csv(index=False, lineterminator="\n", float_format="%.4f").encode()
 
 
-def csv_rows(table: Table) -> list[dict]:
-    rows = []
-    for row in table.rows:
-        for known in [*sorted(row.cells), AVERAGE]:
-            stats = row.average if known == AVERAGE else row.cells[known]
-            refs = {m: row.published(known, m) for m in SUMMARY_METRICS}
-            source = next((r.source for r in refs.values() if r is not None), "")
-            out = {"dataset": _csv_text(table.dataset), "setting": table.setting, "method": _csv_text(row.method),
-                   "method_version": _csv_text(row.method_version), "profile": _csv_text(row.profile),
-                   "options_id": row.options_id, "protocol": row.protocol_id,
-                   "known": AVERAGE if known == AVERAGE else f"{known:g}",
-                   "seeds": stats["mAP"].n if known != AVERAGE else len(row.seeds),
-                   "published_source": source, "gap_mAP": _r(row.gap(known, "mAP"))}
-            for m in SUMMARY_METRICS:
-                out[f"{m}_mean"], out[f"{m}_std"] = _r(stats[m].mean), _r(stats[m].std)
-                out[f"published_{m}"] = _r(refs[m].metric(m) if refs[m] else None)
-            rows.append(out)
-    return rows
-
-
-def _to_csv(rows: list[dict]) -> bytes:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue().encode()
-
-
-def build_leaderboard(results_dir: str | Path = DEFAULT_RESULTS_DIR, out_dir: str | Path = DEFAULT_OUT_DIR, *,
-                      reference: ReferenceIndex | None = None, generated: datetime | None = None) -> BuildResult:
-    """Read every record under ``results_dir`` and write the Markdown, CSV and HTML outputs."""
+def build_leaderboard(results_dir=DEFAULT_RESULTS_DIR, out_dir: str | Path = DEFAULT_OUT_DIR, *,
+                      reference: ReferenceIndex | None = None, generated: datetime | None = None,
+                      baseline: str = DEFAULT_BASELINE, explicit_baseline: bool = False) -> BuildResult:
+    """Read every record under ``results_dir`` (one folder or a list) and write the Markdown, CSV and HTML outputs."""
     out_dir = Path(out_dir)
-    records = read_results(results_dir)
+    found = discover(results_dir if isinstance(results_dir, (list, tuple)) else [results_dir])
+    frame = records_frame(found)
     if reference is None:
         reference = ReferenceIndex(load_reference())
-    tables = build_tables(records, reference)
+    tables = build_tables(frame, reference, baseline=baseline)
+    if explicit_baseline:
+        check_baseline(tables, baseline)
     generated = generated or datetime.now(timezone.utc)
+    n_records = len(found.records)
+    skipped = found.skipped_text()
     files: dict[Path, bytes] = {}
     sections = [markdown_table(t) for t in tables]
-    header = (f"# mlrpl-bench leaderboard\n\nBuilt from {len(records)} result record(s) on "
-              f"{generated.isoformat(timespec='seconds')}. Test metrics in %, mean ± std over seeds.\n\n")
+    header = (f"# mlrpl-bench leaderboard\n\nBuilt from {n_records} result record(s) on "
+              f"{generated.isoformat(timespec='seconds')}{'; ' + skipped if skipped else ''}. Test metrics in %.\n\n")
     files[out_dir / "leaderboard.md"] = (header + ("\n".join(sections) if sections else "No result records yet.\n")).encode()
-    all_rows = []
+    aggregated = aggregated_frame(tables)
     for table, section in zip(tables, sections):
         name = f"{path_component(table.dataset)}__{path_component(table.setting)}"
         files[out_dir / "tables" / f"{name}.md"] = section.encode()
-        rows = csv_rows(table)
-        files[out_dir / "tables" / f"{name}.csv"] = _to_csv(rows)
-        all_rows += rows
-    files[out_dir / "leaderboard.csv"] = _to_csv(all_rows)
-    files[out_dir / "index.html"] = render_page(tables, n_records=len(records), generated=generated,
-                                                    reference=reference).encode()
+        mine = aggregated[(aggregated["dataset"] == table.dataset) & (aggregated["setting"] == table.setting)]
+        files[out_dir / "tables" / f"{name}.csv"] = _csv_bytes(mine)
+    files[out_dir / "leaderboard.csv"] = _csv_bytes(aggregated)
+    files[out_dir / "index.html"] = render_page(tables, n_records=n_records, generated=generated, reference=reference,
+                                                baseline=baseline, skipped=skipped).encode()
     for path, data in files.items():
         atomic_write_bytes(path, data)
-    return BuildResult(out_dir, tables, len(records), list(files))
+    return BuildResult(out_dir, tables, n_records, list(files), skipped)

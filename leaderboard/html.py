@@ -1,7 +1,7 @@
 """The leaderboard as one self-contained static HTML page.
 
-Everything is inline (CSS, a small script for sortable tables, SVG plots drawn here in
-Python): the page works from ``file://`` without any network. Every string that comes from a
+Everything is inline (CSS, a small script for sortable tables, SVG plots drawn in Python by
+:mod:`.plots`): the page works from ``file://`` without any network. Every string that comes from a
 record is HTML-escaped, and a Content-Security-Policy allows only this module's own script and
 style (by hash), so a method name such as ``<script>alert(1)</script>`` renders as text and
 could not run even if escaping were ever missed.
@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
-import math
 from datetime import datetime, timezone
 
+from . import stats
 from .aggregate import SUMMARY_METRICS, Row, Table
+from .plots import esc, family_panels, gap_plot, known_label
 from .reference import AVERAGE, ReferenceIndex, published_table
-
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22")
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Liberation Sans",sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
@@ -46,6 +43,12 @@ details{margin:6px 0 12px}summary{cursor:pointer;color:#333}
 .note{color:#555;font-size:12px}
 code{font-size:12px}
 .scroll{overflow-x:auto;max-width:100%}
+.mark{font-size:11px;margin-left:3px}.mark-better{color:#1a7f37}.mark-worse{color:#b42318}.mark-tie{color:#888}
+.budget{font-size:11px;color:#444;cursor:help;border-bottom:1px dotted #888}
+.panels{display:flex;flex-wrap:wrap;gap:8px}.panels figure{max-width:422px}
+svg.panel:hover g.series{opacity:.25}svg.panel:hover g.series:hover{opacity:1}
+svg.panel g.series:hover polyline{stroke-width:3.5}
+ul.rules li{margin:4px 0}
 """
 
 SCRIPT = """
@@ -89,32 +92,30 @@ SCRIPT = """
 """
 
 
-def esc(value) -> str:
-    """HTML-escape any value for text or a quoted attribute."""
-    return html.escape(str(value), quote=True)
-
-
 def _csp_hash(text: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
-def _num(value: float | None, digits: int = 1) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
 
-
-def _known_label(known: float) -> str:
-    return f"{known * 100:g}%"
-
-
-def _stat_cell(stat, extra_class: str = "") -> str:
+def _stat_cell(stat, versus=None, extra_class: str = "") -> str:
     if stat is None or stat.mean is None:
         return f'<td class="missing {extra_class}" data-value="">–</td>'
-    title = f' title="n={stat.n} seed(s)"' if stat.n else ""
-    return f'<td class="{extra_class}" data-value="{stat.mean:.6f}"{title}>{esc(stat.text())}</td>'
+    title = stat.detail() + (f"; vs baseline {versus.detail()}" if versus is not None else "")
+    return (f'<td class="{extra_class}" data-value="{stat.mean:.6f}" title="{esc(title)}">{esc(stat.text())}'
+            f'{_mark(versus)}</td>')
+
+
+def _mark(versus) -> str:
+    if versus is None or not versus.mark:
+        return ""
+    return (f'<span class="mark mark-{esc(versus.mark)}" data-mark="{esc(versus.mark)}">'
+            f'{esc(stats.MARK_SYMBOL[versus.mark])}</span>')
 
 
 def _method_cell(row: Row) -> str:
     badges = ""
+    if row.is_baseline:
+        badges += '<span class="badge" title="the rows are compared with this one">baseline</span>'
     if row.deviant_mask:
         badges += '<span class="badge" title="this run used a different mask than the other runs of its protocol">other mask</span>'
     if row.dirty:
@@ -124,29 +125,77 @@ def _method_cell(row: Row) -> str:
             f'<small>{esc(row.detail)}</small></td>')
 
 
+def _budget_cell(row: Row) -> str:
+    return (f'<td class="text" data-value="{esc(row.budget_label)}"><span class="budget" data-budget="{esc(row.budget_id)}" '
+            f'title="{esc(row.budget_text)}">{esc(row.budget_label)}</span></td>')
+
+
+def _head(*columns: tuple[str, str]) -> str:
+    return "".join(f'<th class="{"text" if kind == "text" else ""}" data-type="{kind}"><button type="button">{esc(name)}'
+                   f'</button></th>' for name, kind in columns)
+
+
+def _row_attrs(row: Row) -> str:
+    return (f'data-method="{esc(row.method)}" data-protocol="{esc(row.protocol_id)}" data-budget="{esc(row.budget_id)}" '
+            f'data-family="{esc(row.family)}"')
+
+
 def _main_table(table: Table) -> str:
-    head = ['<th class="text" data-type="text"><button type="button">Method</button></th>']
-    head += [f'<th data-type="num"><button type="button">{esc(_known_label(k))}</button></th>' for k in table.knowns]
-    head += ['<th data-type="num"><button type="button">Ave. mAP</button></th>',
-             '<th data-type="num"><button type="button">Avg. OF1</button></th>',
-             '<th data-type="num"><button type="button">Avg. CF1</button></th>',
-             '<th data-type="num"><button type="button">Seeds</button></th>']
+    head = _head(("Method", "text"), ("Budget", "text"), *((known_label(k), "num") for k in table.knowns),
+                 ("Ave. mAP", "num"), ("Avg. OF1", "num"), ("Avg. CF1", "num"), ("Seeds", "num"))
     body = []
     for row in table.rows:
-        cells = [_method_cell(row)]
-        cells += [_stat_cell(row.cells.get(k, {}).get("mAP")) for k in table.knowns]
-        cells += [_stat_cell(row.average.get(m)) for m in SUMMARY_METRICS]
+        cells = [_method_cell(row), _budget_cell(row)]
+        cells += [_stat_cell(row.cells.get(k, {}).get("mAP"), row.versus.get(k)) for k in table.knowns]
+        cells += [_stat_cell(row.average.get(m), row.versus.get(AVERAGE) if m == "mAP" else None) for m in SUMMARY_METRICS]
         cells.append(f'<td data-value="{len(row.seeds)}" title="seeds: {esc(", ".join(map(str, row.seeds)))}">{len(row.seeds)}</td>')
-        body.append(f'<tr data-method="{esc(row.method)}" data-protocol="{esc(row.protocol_id)}">{"".join(cells)}</tr>')
-    return (f'<table class="sortable main" data-table="{esc(table.key)}"><thead><tr>{"".join(head)}</tr></thead>'
+        body.append(f'<tr {_row_attrs(row)}>{"".join(cells)}</tr>')
+    return (f'<table class="sortable main" data-table="{esc(table.key)}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _versus_table(table: Table) -> str:
+    rows = [row for row in table.rows if row.versus]
+    if not rows:
+        return (f'<p class="note">No paired comparison: no row shares its protocol and budget with a '
+                f'{esc(table.baseline)} row on at least 2 seeds.</p>')
+    columns = [*table.knowns, AVERAGE]
+    head = _head(("Method", "text"), ("Budget", "text"), *((known_label(k) if k != AVERAGE else "Ave.", "num") for k in columns))
+    body = []
+    for row in rows:
+        cells = [_method_cell(row), _budget_cell(row)]
+        for k in columns:
+            v = row.versus.get(k)
+            cells.append('<td class="missing" data-value="">–</td>' if v is None else
+                         f'<td data-value="{v.diff:.6f}" data-mark="{esc(v.mark)}" title="{esc(v.detail())}">'
+                         f'{v.diff:+.1f}{_mark(v)}</td>')
+        body.append(f'<tr {_row_attrs(row)}>{"".join(cells)}</tr>')
+    return (f'<table class="sortable versus" data-table="{esc(table.key)}-versus"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _bins_table(table: Table) -> str:
+    rows = [row for row in table.rows if row.bins]
+    if not rows:
+        return ('<p class="note">No frequency bins: the records carry no per-class known positives '
+                '(<code>protocol.per_class_known_positives</code>) and no protocol cache was found beside them.</p>')
+    head = _head(("Method", "text"), ("Budget", "text"), *((f"{b} (Ave.)", "num") for b in stats.BINS),
+                 *((f"{b} {known_label(k)}", "num") for k in table.knowns for b in stats.BINS))
+    body = []
+    for row in rows:
+        cells = [_method_cell(row), _budget_cell(row)]
+        cells += [_stat_cell(s) for s in row.bins.get(AVERAGE, [None] * len(stats.BINS))]
+        cells += [_stat_cell(s) for k in table.knowns for s in row.bins.get(k, [None] * len(stats.BINS))]
+        body.append(f'<tr {_row_attrs(row)}>{"".join(cells)}</tr>')
+    return (f'<div class="scroll"><table class="sortable bins" data-table="{esc(table.key)}-bins"><thead><tr>{head}</tr>'
+            f'</thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
 def _comparison_table(table: Table) -> str:
     lines = []
     for c in table.comparisons():
         row, known, metric, stat, ref, gap = c.row, c.known, c.metric, c.reproduced, c.published, c.gap
-        label = "Ave." if known == AVERAGE else _known_label(known)
+        label = "Ave." if known == AVERAGE else known_label(known)
         sort_known = 2.0 if known == AVERAGE else known
         gap_cls = "gap-pos" if gap is not None and gap >= 0 else "gap-neg"
         gap_cell = ('<td class="missing" data-value="">–</td>' if gap is None else
@@ -159,130 +208,10 @@ def _comparison_table(table: Table) -> str:
             f'<td class="text" data-value="{esc(ref.source)}"{note}>{esc(ref.source)} <small>{esc(ref.method)}, {esc(ref.backbone)}</small></td></tr>')
     if not lines:
         return '<p class="note">No published numbers for these methods on this dataset and setting.</p>'
-    head = "".join(f'<th class="{c}" data-type="{t}"><button type="button">{esc(n)}</button></th>' for n, t, c in (
-        ("Method", "text", "text"), ("Known", "num", ""), ("Metric", "text", "text"), ("Reproduced", "num", ""),
-        ("Published", "num", ""), ("Gap", "num", ""), ("Source", "text", "text")))
+    head = _head(("Method", "text"), ("Known", "num"), ("Metric", "text"), ("Reproduced", "num"), ("Published", "num"),
+                 ("Gap", "num"), ("Source", "text"))
     return (f'<table class="sortable comparison" data-table="{esc(table.key)}-vs-published"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(lines)}</tbody></table>')
-
-
-def svg_plot(table: Table, width: int = 760, height: int = 380) -> str:
-    """mAP against known proportion: one solid line per row, the published numbers dashed."""
-    series = []  # (label, color, points [(x, y, std, title)], dashed)
-    published_done = set()  # a method's published line is drawn once, in its first row's colour
-    for i, row in enumerate(table.rows):
-        color = PALETTE[i % len(PALETTE)]
-        pts = [(k, c["mAP"].mean, c["mAP"].std, f"{row.method} ({row.protocol_id}) {_known_label(k)}: {c['mAP'].text()}")
-               for k, c in sorted(row.cells.items()) if c["mAP"].mean is not None]
-        series.append((f"{row.method} · {row.protocol_id}", color, pts, False))
-        ref_pts = []
-        for k in sorted(row.cells):
-            ref = row.published(k)
-            if ref is not None:
-                ref_pts.append((k, ref.mAP, None, f"{row.method} published ({ref.source}) {_known_label(k)}: {ref.mAP:.1f}"))
-        if ref_pts and row.method not in published_done:
-            published_done.add(row.method)
-            series.append((f"{row.method} · published", color, ref_pts, True))
-    values = []
-    for _, _, pts, _ in series:
-        for _, y, std, _ in pts:
-            values += [y - (std or 0), y + (std or 0)]
-    xs = [x for _, _, pts, _ in series for x, _, _, _ in pts]
-    if not values:
-        return '<p class="note">Nothing to plot.</p>'
-    step = _nice_step((max(values) - min(values) + 2) / 8)
-    y0, y1 = math.floor((min(values) - 1) / step) * step, math.ceil((max(values) + 1) / step) * step
-    x0, x1 = min(xs), max(xs)
-    if x1 - x0 < 1e-9:
-        x0, x1 = x0 - 0.05, x1 + 0.05
-    left, right, top, bottom = 52, 210, 16, 40
-    height = max(height, top + 16 * len(series) + 16)  # room for every legend entry
-    pw, ph = width - left - right, height - top - bottom
-
-    def sx(x):
-        return left + (x - x0) / (x1 - x0) * pw
-
-    def sy(y):
-        return top + (1 - (y - y0) / (y1 - y0)) * ph
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-           f'role="img" aria-label="mAP against known proportion, {esc(table.dataset)} {esc(table.setting)}" '
-           f'font-family="sans-serif" font-size="11">']
-    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#ccc"/>')
-    for i in range(int(round((y1 - y0) / step)) + 1):
-        yv = y0 + i * step
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(yv):.1f}" y2="{sy(yv):.1f}" stroke="#eee"/>'
-                   f'<text x="{left - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end" fill="#444">{yv:g}</text>')
-    for k in sorted(set(xs)):
-        out.append(f'<line x1="{sx(k):.1f}" x2="{sx(k):.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#444"/>'
-                   f'<text x="{sx(k):.1f}" y="{top + ph + 16}" text-anchor="middle" fill="#444">{esc(_known_label(k))}</text>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle" fill="#222">known label proportion</text>'
-               f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" fill="#222">test mAP (%)</text>')
-    for n, (label, color, pts, dashed) in enumerate(series):
-        dash = ' stroke-dasharray="5 4"' if dashed else ""
-        group = [f'<g class="series{" published" if dashed else ""}" data-label="{esc(label)}">']
-        if len(pts) > 1:
-            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _, _ in pts)
-            group.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
-        for x, y, std, title in pts:
-            if std:
-                group.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{sy(y - std):.1f}" y2="{sy(y + std):.1f}" stroke="{color}"/>')
-            shape = (f'<rect x="{sx(x) - 3:.1f}" y="{sy(y) - 3:.1f}" width="6" height="6" fill="#fff" stroke="{color}">'
-                     if dashed else f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" fill="{color}">')
-            group.append(f'{shape}<title>{esc(title)}</title>{"</rect>" if dashed else "</circle>"}')
-        ly = top + 8 + n * 16
-        group.append(f'<line x1="{width - right + 12}" x2="{width - right + 36}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/>'
-                     f'<text x="{width - right + 40}" y="{ly + 4}" fill="#222">{esc(_truncate(label, 26))}</text></g>')
-        out.append("".join(group))
-    out.append("</svg>")
-    return "".join(out)
-
-
-def svg_gap_plot(table: Table, width: int = 760, height: int = 240) -> str:
-    """Reproduced minus published mAP per known proportion: one bar per row that has a reference."""
-    colors = {id(row): PALETTE[i % len(PALETTE)] for i, row in enumerate(table.rows)}
-    rows = [row for row in table.rows if any(row.gap(k) is not None for k in table.knowns)]
-    knowns = [k for k in table.knowns if any(row.gap(k) is not None for row in rows)]
-    if not rows or not knowns:
-        return ""
-    gaps = [row.gap(k) for row in rows for k in knowns if row.gap(k) is not None]
-    step = _nice_step((max(gaps + [0]) - min(gaps + [0]) + 1) / 6)
-    y0 = math.floor((min(gaps + [0]) - 0.5) / step) * step
-    y1 = math.ceil((max(gaps + [0]) + 0.5) / step) * step
-    left, right, top, bottom = 52, 210, 12, 36
-    height = max(height, top + 16 * len(rows) + 16)
-    pw, ph = width - left - right, height - top - bottom
-    group_w = pw / len(knowns)
-    bar_w = max(2.0, min(18.0, (group_w - 8) / len(rows)))
-
-    def sy(y):
-        return top + (1 - (y - y0) / (y1 - y0)) * ph
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-           f'role="img" aria-label="gap to the published mAP, {esc(table.dataset)} {esc(table.setting)}" '
-           f'font-family="sans-serif" font-size="11" class="gap-plot">',
-           f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="#fff" stroke="#ccc"/>']
-    for i in range(int(round((y1 - y0) / step)) + 1):
-        yv = y0 + i * step
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(yv):.1f}" y2="{sy(yv):.1f}" stroke="{"#888" if abs(yv) < 1e-9 else "#eee"}"/>'
-                   f'<text x="{left - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end" fill="#444">{"0" if abs(yv) < 1e-9 else f"{yv:+g}"}</text>')
-    for gi, k in enumerate(knowns):
-        gx = left + gi * group_w + (group_w - bar_w * len(rows)) / 2
-        out.append(f'<text x="{left + (gi + 0.5) * group_w:.1f}" y="{top + ph + 16}" text-anchor="middle" fill="#444">{esc(_known_label(k))}</text>')
-        for ri, row in enumerate(rows):
-            gap = row.gap(k)
-            if gap is None:
-                continue
-            ytop, ybot = sorted((sy(gap), sy(0)))
-            title = f"{row.method} ({row.protocol_id}) {_known_label(k)}: {gap:+.1f} vs {row.published(k).source}"
-            out.append(f'<rect x="{gx + ri * bar_w:.1f}" y="{ytop:.1f}" width="{bar_w - 1:.1f}" height="{max(ybot - ytop, 0.5):.1f}" '
-                       f'fill="{colors[id(row)]}"><title>{esc(title)}</title></rect>')
-    for n, row in enumerate(rows):
-        ly = top + 8 + n * 16
-        out.append(f'<rect x="{width - right + 12}" y="{ly - 5}" width="10" height="10" fill="{colors[id(row)]}"/>'
-                   f'<text x="{width - right + 28}" y="{ly + 4}" fill="#222">{esc(_truncate(f"{row.method} · {row.protocol_id}", 28))}</text>')
-    out.append(f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle" fill="#222">gap (points)</text></svg>')
-    return "".join(out)
 
 
 def _published_table(table: Table, reference: ReferenceIndex | None) -> str:
@@ -290,11 +219,8 @@ def _published_table(table: Table, reference: ReferenceIndex | None) -> str:
     if not entries:
         return ""
     knowns = sorted({k for e in entries for k in e["known"]})
-    head = ['<th class="text" data-type="text"><button type="button">Method (published)</button></th>',
-            '<th class="text" data-type="text"><button type="button">Backbone</button></th>']
-    head += [f'<th data-type="num"><button type="button">{esc(_known_label(k))}</button></th>' for k in knowns]
-    head += [f'<th data-type="num"><button type="button">{n}</button></th>' for n in ("Ave. mAP", "Avg. OF1", "Avg. CF1")]
-    head.append('<th class="text" data-type="text"><button type="button">Source</button></th>')
+    head = _head(("Method (published)", "text"), ("Backbone", "text"), *((known_label(k), "num") for k in knowns),
+                 ("Ave. mAP", "num"), ("Avg. OF1", "num"), ("Avg. CF1", "num"), ("Source", "text"))
     body = []
     for e in entries:
         cells = [f'<td class="text" data-value="{esc(e["method"])}">{esc(e["method"])}</td>',
@@ -306,18 +232,7 @@ def _published_table(table: Table, reference: ReferenceIndex | None) -> str:
         body.append(f'<tr data-method="{esc(e["method"])}">{"".join(cells)}</tr>')
     return (f'<details><summary>Every method the papers report on {esc(table.dataset)} · {esc(table.setting)} '
             f'({len(entries)})</summary><div class="scroll"><table class="sortable published" data-table="{esc(table.key)}-published">'
-            f'<thead><tr>{"".join(head)}</tr></thead><tbody>{"".join(body)}</tbody></table></div></details>')
-
-
-def _nice_step(raw: float) -> float:
-    """1, 2 or 5 times a power of ten, at least ``raw`` (axis ticks)."""
-    raw = max(raw, 1e-6)
-    power = 10 ** math.floor(math.log10(raw))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw - 1e-12)
-
-
-def _truncate(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
+            f'<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div></details>')
 
 
 def _protocols(table: Table) -> str:
@@ -328,43 +243,56 @@ def _protocols(table: Table) -> str:
         items.append(f'<li><code>{esc(pid)}</code>: scheme <code>{esc(sig.get("scheme"))}</code>, validation fraction '
                      f'{esc(sig.get("val_fraction"))}, dataset train <code>{esc(str(fp.get("train", ""))[:12])}</code> / '
                      f'test <code>{esc(str(fp.get("test", ""))[:12])}</code>{mask}</li>')
-    return f'<ul class="protocols note">{"".join(items)}</ul>'
+    budgets = "".join(f'<li><code>{esc(bid)}</code>: {esc(next(r.budget_text for r in table.rows if r.budget_id == bid))}</li>'
+                      for bid in sorted(table.budgets))
+    return (f'<h3>Protocols</h3><ul class="protocols note">{"".join(items)}</ul>'
+            f'<h3>Budgets</h3><ul class="budgets note">{budgets}</ul>')
+
+
+def _section(t: Table, reference: ReferenceIndex | None) -> str:
+    gap_svg = gap_plot(t)
+    gap_figure = (f"<figure>{gap_svg}<figcaption>Reproduced minus published mAP (points).</figcaption></figure>"
+                  if gap_svg else "")
+    notes = "".join(f"<li>{esc(n)}</li>" for n in t.notes)
+    methods = ", ".join(sorted(stats.INTERVAL_TEXT[m] for m in t.interval_methods)) or "none (one seed per cell)"
+    return "".join([
+        f'<section id="t-{esc(t.key)}" class="lb-section" data-dataset="{esc(t.dataset)}" data-setting="{esc(t.setting)}">',
+        f'<h2>{esc(t.dataset)} · {esc(t.setting)}</h2>',
+        f'<p class="note">Test mAP in %: mean over seeds ± the half-width of the 95 % interval (hover a cell for the '
+        f'std, the interval and the comparison); intervals here: {esc(methods)}. '
+        f'{esc(stats.MARK_SYMBOL[stats.BETTER])} / {esc(stats.MARK_SYMBOL[stats.WORSE])} / '
+        f'{esc(stats.MARK_SYMBOL[stats.TIE])}: better / worse / tie against {esc(t.baseline)} at the same protocol and '
+        'budget (<a href="#statistics">how</a>). Rows never merge different protocols or budgets.</p>',
+        f'<div class="scroll">{_main_table(t)}</div>',
+        f'<h3>mAP against the known proportion, by method family</h3><div class="panels">{family_panels(t)}</div>',
+        f'<h3>Paired differences against {esc(t.baseline)} (mAP points)</h3>',
+        f'<div class="scroll">{_versus_table(t)}</div>',
+        '<h3>mAP by class frequency (head / medium / tail)</h3>', _bins_table(t),
+        '<h3>Reproduced vs published</h3>', gap_figure,
+        f'<div class="scroll">{_comparison_table(t)}</div>', _published_table(t, reference),
+        _protocols(t), f'<ul class="note">{notes}</ul>' if notes else "", "</section>"])
 
 
 def render_page(tables: list[Table], *, n_records: int, title: str = "mlrpl-bench leaderboard",
-                generated: datetime | None = None, reference: ReferenceIndex | None = None) -> str:
+                generated: datetime | None = None, reference: ReferenceIndex | None = None,
+                baseline: str | None = None, skipped: str = "") -> str:
     """The whole page as a string."""
     generated = generated or datetime.now(timezone.utc)
+    baseline = baseline or (tables[0].baseline if tables else "partial-bce")
     csp = (f"default-src 'none'; script-src '{_csp_hash(SCRIPT)}'; style-src '{_csp_hash(CSS)}'; "
            "img-src data:; base-uri 'none'; form-action 'none'")
     nav = " ".join(f'<a href="#t-{esc(t.key)}">{esc(t.dataset)} · {esc(t.setting)}</a>' for t in tables)
-    sections = []
-    for t in tables:
-        gap_svg = svg_gap_plot(t)
-        gap_figure = (f"<figure>{gap_svg}<figcaption>Reproduced minus published mAP (points).</figcaption></figure>"
-                      if gap_svg else "")
-        notes = "".join(f"<li>{esc(n)}</li>" for n in t.notes)
-        sections.append("".join([
-            f'<section id="t-{esc(t.key)}" class="lb-section" data-dataset="{esc(t.dataset)}" data-setting="{esc(t.setting)}">',
-            f'<h2>{esc(t.dataset)} · {esc(t.setting)}</h2>',
-            '<p class="note">Test metrics in %, mean ± std over seeds; "Ave." is the mean over the row\'s known '
-            'proportions (per seed, then over seeds). Rows with different protocol fingerprints are never merged.</p>',
-            f'<div class="scroll">{_main_table(t)}</div>',
-            f'<figure>{svg_plot(t)}<figcaption>mAP against the known label proportion; dashed: published in the papers.'
-            '</figcaption></figure>',
-            '<h3>Reproduced vs published</h3>', gap_figure,
-            f'<div class="scroll">{_comparison_table(t)}</div>', _published_table(t, reference),
-            f'<h3>Protocols</h3>{_protocols(t)}',
-            f'<ul class="note">{notes}</ul>' if notes else "",
-            "</section>"]))
+    sections = [_section(t, reference) for t in tables]
     if not tables:
         sections.append('<p class="empty">No result records yet. File some with <code>mlrpl-bench leaderboard submit</code>.</p>')
+    rules = "".join(f"<li>{esc(text)}</li>" for text in stats.explanation(baseline))
+    sections.append(f'<section id="statistics"><h2>How the statistics are made</h2><ul class="rules note">{rules}</ul></section>')
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
         f'<header><h1>{esc(title)}</h1><p class="note">Built from {n_records} result record(s) on '
-        f'{esc(generated.isoformat(timespec="seconds"))}; published numbers from the SST, HST, DSRB and IPL papers. '
-        f'Click a column header to sort.</p><nav>{nav}</nav></header>'
+        f'{esc(generated.isoformat(timespec="seconds"))}{"; " + esc(skipped) if skipped else ""}; published numbers from '
+        f'the SST, HST, DSRB and IPL papers. Click a column header to sort.</p><nav>{nav}</nav></header>'
         f'<main>{"".join(sections)}</main><script>{SCRIPT}</script></body></html>\n')

@@ -85,3 +85,47 @@ def sweep(method: str, base_map: float, *, knowns=(0.1, 0.3, 0.5, 0.7, 0.9), see
             records.append(make_record(method, known=known, seed=seed, mAP=value, OF1=round(value - 5, 3),
                                        CF1=round(value - 10, 3), **kwargs))
     return records
+
+
+#: The fixed test set of :func:`scored_record` (one per ``(n_test, num_classes)``), 1 / -1 labels.
+def scored_targets(n_test: int = 120, num_classes: int = 6, seed: int = 7):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    targets = np.where(rng.random((n_test, num_classes)) < 0.25, 1, -1).astype(np.int8)
+    targets[0] = 1  # every class has a positive
+    return targets
+
+
+def scored_record(run_dir: str | Path, method: str, known: float, seed: int, *, signal: float, noise_seed: int | None = None,
+                  n_test: int = 120, num_classes: int = 6, known_positives: list | None = None, **kwargs: Any) -> Path:
+    """A run directory with ``record.json`` and its ``test_scores.npz``: scores = ``signal`` x label + noise.
+
+    The record's test metrics and per-class AP are computed from the saved (float16) scores, so
+    the record and its scores file agree as a real run's do. Returns the record path.
+    """
+    import numpy as np
+
+    from mlrpl_bench.metrics import compute_metrics
+    from mlrpl_bench.scores import write_scores
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    targets = scored_targets(n_test, num_classes)
+    rng = np.random.default_rng(noise_seed if noise_seed is not None else int(sha(method, known, seed)[:8], 16))
+    scores = 1 / (1 + np.exp(-(signal * targets + rng.normal(size=targets.shape))))
+    block = write_scores(run_dir, scores, targets)
+    metrics = compute_metrics(np.load(run_dir / "test_scores.npz")["scores"].astype(np.float32), targets)
+    per_class = metrics.pop("per_class_ap")
+    metrics.pop("per_class_ap_noninterp")
+    record = make_record(method, known=known, seed=seed, num_classes=num_classes, mAP=metrics["mAP"],
+                         OF1=metrics["OF1"], CF1=metrics["CF1"], **kwargs)
+    record["metrics"]["test"] = metrics
+    record["per_class_ap"] = {"test": per_class}
+    record["dataset"]["sizes"]["test"] = n_test
+    record["scores_file"] = block
+    if known_positives is not None:
+        record["protocol"]["per_class_known_positives"] = list(known_positives)
+    path = run_dir / "record.json"
+    path.write_text(dumps_record(record))
+    return path

@@ -8,6 +8,7 @@ without it (CI installs it with ``.ci/install_chromium.sh``).
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import os
@@ -159,13 +160,18 @@ def browser():
     chrome.close()
 
 
+KNOWNS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lb-browser")
-    knowns = tuple(round(0.1 * i, 1) for i in range(1, 10))
-    records = (sweep("hst", 80, knowns=knowns) + sweep("partial-bce", 70, knowns=knowns, seeds=(0,))
+    records = (sweep("hst", 80, knowns=KNOWNS) + sweep("partial-bce", 70, knowns=KNOWNS) + sweep("dsrb", 60, knowns=KNOWNS)
+               + sweep("ipl", 50, knowns=KNOWNS)
                + sweep(SCRIPT_NAME, 50, knowns=(0.1, 0.5), seeds=(0,)) + [make_record(IMG_NAME, known=0.3, mAP=10.0)]
                + sweep("hst", 20, knowns=(0.1, 0.5), seeds=(0,), scheme="hcp"))
+    for rec in records:
+        rec["protocol"]["per_class_known_positives"] = [40, 20, 10, 5]
     results = tmp / "results"
     for i, rec in enumerate(records):
         write_record_file(results / str(i), rec)
@@ -175,29 +181,62 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(browser, site):
+    browser.call("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 1600, "deviceScaleFactor": 1, "mobile": False})
     browser.open(site.as_uri())
     return browser
 
 
+ROWS = "Array.from(document.querySelectorAll('table.main tbody tr'))"
+
+
 def test_page_loads_without_console_errors_or_network(page):
     assert page.problems() == []
-    # every sortable table (main, vs-published, every published competitor) was wired up
-    assert page.js("document.documentElement.getAttribute('data-lb-ready')") == "3"
-    assert page.js("document.querySelectorAll('table.sortable').length") == 3
+    # every sortable table (main, vs baseline, bins, vs-published, every published competitor) was wired up
+    assert page.js("document.documentElement.getAttribute('data-lb-ready')") == "5"
+    assert page.js("document.querySelectorAll('table.sortable').length") == 5
     assert all(url.startswith(("file:", "data:")) for url in page.requested_urls())
 
 
-def test_page_shows_the_expected_rows(page):
-    methods = page.js("Array.from(document.querySelectorAll('table.main tbody tr')).map(r => r.dataset.method)")
-    # sorted by Ave. mAP: hst (85.x), partial-bce (76.x); then, by name, the rows that miss
-    # proportions and so have no Ave.: the <img> one, the "<script>" one, hst/hcp
-    assert methods == ["hst", "partial-bce", IMG_NAME, SCRIPT_NAME, "hst"]
-    protocols = page.js("Array.from(document.querySelectorAll('table.main tbody tr')).map(r => r.dataset.protocol)")
-    assert protocols[0] != protocols[4]  # the hcp-scheme run is its own row
+def test_page_shows_the_expected_rows_with_intervals_marks_and_budgets(page):
+    methods = page.js(f"{ROWS}.map(r => r.dataset.method)")
+    # sorted by Ave. mAP; then, by name, the rows that miss proportions and so have no Ave.:
+    # the <img> one, the "<script>" one, hst/hcp
+    assert methods == ["hst", "partial-bce", "dsrb", "ipl", IMG_NAME, SCRIPT_NAME, "hst"]
+    protocols = page.js(f"{ROWS}.map(r => r.dataset.protocol)")
+    assert protocols[0] != protocols[6]  # the hcp-scheme run is its own row
     first = page.js("Array.from(document.querySelector('table.main tbody tr').cells).map(c => c.textContent.trim())")
-    assert first[1:4] == ["81.2 ± 0.4", "82.2 ± 0.4", "83.2 ± 0.4"]
-    assert page.js("document.querySelectorAll('svg polyline').length") >= 4
-    assert page.js("document.querySelectorAll('table.comparison tbody tr').length") > 0
+    # 80 + 10 * known (+0.5 for seed 1): mean ± t(0.975, 1) * 0.354 / sqrt(2) = ± 3.2; 10 points above partial-bce
+    assert first[2:5] == ["81.2 ± 3.2▲", "82.2 ± 3.2▲", "83.2 ± 3.2▲"]
+    marks = page.js(f"{ROWS}.map(r => Array.from(r.querySelectorAll('.mark')).map(m => m.dataset.mark).join(','))")
+    assert set(marks[0].split(",")) == {"better"} and set(marks[2].split(",")) == {"worse"} and marks[1] == ""
+    title = page.js("document.querySelector('table.main tbody tr td:nth-child(3)').getAttribute('title')")
+    assert "2 seeds, std 0.35, 95% interval [78.1, 84.4] (t-interval over seeds)" in title and "better: +10.00" in title
+    budget = page.js("document.querySelector('table.main .budget').getAttribute('title')")
+    assert budget.startswith("epochs: 2; image size: –; batch size: 8; lr: 0.001")
+    assert page.js("document.querySelectorAll('table.bins tbody tr').length") == 7
+    assert page.js("document.querySelectorAll('table.versus tbody tr').length") == 3
+
+
+def test_one_panel_per_family_each_with_the_baseline_and_interval_bands(page, tmp_path):
+    panels = page.js("Array.from(document.querySelectorAll('svg.panel')).map(p => p.dataset.family)")
+    assert panels == ["linear-head baselines", "SARL-head methods", "pseudo-labeling", "other"]
+    baselines = page.js("Array.from(document.querySelectorAll('svg.panel')).map(p => p.querySelectorAll('g.series.baseline').length)")
+    assert baselines == [1, 1, 1, 1]
+    bands = page.js("Array.from(document.querySelectorAll('svg.panel')).map(p => p.querySelectorAll('polygon.band').length)")
+    assert bands == [1, 3, 2, 1]  # baseline everywhere; hst and dsrb; ipl (one-seed rows have no band)
+    sarl = page.js("Array.from(document.querySelector('svg.panel[data-family=\"SARL-head methods\"]')"
+                   ".querySelectorAll('g.series')).map(g => g.dataset.label)")
+    assert sarl[0].startswith("partial-bce") and sarl[0].endswith("(baseline)")
+    assert any(label.startswith("hst") for label in sarl) and any(label.startswith("dsrb") for label in sarl)
+    # published curves (dashed) where the papers report the method on voc2007 / pal
+    assert page.js("document.querySelectorAll('svg.panel g.series.published polyline[stroke-dasharray]').length") >= 2
+    shot = page.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    png = base64.b64decode(shot["data"])
+    path = tmp_path / "leaderboard.png"
+    path.write_bytes(png)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+    box = page.js("JSON.stringify(document.querySelector('svg.panel').getBoundingClientRect())")
+    assert json.loads(box)["width"] == 420  # the panel is laid out at its size, not squeezed
 
 
 def test_injected_names_render_as_text_and_never_run(page):
@@ -206,24 +245,24 @@ def test_injected_names_render_as_text_and_never_run(page):
     assert page.js("document.scripts.length") == 1  # the page's own script only
     assert page.js("document.querySelectorAll('img').length") == 0
     assert page.js("document.documentElement.getAttribute('data-pwned')") is None
-    legend = page.js("Array.from(document.querySelectorAll('svg text')).map(t => t.textContent).join('\\n')")
+    legend = page.js("Array.from(document.querySelectorAll('svg text title')).map(t => t.textContent).join('\\n')")
     assert "<script>alert(1)" in legend
     assert page.problems() == []  # no dialog, no CSP violation
 
 
 def test_clicking_a_header_sorts_numerically_with_missing_values_last(page):
-    column = "Array.from(document.querySelectorAll('table.main tbody tr')).map(r => r.cells[3].getAttribute('data-value'))"
-    page.js("document.querySelectorAll('table.main thead th')[3].querySelector('button').click()")  # the 30% column
+    column = f"{ROWS}.map(r => r.cells[4].getAttribute('data-value'))"
+    page.js("document.querySelectorAll('table.main thead th')[4].querySelector('button').click()")  # the 30% column
     ascending = page.js(column)
     numbers = [float(v) for v in ascending if v]
-    assert numbers == sorted(numbers) and len(numbers) == 3 and ascending[3:] == ["", ""]
-    assert page.js("document.querySelectorAll('table.main thead th')[3].getAttribute('aria-sort')") == "ascending"
-    page.js("document.querySelectorAll('table.main thead th')[3].querySelector('button').click()")
+    assert numbers == sorted(numbers) and len(numbers) == 5 and ascending[5:] == ["", ""]
+    assert page.js("document.querySelectorAll('table.main thead th')[4].getAttribute('aria-sort')") == "ascending"
+    page.js("document.querySelectorAll('table.main thead th')[4].querySelector('button').click()")
     descending = page.js(column)
-    assert [float(v) for v in descending if v] == sorted(numbers, reverse=True) and descending[3:] == ["", ""]
+    assert [float(v) for v in descending if v] == sorted(numbers, reverse=True) and descending[5:] == ["", ""]
     page.js("document.querySelectorAll('table.main thead th')[0].querySelector('button').click()")
-    names = page.js("Array.from(document.querySelectorAll('table.main tbody tr')).map(r => r.dataset.method)")
-    assert names == [IMG_NAME, SCRIPT_NAME, "hst", "hst", "partial-bce"]  # text column: localeCompare order
+    names = page.js(f"{ROWS}.map(r => r.dataset.method)")
+    assert names == [IMG_NAME, SCRIPT_NAME, "dsrb", "hst", "hst", "ipl", "partial-bce"]  # text column: localeCompare order
     assert page.problems() == []
 
 

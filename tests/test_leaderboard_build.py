@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 import subprocess
@@ -14,7 +15,8 @@ from record_factory import make_record, sweep, write_record_file
 
 from mlrpl_bench.cli import main
 from mlrpl_bench.errors import BenchError
-from mlrpl_bench.leaderboard.aggregate import Stat, build_tables
+from mlrpl_bench.leaderboard.aggregate import build_tables
+from mlrpl_bench.leaderboard.stats import estimate
 from mlrpl_bench.leaderboard.build import build_leaderboard, md_escape
 from mlrpl_bench.leaderboard.html import SCRIPT, _csp_hash, render_page
 from mlrpl_bench.leaderboard.reference import ReferenceIndex, load_reference
@@ -28,11 +30,15 @@ def reference():
     return ReferenceIndex(load_reference())
 
 
-def test_stat_is_mean_and_sample_std():
-    s = Stat.of([80.0, 82.0])
+def test_stat_is_mean_sample_std_and_t_interval():
+    s = estimate([80.0, 82.0])
     assert s.mean == 81.0 and s.std == pytest.approx(math.sqrt(2)) and s.n == 2
-    assert s.text() == "81.0 ± 1.4"
-    assert Stat.of([70.0]).text() == "70.0" and Stat.of([None]).text() == "–"
+    # t(0.975, 1) = 12.7062: half-width 12.7062 * sqrt(2) / sqrt(2)
+    assert (s.lo, s.hi) == (pytest.approx(81.0 - 12.7062, abs=1e-4), pytest.approx(81.0 + 12.7062, abs=1e-4))
+    assert s.text() == "81.0 ± 12.7" and s.method == "t"
+    assert estimate([70.0]).text() == "70.0" and estimate([None]).text() == "–"
+    top = estimate([99.0, 100.0])  # a percentage's interval stops at 100; the text keeps the half-width
+    assert top.hi == 100.0 and top.text() == "99.5 ± 6.4"
 
 
 def test_cells_average_over_seeds_and_ave_is_per_seed_then_over_seeds():
@@ -45,13 +51,20 @@ def test_cells_average_over_seeds_and_ave_is_per_seed_then_over_seeds():
     assert row.cells[0.5]["mAP"].mean == 85.0
     # per seed: (60+80)/2 = 70, (64+90)/2 = 77 -> 73.5 ± std(70, 77)
     assert row.average["mAP"].mean == 73.5 and row.average["mAP"].std == pytest.approx(math.sqrt(24.5))
-    assert row.seeds == [0, 1]
+    assert row.average["mAP"].n == 2 and row.seeds == [0, 1]
 
 
-def test_ave_without_a_complete_seed_has_no_std():
-    recs = [make_record("m", known=0.1, seed=0, mAP=60.0), make_record("m", known=0.5, seed=1, mAP=80.0)]
-    (row,) = build_tables(recs)[0].rows
-    assert row.average["mAP"].mean == 70.0 and row.average["mAP"].std is None
+def test_ave_counts_only_the_seeds_that_ran_every_proportion():
+    recs = [make_record("m", known=0.1, seed=0, mAP=60.0), make_record("m", known=0.5, seed=0, mAP=80.0),
+            make_record("m", known=0.1, seed=1, mAP=10.0)]
+    (table,) = build_tables(recs)
+    (row,) = table.rows
+    assert row.cells[0.1]["mAP"].mean == 35.0  # the cell has both seeds
+    assert row.average["mAP"].mean == 70.0 and row.average["mAP"].n == 1  # seed 1 misses 0.5
+    assert any("Ave. over the 1 of 2 seeds" in n for n in table.notes)
+    # no seed ran both proportions: no Ave. at all (not a mean of cell means)
+    (row,) = build_tables([make_record("m", known=0.1, seed=0, mAP=60.0), make_record("m", known=0.5, seed=1, mAP=80.0)])[0].rows
+    assert row.average["mAP"].mean is None and row.average["mAP"].text() == "–"
 
 
 def test_different_protocols_are_never_mixed():
@@ -62,7 +75,7 @@ def test_different_protocols_are_never_mixed():
     assert len(table.rows) == 3
     assert len({r.protocol_id for r in table.rows}) == 3
     for row in table.rows:  # each row holds one protocol's values only
-        assert len({tuple(sorted(r["dataset"]["fingerprint"].items())) + (r["protocol"]["scheme"],) for r in row.records}) == 1
+        assert len(row.runs[["dataset_fp_train", "dataset_fp_test", "scheme"]].drop_duplicates()) == 1
     assert sorted(r.cells[0.1]["mAP"].mean for r in table.rows) == [11.0, 21.0, 71.0]
 
 
@@ -152,10 +165,12 @@ def test_build_writes_markdown_csv_and_html(tmp_path):
                      "tables/coco2014__ppl.md", "tables/voc2007__pal.csv", "tables/voc2007__pal.md"]
     md = (site / "tables" / "voc2007__pal.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Method"))
-    assert header.split(" | ")[2:12] == ["10%", "20%", "30%", "40%", "50%", "60%", "70%", "80%", "90%", "Ave. mAP"]
+    assert header.split(" | ")[2:13] == ["Budget", "10%", "20%", "30%", "40%", "50%", "60%", "70%", "80%", "90%", "Ave. mAP"]
     hst_line = next(line for line in md.splitlines() if line.startswith("| hst |"))
-    assert "81.2 ± 0.4" in hst_line  # 80 + 10*0.1 (+0.5 for seed 1): mean 81.25 -> "81.2", std 0.35
-    assert "| hst | " in md and "HST Table 1" in md and "| 10% | mAP | 81.2 ± 0.4 | 84.3 | -3.0 |" in md
+    # 80 + 10*0.1 (+0.5 for seed 1): mean 81.25 -> "81.2", std 0.354, t(0.975, 1) * 0.354 / sqrt(2) = 3.18
+    assert "| 81.2 ± 3.2 ▲ |" in hst_line  # hst is 10 points above partial-bce at every seed
+    assert "| hst | " in md and "HST Table 1" in md and "| 10% | mAP | 81.2 ± 3.2 | 84.3 | -3.0 |" in md
+    assert "Paired differences against partial-bce" in md and "mAP by class frequency" not in md  # no counts
     with (site / "leaderboard.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     ipl = [r for r in rows if r["method"] == "ipl" and r["known"] == "0.3"]
@@ -163,6 +178,8 @@ def test_build_writes_markdown_csv_and_html(tmp_path):
     assert float(ipl[0]["gap_mAP"]) == pytest.approx(43.0 - 73.1)
     hst_ave = next(r for r in rows if r["method"] == "hst" and r["known"] == "ave")
     assert float(hst_ave["mAP_mean"]) == pytest.approx(85.25) and hst_ave["published_mAP"] == "90.9000"
+    assert float(hst_ave["diff_mAP"]) == pytest.approx(10.0) and hst_ave["mark"] == "better" and hst_ave["interval"] == "t"
+    assert float(hst_ave["mAP_lo"]) < 85.25 < float(hst_ave["mAP_hi"])
     assert len([r for r in rows if r["method"] == "hst"]) == 10  # nine proportions + ave
     page = (site / "index.html").read_text()
     assert page.count('class="gap-plot"') == 2  # both tables have published numbers to compare with
@@ -260,3 +277,104 @@ def test_rows_missing_proportions_get_no_ave_and_rank_last():
     assert all(by_name["unfinished"].average[m].mean is None for m in ("mAP", "OF1", "CF1"))
     assert [r.method for r in table.rows] == ["finished", "unfinished"]
     assert any("unfinished" in n and "1 of the table's 3 proportions" in n for n in table.notes)
+
+
+# --------------------------------------------------------------------------- budgets (issue 16.4)
+
+def test_records_that_differ_only_in_budget_are_separate_rows_with_their_budget_shown(tmp_path):
+    short = sweep("m", 40, knowns=(0.1, 0.5), train={"epochs": 2})
+    long = sweep("m", 60, knowns=(0.1, 0.5), train={"epochs": 8})
+    for i, rec in enumerate(short + long):  # (filing both budgets side by side is submit's business)
+        write_record_file(tmp_path / "results", rec, f"{i}.json")
+    result = build_leaderboard(tmp_path / "results", tmp_path / "site")
+    (table,) = result.tables
+    rows = sorted(table.rows, key=lambda r: r.budget["epochs"])
+    assert [r.budget["epochs"] for r in rows] == [2, 8] and rows[0].budget_id != rows[1].budget_id
+    assert rows[0].cells[0.1]["mAP"].mean == pytest.approx(41.25) and rows[1].cells[0.1]["mAP"].mean == pytest.approx(61.25)
+    assert rows[0].budget_label.startswith("2 ep") and "epochs: 2" in rows[0].budget_text
+    md = (tmp_path / "site" / "tables" / "voc2007__pal.md").read_text()
+    assert md.count("| m |") == 2 and "2 ep" in md and "8 ep" in md and "epochs: 2;" in md and "epochs: 8;" in md
+    page = (tmp_path / "site" / "index.html").read_text()
+    assert 'title="epochs: 2; image size' in page and 'title="epochs: 8; image size' in page
+
+
+@pytest.mark.parametrize("change", [
+    {"train": {"image_size": 64}}, {"train": {"batch_size": 16}}, {"train": {"lr": 1e-4}},
+    {"train": {"backbone": "resnet101"}}, {"train": {"track": "frozen"}}, {"train": {"freeze_backbone": "official"}},
+    {"train": {"backbone_weights": "imagenet", "backbone_weights_sha256": "a" * 64}}, {"tuning": {"grid": {"lr": [1e-3, 1e-4]}}},
+])
+def test_every_budget_field_separates_rows(change):
+    base = make_record("m", train={"backbone": "small-cnn", "image_size": 32, "backbone_weights": "none"})
+    other = make_record("m", mAP=50.0, **{k: {**base.get(k, {}), **v} for k, v in change.items()})
+    (table,) = build_tables([base, other])
+    assert len(table.rows) == 2
+
+
+def test_weights_without_a_hash_merge_only_with_the_same_weights_name():
+    def rec(seed, **train):
+        return make_record("m", seed=seed, train={"backbone": "resnet101", **train})
+    same = [rec(0, backbone_weights="imagenet"), rec(1, backbone_weights="imagenet")]
+    hashed = [rec(2, backbone_weights="/data/w.pt", backbone_weights_sha256="b" * 64),
+              rec(3, backbone_weights="/other/path/w.pt", backbone_weights_sha256="b" * 64)]  # one file, two paths
+    (table,) = build_tables(same + hashed)
+    assert sorted(len(r.seeds) for r in table.rows) == [2, 2]
+    unknown = next(r for r in table.rows if r.budget["weights"] == "unknown:imagenet")
+    assert "imagenet (sha256 unknown)" in unknown.budget_text
+
+
+def test_a_row_is_never_compared_with_a_baseline_of_another_budget():
+    pbce = sweep("partial-bce", 40, knowns=(0.1, 0.5), seeds=(0, 1, 2), train={"epochs": 8})
+    short = sweep("m", 60, knowns=(0.1, 0.5), seeds=(0, 1, 2), train={"epochs": 2})
+    same = sweep("m", 60, knowns=(0.1, 0.5), seeds=(0, 1, 2), train={"epochs": 8})
+    (table,) = build_tables(pbce + short + same)
+    by_epochs = {r.budget["epochs"]: r for r in table.rows if r.method == "m"}
+    assert by_epochs[2].versus == {} and by_epochs[8].versus[0.1].mark == "better"
+    assert any("no partial-bce row with the same protocol and budget" in n for n in table.notes)
+
+
+# --------------------------------------------------------------------------- finding records
+
+def test_build_reads_several_folders_and_a_runs_tree_skipping_what_is_not_a_record(tmp_path, capsys):
+    filed = tmp_path / "filed"
+    submit_records([write_record_file(tmp_path / "in", r, f"{i}.json") for i, r in
+                    enumerate(sweep("partial-bce", 40, knowns=(0.1, 0.5), seeds=(0,)))], filed)
+    runs = tmp_path / "runs"
+    for rec in sweep("hst", 60, knowns=(0.1, 0.5), seeds=(0,)):
+        write_record_file(runs / rec["run_id"], rec, "record.json")
+        (runs / rec["run_id"] / "epochs.jsonl").write_text('{"epoch": 0}\n')
+    (runs / "_protocol").mkdir()
+    for i in range(2):
+        (runs / "_protocol" / f"cell{i}.json").write_text(json.dumps(
+            {"format": 1, "mask_fingerprint": f"{i}" * 64, "labels_fingerprint": "c" * 64}))
+    (runs / "notes.json").write_text('["not a record"]')
+    main(["leaderboard", "build", "--results", str(filed), "--results", str(runs), "--out", str(tmp_path / "site")])
+    out = capsys.readouterr().out
+    assert "built 1 table(s), 2 row(s) from 4 record(s)" in out
+    assert "skipped 3 JSON file(s) that are not records: 1 other JSON (not a results record), 2 protocol-cache metadata" in out
+    assert "skipped 3 JSON file(s)" in (tmp_path / "site" / "leaderboard.md").read_text()
+    (runs / "broken.json").write_text("{not json")
+    with pytest.raises(BenchError, match=r"broken.json: not valid JSON"):
+        build_leaderboard([filed, runs], tmp_path / "site2")
+
+
+def test_an_unknown_baseline_is_refused_with_the_choices(tmp_path, cli):
+    results = tmp_path / "results"
+    write_record_file(results, make_record("hst"))
+    res = cli("leaderboard", "build", "--results", results, "--out", tmp_path / "site", "--baseline", "partial-bse")
+    assert res.exit_code == 2 and "--baseline 'partial-bse' is not a method of these records; choose one of hst" in res.stderr
+
+
+# --------------------------------------------------------------------------- one Ave. rule
+
+def test_the_run_summary_is_derived_from_the_same_rule():
+    from mlrpl_bench.summary import sweep_rows, sweep_table
+
+    recs = [make_record("m", known=0.1, seed=0, mAP=60.0), make_record("m", known=0.5, seed=0, mAP=80.0),
+            make_record("m", known=0.1, seed=1, mAP=10.0), make_record("m", known=0.1, seed=2, mAP=20.0),
+            make_record("m", known=0.5, seed=2, mAP=40.0)]
+    rows = {r[1]: r for r in sweep_rows(recs)}
+    (row,) = build_tables(recs)[0].rows
+    assert rows["0.1"][2] == row.cells[0.1]["mAP"].text(2) == "30.00 ± 65.72" and rows["0.1"][-1] == "3"
+    # Ave.: seeds 0 and 2 ran both proportions: (70 + 30) / 2 = 50 (not the mean of the cell means)
+    assert rows["Ave."][2] == row.average["mAP"].text(2) and row.average["mAP"].mean == 50.0 and rows["Ave."][-1] == "2"
+    assert "half-width of the 95 % t-interval" in sweep_table(recs)

@@ -1,10 +1,14 @@
-"""``mlrpl-bench leaderboard submit|build``: file result records, build the leaderboard."""
+"""``mlrpl-bench leaderboard submit|build|export``: file result records, build the leaderboard, export it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+_RESULTS_HELP = ("Folder of records: a results tree or a runs/ folder (repeatable; JSON files that are not "
+                 "records, e.g. runs/_protocol/*.json, are skipped and counted) [default: leaderboard/results].")
+_BASELINE_HELP = "Method every row is compared with (paired over seeds, same protocol and budget) [default: partial-bce]."
 
 
 @click.group("leaderboard")
@@ -38,16 +42,42 @@ def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -
 
 
 @leaderboard.command("build")
-@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Directory of filed records [default: leaderboard/results].")
+@click.option("--results", "results_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help=_RESULTS_HELP)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory [default: leaderboard/site].")
-def build(results_dir: Path | None, out_dir: Path | None) -> None:
-    """Build Markdown, CSV and a static HTML page from the filed records alone."""
+@click.option("--baseline", default=None, help=_BASELINE_HELP)
+def build(results_dirs: tuple[Path, ...], out_dir: Path | None, baseline: str | None) -> None:
+    """Build Markdown, CSV and a static HTML page from the records alone."""
+    from mlrpl_bench.leaderboard.aggregate import DEFAULT_BASELINE
     from mlrpl_bench.leaderboard.build import DEFAULT_OUT_DIR, build_leaderboard
     from mlrpl_bench.leaderboard.submit import DEFAULT_RESULTS_DIR
 
-    result = build_leaderboard(results_dir or DEFAULT_RESULTS_DIR, out_dir or DEFAULT_OUT_DIR)
+    result = build_leaderboard(list(results_dirs) or [DEFAULT_RESULTS_DIR], out_dir or DEFAULT_OUT_DIR,
+                               baseline=baseline or DEFAULT_BASELINE, explicit_baseline=baseline is not None)
     rows = sum(len(t.rows) for t in result.tables)
     click.echo(f"built {len(result.tables)} table(s), {rows} row(s) from {result.n_records} record(s) -> {result.out_dir}")
+    if result.skipped:
+        click.echo(f"  {result.skipped}")
     click.echo(f"  {result.out_dir / 'index.html'}")
+
+
+@leaderboard.command("export")
+@click.option("--results", "results_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help=_RESULTS_HELP)
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "hf"]), required=True,
+              help="parquet or csv files, or hf: datasets.Dataset folders (save_to_disk) ready to push to a hub.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output directory (gets runs.* and aggregated.*, or runs/ and aggregated/ for hf).")
+@click.option("--baseline", default=None, help=_BASELINE_HELP)
+def export(results_dirs: tuple[Path, ...], fmt: str, out_dir: Path, baseline: str | None) -> None:
+    """Write the per-run table (one row per record) and the aggregated table."""
+    from mlrpl_bench.leaderboard.aggregate import DEFAULT_BASELINE
+    from mlrpl_bench.leaderboard.export import export_tables, write_export
+    from mlrpl_bench.leaderboard.submit import DEFAULT_RESULTS_DIR
+
+    tables = export_tables(list(results_dirs) or [DEFAULT_RESULTS_DIR], baseline=baseline or DEFAULT_BASELINE,
+                           explicit_baseline=baseline is not None)
+    for path in write_export(tables, out_dir, fmt):
+        click.echo(f"wrote {path}")
+    click.echo(f"{len(tables['runs'])} run(s), {len(tables['aggregated'])} aggregated line(s)")

@@ -100,10 +100,12 @@ def _read_config(path: str) -> dict:
 @click.option("--overwrite", is_flag=True, help="Re-run runs whose record already exists.")
 @click.option("--skip-bad-images", is_flag=True, help="Skip unreadable images (counted in the record) instead of stopping.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--save-scores/--no-save-scores", default=None,
+              help="Keep the test scores beside each record (test_scores.npz) [default: on for digit-scenes only].")
 def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, scheme, profile, option, epochs, batch_size, lr,
         image_size, backbone, backbone_weights, freeze_backbone, val_fraction, workers, track, frozen_features,
         no_feature_cache, device, output, config_file,
-        word_embeddings, shard, resume, overwrite, skip_bad_images, no_progress):
+        word_embeddings, shard, resume, overwrite, skip_bad_images, no_progress, save_scores):
     """Train a method over the known-label sweep and write one results record per run."""
     from ..runner import RunRequest, run_sweep
     from ..summary import sweep_table
@@ -142,7 +144,7 @@ def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, schem
         method_options=method_options, train_overrides=train_overrides, device=device or cfg.get("device", "auto"),
         output=Path(output or cfg.get("output", "runs")), resume=resume, overwrite=overwrite,
         skip_bad_images=skip_bad_images, word_embeddings=word_embeddings or cfg.get("word_embeddings"),
-        shard=shard_tuple, progress=not no_progress)
+        shard=shard_tuple, progress=not no_progress, save_scores=save_scores)
     records = run_sweep(request)
     if records:
         click.echo("")
