@@ -47,8 +47,9 @@ from mlrpl_bench.hookspecs import hookimpl
 from mlrpl_bench.method import Batch, Method
 from mlrpl_bench.models.sarl import build_label_graph, cam_loss, unwrap
 
-from ._blender import BlendSettings, RepresentationBlender, quarter_of
-from ._blending import DSRBModel, contrastive_loss, soft_partial_bce
+from ._blending.blender import BlendSettings, RepresentationBlender, quarter_of
+from ._blending.functions import contrastive_loss, soft_partial_bce
+from ._blending.model import DSRBModel
 
 __all__ = ["DSRB", "quarter_of"]
 

@@ -25,7 +25,7 @@ every part of the method on the built-in dataset.
 Ablations (Tables 4-7, Fig. 5): ``ablation=ist-only|ist-no-loss|ist-stat|cst-only|cst-no-loss|
 cst-instance|fixed-threshold|sa|baseline``, ``num_prototypes=K``, ``fixed_threshold=θ``.
 Table 8's "HST w/ FB" is ``feature_blending=true``: DSRB's IPRB + PPRB blending of the category
-feature maps (``plugins/_blender.py``, dsrb's defaults) with the partial BCE of the blended
+feature maps (``plugins/_blending/``, dsrb's defaults) with the partial BCE of the blended
 predictions added to the classification loss. The paper names the combination without
 specifying it; this composition is ours.
 The learned thresholds are model parameters (in the checkpoint's model state); prototypes are in
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from mlrpl_bench.hookspecs import hookimpl
 
-from ._semantic_transfer_method import SemanticTransferMethod, make_options_class, paper_profile
+from ._semantic_transfer import SemanticTransferMethod, make_options_class, paper_profile
 
 OFFICIAL_OPTIONS = {"ist_score": "mean", "ist_loss_form": "asl", "cst_pairs": "known",
                     "dtl_form": "official", "dtl_detach_scores": False, "pseudo_target": "combined"}

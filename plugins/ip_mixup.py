@@ -19,7 +19,7 @@ from mlrpl_bench.models.heads import PooledLinearClassifier
 
 from ._baseline_common import SEED_RECIPE, check_choice, check_range
 from ._mixup import LABEL_RULES, mixup_loss, sample_mixup
-from ._ssgrl_common import build_ssgrl, check_ssgrl_options, gnn_steps_field, sarl_field
+from ._sarl.model import build_ssgrl, check_ssgrl_options, gnn_steps_field, sarl_field
 
 MIXUP_CITATION = ("Zhang, Cisse, Dauphin, Lopez-Paz. mixup: Beyond Empirical Risk Minimization. ICLR 2018; "
                   "as a partial-label baseline in Pu, Chen et al., Dual-Perspective Semantic-Aware "

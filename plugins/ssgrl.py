@@ -16,7 +16,7 @@ from mlrpl_bench.method import Batch, Method
 from mlrpl_bench.models.sarl import cam_loss
 
 from ._baseline_common import SEED_RECIPE
-from ._ssgrl_common import SSGRL_CITATION, build_ssgrl, check_ssgrl_options, gnn_steps_field, sarl_field
+from ._sarl.model import SSGRL_CITATION, build_ssgrl, check_ssgrl_options, gnn_steps_field, sarl_field
 
 
 class SSGRL(Method):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from mlrpl_bench.hookspecs import hookimpl
 
-from ._semantic_transfer_method import SemanticTransferMethod, make_options_class, paper_profile
+from ._semantic_transfer import SemanticTransferMethod, make_options_class, paper_profile
 
 OFFICIAL_OPTIONS = {"ist_score": "mean", "ist_loss_form": "asl", "cst_reference": "bank",
                     "cst_pairs": "known"}

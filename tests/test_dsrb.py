@@ -14,9 +14,10 @@ from mlrpl_bench.losses import partial_bce
 from mlrpl_bench.method import Batch, MethodContext, TrainConfig
 from mlrpl_bench.models.backbones import SmallCNN
 from mlrpl_bench.plugins import dsrb as dsrb_module
-from mlrpl_bench.plugins._blending import (DSRBModel, contrastive_loss, iprb_blend, map_prototype_sums,
-                                           pick_prototype_index, pprb_blend, pprb_select, prototypes_from_sums,
-                                           region_index, soft_partial_bce)
+from mlrpl_bench.plugins._blending.functions import (contrastive_loss, iprb_blend, map_prototype_sums,
+                                                     pick_prototype_index, pprb_blend, pprb_select, prototypes_from_sums,
+                                                     region_index, soft_partial_bce)
+from mlrpl_bench.plugins._blending.model import DSRBModel
 from mlrpl_bench.plugins.dsrb import DSRB, quarter_of
 
 # -- IPRB (eq. 6-9) -------------------------------------------------------------------------------

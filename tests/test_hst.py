@@ -10,7 +10,7 @@ import torch
 
 from mlrpl_bench.method import Batch, MethodContext, TrainConfig
 from mlrpl_bench.models.backbones import SmallCNN
-from mlrpl_bench.plugins._semantic_transfer import dtl_loss, kmeans, prototype_scores, pseudo_positives
+from mlrpl_bench.plugins._semantic_transfer.equations import dtl_loss, kmeans, prototype_scores, pseudo_positives
 from mlrpl_bench.plugins.hst import HST
 
 
@@ -376,7 +376,7 @@ def test_feature_blending_parameters_exist_only_when_asked():
 
 
 def test_feature_blending_adds_the_blended_partial_bce_from_the_blend_epoch():
-    from mlrpl_bench.plugins._blending import soft_partial_bce
+    from mlrpl_bench.plugins._blending.functions import soft_partial_bce
 
     method, model, batch = setup({"feature_blending": True}, epochs=4)
     assert method.blender.start_epoch == 1  # a quarter of the epochs, as in dsrb

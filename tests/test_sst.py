@@ -11,12 +11,12 @@ import torch
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.method import Batch, MethodContext, TrainConfig
 from mlrpl_bench.models.backbones import SmallCNN
-from mlrpl_bench.models.ist import CooccurrenceHead
 from mlrpl_bench.models.sarl import SemanticAttention, build_label_graph
-from mlrpl_bench.plugins._semantic_transfer import (
+from mlrpl_bench.plugins._semantic_transfer.equations import (
     TransferSchedule, asymmetric_pair_loss, category_cosine, cst_pair_loss, instance_scores, ist_scores,
     pseudo_positives, transfer_targets,
 )
+from mlrpl_bench.plugins._semantic_transfer.model import CooccurrenceHead
 from mlrpl_bench.plugins.sst import SST
 
 # ---------------------------------------------------------------------------------------------

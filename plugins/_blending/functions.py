@@ -5,9 +5,8 @@ feature maps ``(B, C, D, h, w)`` (the paper's ``F_c^n``) or vectors ``(B, C, D)`
 labels are ``(B, C)`` floats in {1, -1, 0} and, after blending, soft values in [0, 1] on the
 blended entries. The maps and their pooling σ (eq. 1–2) come from the shared SARL model
 (:meth:`~mlrpl_bench.models.sarl.SARLModel.category_maps`, ``pool``, ``classify``); the learnable
-per-class α (IPRB) and β (PPRB) from the :class:`BlendCoefficients` mixin; :class:`DSRBModel`
-is the two together. What carries over between steps (schedule, prototypes) is in
-:mod:`._blender`.
+per-class α (IPRB) and β (PPRB) from :class:`.model.BlendCoefficients`; what carries over between
+steps (schedule, prototypes) is in :mod:`.blender`.
 
 Pooling is linear (SD: attention-weighted sum; SA: mean), so pooling a blend equals blending
 the pooled vectors; what maps add is *where* the object is — the 4^K-region split of the PPRB
@@ -16,14 +15,10 @@ prototypes and the choice of a prototype from another region than the image's ow
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from mlrpl_bench.models.sarl import SARLModel, SARLOutput
 
 # -------------------------------------------------------------------------------------------------
 # Losses
@@ -235,82 +230,3 @@ def pprb_blend(reps: torch.Tensor, labels: torch.Tensor, beta: torch.Tensor, pro
     blended = b_full * reps + (1 - b_full) * proto
     blended_labels = bsel * labels + (1 - bsel)
     return blended, blended_labels
-
-
-# -------------------------------------------------------------------------------------------------
-# The model
-# -------------------------------------------------------------------------------------------------
-
-
-class DSRBOutput(NamedTuple):
-    """What :class:`DSRBModel` computes in training.
-
-    :ivar logits: ``(B, C)``.
-    :ivar features: ``(B, C, D)`` category vectors ``f_c^n`` (eq. 2).
-    :ivar maps: ``(B, C, D, h, w)`` category feature maps ``F_c^n`` (eq. 1).
-    :ivar attention: ``(B, C, h, w)``.
-    :ivar cam_logits: SA's activation-map scores, else ``None``.
-    :ivar blended: whatever the ``blend`` callable returned (``None`` without one).
-    """
-
-    logits: torch.Tensor
-    features: torch.Tensor
-    maps: torch.Tensor
-    attention: torch.Tensor
-    cam_logits: torch.Tensor | None
-    blended: Any
-
-
-class BlendCoefficients:
-    """Mixin for a :class:`SARLModel`: the learnable per-class α (IPRB) and β (PPRB) of blending.
-
-    They are parameters of the model so the optimizer, gradient averaging and checkpoints see
-    them; :meth:`clamp_blend_parameters` keeps them in [0, 1] (called before every use).
-    """
-
-    def init_blend_parameters(self, num_classes: int, *, alpha_init: float = 0.5, beta_init: float = 0.5,
-                              learn_alpha: bool = True, learn_beta: bool = True) -> None:
-        self.alpha = nn.Parameter(torch.full((num_classes,), float(alpha_init)), requires_grad=learn_alpha)
-        self.beta = nn.Parameter(torch.full((num_classes,), float(beta_init)), requires_grad=learn_beta)
-
-    def clamp_blend_parameters(self) -> None:
-        """Keep α and β in [0, 1]."""
-        with torch.no_grad():
-            self.alpha.clamp_(0.0, 1.0)
-            self.beta.clamp_(0.0, 1.0)
-
-    def forward_blended(self, x: torch.Tensor, blend) -> tuple[SARLOutput, torch.Tensor, Any]:
-        """The SARL forward through the category feature maps: ``(SARLOutput, maps, blended)``,
-        ``blended`` being ``blend(self, maps, features)`` (None without a callable). Run inside the
-        model's forward so that DistributedDataParallel sees every parameter blending uses."""
-        maps, features, attention, cam_logits = self.category_maps(x)
-        graph, outputs, logits = self.head(features)
-        blended = blend(self, maps, features) if blend is not None else None
-        return SARLOutput(logits, features, graph, outputs, attention, cam_logits), maps, blended
-
-
-class DSRBModel(BlendCoefficients, SARLModel):
-    """The SARL model with the learnable α, β of blending.
-
-    ``model(x)`` gives logits (no maps are built); ``model(x, return_all=True, blend=fn)``
-    builds the category feature maps (:meth:`SARLModel.category_maps`) and calls
-    ``fn(model, maps, features)`` *inside* forward, so that every parameter the blending uses is
-    seen by DistributedDataParallel.
-
-    :param alpha_init: initial α of every class (0.5 in the paper); ``learn_alpha=False`` fixes it.
-    :param beta_init: initial β; ``learn_beta=False`` fixes it.
-    Other parameters as :class:`~mlrpl_bench.models.sarl.SARLModel`.
-    """
-
-    def __init__(self, backbone: nn.Module, num_classes: int, word_embeddings, adjacency, *, sarl: str = "sd",
-                 feature_dim: int = 0, alpha_init: float = 0.5, beta_init: float = 0.5,
-                 learn_alpha: bool = True, learn_beta: bool = True):
-        super().__init__(backbone, num_classes, word_embeddings, adjacency, sarl=sarl, feature_dim=feature_dim)
-        self.init_blend_parameters(num_classes, alpha_init=alpha_init, beta_init=beta_init, learn_alpha=learn_alpha,
-                                   learn_beta=learn_beta)
-
-    def forward(self, x: torch.Tensor, return_all: bool = False, blend=None):
-        if not return_all and blend is None:
-            return super().forward(x)
-        out, maps, blended = self.forward_blended(x, blend)
-        return DSRBOutput(out.logits, out.features, maps, out.attention, out.cam_logits, blended)

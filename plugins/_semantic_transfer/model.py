@@ -1,7 +1,13 @@
-"""The IST co-occurrence head φ_intra (SST eq. 1 / HST eq. 3), factorised per category.
+"""The model of SST and HST: the SARL model + the IST co-occurrence head φ_intra (+ learned thresholds).
 
-``p_ij = φ_intra([f_i ; f_j])`` for every ordered pair of categories, with φ_intra three fully
-connected layers (paper: first -> 512, ReLU, second -> 1024, ReLU, last -> 1 score, sigmoid).
+:class:`SemanticTransferModel` is the shared SARL model
+(:class:`mlrpl_bench.models.sarl.SARLModel`) with the head φ_intra of IST (SST eq. 1 / HST
+eq. 3), and, for HST, the learnable thresholds θ_intra, θ_cross (DTL); with feature blending
+(HST w/ FB) also DSRB's α, β.
+
+The IST head :class:`CooccurrenceHead` (factorised per category): ``p_ij = φ_intra([f_i ; f_j])``
+for every ordered pair of categories, with φ_intra three fully connected layers (paper: first ->
+512, ReLU, second -> 1024, ReLU, last -> 1 score, sigmoid).
 
 The first layer acts on a concatenation, so it splits exactly into two per-category products::
 
@@ -13,14 +19,19 @@ concatenated ``2D``-vectors (:meth:`CooccurrenceHead.naive_logits`, kept for the
 and the benchmark). Layers two and three still run per pair: they act on ``relu(...)``, which does
 not factorise. At C = 200 and D = 1024 this removes two thirds of the head's multiply-adds and
 the ``B·C²·2D`` tensor of concatenated pairs (see ``benchmarks/bench_ist_head.py``). Both paths
-share the layers after the first, so the benchmark's ratios measure the
-factorisation alone.
+share the layers after the first, so the benchmark's ratios measure the factorisation alone.
 """
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
 from torch import nn
+
+from mlrpl_bench.models.sarl import SARLModel, SARLOutput
+
+from .._blending.model import BlendCoefficients
 
 
 class CooccurrenceHead(nn.Module):
@@ -66,3 +77,47 @@ class CooccurrenceHead(nn.Module):
     def probabilities(self, features: torch.Tensor) -> torch.Tensor:
         """``sigmoid(forward(features))``: the image-specific co-occurrence matrices P^n."""
         return torch.sigmoid(self(features))
+
+
+class TransferOutput(NamedTuple):
+    """:ivar sarl: the :class:`SARLOutput`; :ivar cooc_logits: ``(B, C, C)`` φ_intra logits or None;
+    :ivar blended: what the ``blend`` callable returned (feature blending), else None."""
+
+    sarl: SARLOutput
+    cooc_logits: torch.Tensor | None
+    blended: Any = None
+
+
+class SemanticTransferModel(BlendCoefficients, SARLModel):
+    """SARL model + the IST head φ_intra + (HST) the learnable thresholds θ_intra, θ_cross
+    (+ with ``blending``, the α, β of feature blending).
+
+    ``model(x)`` gives logits (the IST/CST modules are removed at inference, as in the papers);
+    ``model(x, return_all=True)`` a :class:`TransferOutput`; ``blend=fn`` builds the category
+    feature maps and runs ``fn(model, maps, features)`` inside forward, as
+    :class:`~._blending.DSRBModel` does. The thresholds are parameters of the model so the
+    optimizer, gradient averaging and checkpoints see them.
+    """
+
+    def __init__(self, backbone, num_classes, word_embeddings, adjacency, *, ist_hidden: tuple[int, int] | None,
+                 learn_thresholds: bool, threshold_init: float = 1.0, blending: bool = False, **sarl_kwargs):
+        super().__init__(backbone, num_classes, word_embeddings, adjacency, **sarl_kwargs)
+        self.ist_head = CooccurrenceHead(self.feature_dim, ist_hidden) if ist_hidden is not None else None
+        # [θ_intra, θ_cross]; absent unless learned (DTL).
+        self.thresholds = nn.Parameter(torch.full((2,), float(threshold_init))) if learn_thresholds else None
+        # α, β only exist with blending, so checkpoints of the plain methods keep their keys.
+        if blending:
+            self.init_blend_parameters(num_classes)
+
+    def forward(self, x: torch.Tensor, return_all: bool = False, blend=None):
+        if blend is None:
+            out, blended = super().forward(x, return_all=True), None
+        else:
+            out, _, blended = self.forward_blended(x, blend)
+        if not return_all:
+            return out.logits
+        cooc = self.ist_head(out.features) if self.ist_head is not None else None
+        return TransferOutput(out, cooc, blended)
+
+
+__all__ = ["CooccurrenceHead", "SemanticTransferModel", "TransferOutput"]

@@ -1,4 +1,4 @@
-"""The SSGRL model as the baselines use it (private module, registers nothing).
+"""The SSGRL model for a method's context, and the option fields of the SARL-based methods.
 
 SSGRL (Chen, Xu, Hui, Wu, Lin, ICCV 2019) = semantic decoupling guided by category word vectors
 + a gated graph neural network over the label co-occurrence graph; the seed papers adapt it to
@@ -16,7 +16,7 @@ from torch import nn
 
 from mlrpl_bench.models.sarl import SARL_KINDS, SARLModel, build_label_graph, unwrap
 
-from ._baseline_common import check_choice, check_range
+from .._baseline_common import check_choice, check_range
 
 SSGRL_CITATION = ("Chen, Xu, Hui, Wu, Lin. Learning Semantic-Specific Graph Representation for Multi-Label "
                   "Image Recognition. ICCV 2019; partial-BCE adaptation as in Chen, Pu et al., SST (AAAI 2022)")

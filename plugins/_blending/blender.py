@@ -2,12 +2,12 @@
 
 :class:`RepresentationBlender` owns everything of DSRB's instance- and prototype-perspective
 blending that lives *across* training steps: when blending starts, when the PPRB prototypes are
-(re)computed and from what, the ``blend`` callable a :class:`~._blending.BlendCoefficients`
+(re)computed and from what, the ``blend`` callable a :class:`~.model.BlendCoefficients`
 model runs inside its forward, the classification loss of the blended predictions, and the
 checkpoint state. ``dsrb`` is built on it, and so is the "HST w/ FB" variant of the semantic
 transfer methods (``-o feature_blending=true``), which adds the same blending to HST.
 
-The pure functions (eq. 6–13) are in :mod:`._blending`.
+The pure functions (eq. 6–13) are in :mod:`.functions`, the model in :mod:`.model`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.models.sarl import unwrap
 
-from ._blending import (iprb_blend, kmeans_vector_prototypes, map_prototype_sums, pick_prototype_index, pprb_blend,
+from .functions import (iprb_blend, kmeans_vector_prototypes, map_prototype_sums, pick_prototype_index, pprb_blend,
                         pprb_select, prototypes_from_sums, region_index, soft_partial_bce)
 
 MODULES = ("both", "iprb", "pprb", "none")
