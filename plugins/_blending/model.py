@@ -15,6 +15,15 @@ from torch import nn
 from mlrpl_bench.models.sarl import SARLModel, SARLOutput
 
 
+def coefficient_shape(coefficients: str, num_classes: int) -> tuple[int, ...]:
+    """The shape of α and β: ``()`` for ``scalar``, ``(C,)`` for ``per-class``."""
+    if coefficients == "scalar":
+        return ()
+    if coefficients == "per-class":
+        return (num_classes,)
+    raise ValueError(f"coefficients must be scalar or per-class, got {coefficients!r}")
+
+
 class DSRBOutput(NamedTuple):
     """What :class:`DSRBModel` computes in training.
 
@@ -35,16 +44,18 @@ class DSRBOutput(NamedTuple):
 
 
 class BlendCoefficients:
-    """Mixin for a :class:`SARLModel`: the learnable per-class α (IPRB) and β (PPRB) of blending.
+    """Mixin for a :class:`SARLModel`: the learnable α (IPRB) and β (PPRB) of blending.
 
     They are parameters of the model so the optimizer, gradient averaging and checkpoints see
-    them; :meth:`clamp_blend_parameters` keeps them in [0, 1] (called before every use).
+    them; :meth:`clamp_blend_parameters` keeps them in [0, 1] (called before every use). Shape
+    ``()``: one scalar each (the official code's ``nn.Parameter(torch.tensor(0.5))``); ``(C,)``:
+    one per class (the paper's ``A = [α_1, ..., α_C]``, eq. 8-9 and 12-13).
     """
 
-    def init_blend_parameters(self, num_classes: int, *, alpha_init: float = 0.5, beta_init: float = 0.5,
+    def init_blend_parameters(self, shape: tuple[int, ...] = (), *, alpha_init: float = 0.5, beta_init: float = 0.5,
                               learn_alpha: bool = True, learn_beta: bool = True) -> None:
-        self.alpha = nn.Parameter(torch.full((num_classes,), float(alpha_init)), requires_grad=learn_alpha)
-        self.beta = nn.Parameter(torch.full((num_classes,), float(beta_init)), requires_grad=learn_beta)
+        self.alpha = nn.Parameter(torch.full(tuple(shape), float(alpha_init)), requires_grad=learn_alpha)
+        self.beta = nn.Parameter(torch.full(tuple(shape), float(beta_init)), requires_grad=learn_beta)
 
     def clamp_blend_parameters(self) -> None:
         """Keep α and β in [0, 1]."""
@@ -70,17 +81,18 @@ class DSRBModel(BlendCoefficients, SARLModel):
     ``fn(model, maps, features)`` *inside* forward, so that every parameter the blending uses is
     seen by DistributedDataParallel.
 
-    :param alpha_init: initial α of every class (0.5 in the paper); ``learn_alpha=False`` fixes it.
+    :param coefficients: ``scalar`` (official code) or ``per-class`` (paper) α and β.
+    :param alpha_init: initial α (0.5 in paper and code); ``learn_alpha=False`` fixes it.
     :param beta_init: initial β; ``learn_beta=False`` fixes it.
     Other parameters as :class:`~mlrpl_bench.models.sarl.SARLModel`.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, word_embeddings, adjacency, *, sarl: str = "sd",
-                 feature_dim: int = 0, alpha_init: float = 0.5, beta_init: float = 0.5,
+                 feature_dim: int = 0, coefficients: str = "scalar", alpha_init: float = 0.5, beta_init: float = 0.5,
                  learn_alpha: bool = True, learn_beta: bool = True):
         super().__init__(backbone, num_classes, word_embeddings, adjacency, sarl=sarl, feature_dim=feature_dim)
-        self.init_blend_parameters(num_classes, alpha_init=alpha_init, beta_init=beta_init, learn_alpha=learn_alpha,
-                                   learn_beta=learn_beta)
+        self.init_blend_parameters(coefficient_shape(coefficients, num_classes), alpha_init=alpha_init,
+                                   beta_init=beta_init, learn_alpha=learn_alpha, learn_beta=learn_beta)
 
     def forward(self, x: torch.Tensor, return_all: bool = False, blend=None):
         if not return_all and blend is None:
@@ -89,4 +101,4 @@ class DSRBModel(BlendCoefficients, SARLModel):
         return DSRBOutput(out.logits, out.features, maps, out.attention, out.cam_logits, blended)
 
 
-__all__ = ["BlendCoefficients", "DSRBModel", "DSRBOutput"]
+__all__ = ["BlendCoefficients", "DSRBModel", "DSRBOutput", "coefficient_shape"]
