@@ -7,6 +7,7 @@
 """
 
 from .method import SemanticTransferMethod
-from .options import ABLATIONS, make_options_class, paper_profile, resolve_options
+from .options import ABLATIONS, HST_PAPER_LITERAL, PAPER_LITERAL, make_options_class, paper_profile, resolve_options
 
-__all__ = ["ABLATIONS", "SemanticTransferMethod", "make_options_class", "paper_profile", "resolve_options"]
+__all__ = ["ABLATIONS", "HST_PAPER_LITERAL", "PAPER_LITERAL", "SemanticTransferMethod", "make_options_class", "paper_profile",
+           "resolve_options"]

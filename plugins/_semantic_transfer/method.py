@@ -27,11 +27,14 @@ from torch import nn
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.losses import partial_bce
 from mlrpl_bench.method import Batch, Method, TrainConfig
-from mlrpl_bench.models.sarl import build_label_graph, cam_loss, default_feature_dim, unwrap
+from mlrpl_bench.models.sarl import cam_loss, default_feature_dim, unwrap
 
 from .._blending.blender import BlendSettings, RepresentationBlender
+from .._sarl.kmeans import kmeans_centres
+from .._sarl.losses import LinearRamp, category_contrastive_loss, ramp_steps
+from .._sarl.model import label_graph, partial_bce_reduction
 from .equations import (
-    TransferSchedule, asymmetric_pair_loss, cst_pair_loss, dtl_loss, instance_scores, ist_scores, kmeans,
+    TransferSchedule, asymmetric_pair_loss, dtl_loss, instance_scores, ist_scores, prototype_contrastive_loss,
     prototype_scores, pseudo_positives, transfer_targets,
 )
 from .model import SemanticTransferModel, TransferOutput
@@ -52,17 +55,21 @@ class SemanticTransferMethod(Method):
         self.schedule = TransferSchedule(start_epoch=o.pseudo_start_epoch, start=o.threshold_start, step=o.threshold_step,
                                          minimum=o.threshold_min, prototype_every=o.prototype_every,
                                          reference_epochs=o.reference_epochs, scale=o.schedule_scale)
-        graph = build_label_graph(ctx.train_labels)
-        self.graph = graph
+        self.graph = label_graph(self)
         # IST w/ stat: p_ij = P(i present | j present) = graph[j, i] on the known training labels.
-        self.statistical = torch.from_numpy(graph.T.copy())
+        self.statistical = torch.from_numpy(self.graph.T.copy())
+        self.reduction = partial_bce_reduction(o.bce_reduction)
+        # The official HST code makes a pseudo positive where clamp(score − θ, 0, 1) > 0.
+        self.strict = o.thresholds == "dtl" and o.dtl_form == "official"
+        factor = self.schedule.factor(ctx.epochs)
+        self.ramp = LinearRamp(ctx.steps_per_epoch, ramp_steps(o.aux_ramp_epochs, factor, ctx.steps_per_epoch))
         self.prototypes: torch.Tensor | None = None  # (C, K, D)
         self.prototype_valid: torch.Tensor | None = None  # (C, K) bool
         self.prototype_epoch = -1
-        self.bank: torch.Tensor | None = None  # (C, S, D), newest first
-        self.bank_count: torch.Tensor | None = None  # (C,)
-        # HST w/ FB: DSRB's blending with its paper defaults.
-        self.blender = RepresentationBlender(BlendSettings(), ctx, sarl=o.sarl, owner=self.name) if o.feature_blending else None
+        self.bank: torch.Tensor | None = None  # (C, S, D), newest first, zeros where not yet filled
+        # HST w/ FB: DSRB's blending with dsrb's defaults.
+        self.blender = (RepresentationBlender(BlendSettings(reduction=self.reduction), ctx, sarl=o.sarl, owner=self.name)
+                        if o.feature_blending else None)
 
     # -- model ---------------------------------------------------------------------------------
 
@@ -72,25 +79,26 @@ class SemanticTransferMethod(Method):
         if self.use_ist and o.ist_cooccurrence == "learned":
             d = o.feature_dim or default_feature_dim(int(backbone.out_channels))
             ist_hidden = (o.ist_hidden1 or max(1, d // 2), o.ist_hidden2 or d)
+        blend_shape = () if self.blender is None or self.blender.settings.coefficients == "scalar" else (self.ctx.num_classes,)
         return SemanticTransferModel(
             backbone, self.ctx.num_classes, self.ctx.word_embeddings, self.graph, sarl=o.sarl, feature_dim=o.feature_dim,
             sd_hidden=o.sd_hidden, output_dim=o.output_dim, gnn_steps=o.gnn_steps, reduction=o.channel_reduction,
-            ist_hidden=ist_hidden,
+            ist_hidden=ist_hidden, ist_head=o.ist_head,
             learn_thresholds=o.thresholds == "dtl" and (self.use_ist or self.use_cst), threshold_init=o.dtl_init,
-            blending=self.blender is not None)
+            blending=self.blender is not None, blend_shape=blend_shape)
 
     def configure_optimizers(self, model: nn.Module, train: TrainConfig):
+        """Adam + StepLR. With ``threshold_optimizer=shared`` (official) the learned thresholds are
+        in the weights' group, weight decay included; Adam skips them until DTL gives them a
+        gradient. ``separate``: their own group, no weight decay, ``threshold_lr``."""
         core = unwrap(model)
-        thresholds = core.thresholds if getattr(core, "thresholds", None) is not None else None
+        thresholds = getattr(core, "thresholds", None)
+        others = (thresholds,) if thresholds is not None and self.opts.threshold_optimizer == "separate" else ()
         if self.blender is not None:
-            params, coefficients = self.blender.split_parameters(model, others=(thresholds,) if thresholds is not None else ())
+            groups = self.blender.parameter_groups(model, others=others)
         else:
-            params, coefficients = [p for p in model.parameters() if p.requires_grad and p is not thresholds], []
-        groups: list[dict[str, Any]] = [{"params": params}]
-        if coefficients:
-            groups.append({"params": coefficients, "weight_decay": 0.0})  # bounded mixing ratios, not weights
-        if thresholds is not None:
-            # Thresholds are not weights: no weight decay; optionally their own learning rate.
+            groups = [{"params": [p for p in model.parameters() if p.requires_grad and all(p is not q for q in others)]}]
+        if others:
             groups.append({"params": [thresholds], "weight_decay": 0.0, "lr": self.opts.threshold_lr or train.lr})
         optimizer = torch.optim.Adam(groups, lr=train.lr, weight_decay=train.weight_decay)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train.lr_step, gamma=train.lr_gamma)
@@ -117,9 +125,35 @@ class SemanticTransferMethod(Method):
         t = self.schedule.threshold(epoch, self.ctx.epochs)
         return t, t
 
+    # -- the behaviours the options choose (small, so that tests pin them one by one) ----------
+
+    def classification_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Partial BCE with the ``bce_reduction`` option's reduction."""
+        return partial_bce(logits, targets, reduction=self.reduction)
+
+    def cooccurrence(self, out: TransferOutput, labels: torch.Tensor) -> torch.Tensor:
+        """``(B, C, C)`` co-occurrence probabilities: φ_intra's, or the statistical P(i|j) (IST w/ stat)."""
+        if self.opts.ist_cooccurrence == "learned":
+            return torch.sigmoid(out.cooc_logits.float())
+        return self.statistical.to(labels.device, labels.dtype).unsqueeze(0).expand(labels.shape[0], -1, -1)
+
+    def intra_scores(self, cooc: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The IST score of every entry (``ist_score``, ``ist_self``)."""
+        return ist_scores(cooc, labels, self.opts.ist_score, self.opts.ist_self)
+
+    def pseudo_from(self, scores: torch.Tensor, labels: torch.Tensor, threshold, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Pseudo positives on the unknown entries (strictly above θ with the official DTL)."""
+        return pseudo_positives(scores, labels, threshold, valid, strict=self.strict)
+
+    def dtl(self, scores: torch.Tensor, threshold, labels: torch.Tensor) -> torch.Tensor:
+        """The DTL loss of one module (``dtl_form``, ``dtl_temperature``, ``bce_reduction``)."""
+        o = self.opts
+        return dtl_loss(scores, threshold, labels, o.dtl_form, o.dtl_temperature, self.reduction)
+
     # -- prototypes & bank ---------------------------------------------------------------------
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
+        self.ramp.start_epoch(epoch)
         if self.blender is not None:
             self.blender.on_epoch_start(model, epoch)
         o = self.opts
@@ -128,13 +162,15 @@ class SemanticTransferMethod(Method):
         due = self.schedule.prototype_epoch(epoch, self.ctx.epochs)
         missing = self.prototypes is None and self.pseudo_active(epoch)
         if due or missing:
-            self.compute_prototypes(model)
+            self.compute_prototypes(model, epoch)
             self.prototype_epoch = epoch
 
     @torch.no_grad()
-    def compute_prototypes(self, model: nn.Module) -> None:
-        """K-means prototypes per category from the features of its known positives (HST §3.3),
-        over one un-augmented pass of the training set (all processes' shares gathered)."""
+    def compute_prototypes(self, model: nn.Module, epoch: int = 0) -> None:
+        """K-means prototypes per category from the features of its known positives (HST §3.3;
+        scikit-learn's K-means as the official ``computePrototype``), over one un-augmented pass
+        of the training set (all processes' shares gathered; seeded by the run's seed and the
+        epoch, so every process computes the same prototypes)."""
         core = unwrap(model)
         was_training = core.training
         core.eval()
@@ -157,30 +193,33 @@ class SemanticTransferMethod(Method):
         c, k = self.ctx.num_classes, self.opts.num_prototypes
         protos = torch.zeros(c, k, d)
         valid = torch.zeros(c, k, dtype=torch.bool)
+        seed = int(self.ctx.seed) * 1000 + int(epoch)
         for cls in range(c):
-            centres = kmeans(feats_t[classes_t == cls], k, self.ctx.generator)
+            centres = kmeans_centres(feats_t[classes_t == cls], k, seed)
             protos[cls, : len(centres)] = centres
             valid[cls, : len(centres)] = True
         self.prototypes, self.prototype_valid = protos, valid
 
     @torch.no_grad()
     def update_bank(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Official SST: keep the ``bank_size`` latest known-positive features of each class."""
+        """Official SST (``updateFeature``): a zero-initialised bank keeps the ``bank_size`` latest
+        known-positive features of each class; called before the step's scores, as the official
+        training loop does."""
         c, d = features.shape[1], features.shape[2]
         size = self.opts.bank_size
         if self.bank is None:
             self.bank = features.new_zeros((c, size, d))
-            self.bank_count = torch.zeros(c, dtype=torch.int64, device=features.device)
         self.bank = self.bank.to(features.device)
-        self.bank_count = self.bank_count.to(features.device)
         pos = labels > 0
         for cls in pos.any(dim=0).nonzero(as_tuple=True)[0].tolist():
             new = features[pos[:, cls], cls].detach().to(self.bank.dtype).flip(0)  # newest first
             self.bank[cls] = torch.cat([new, self.bank[cls]])[:size]
-            self.bank_count[cls] = min(int(self.bank_count[cls]) + len(new), size)
 
     def cross_scores(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """CST existence scores ``(B, C)`` and where they exist (per the similarity option)."""
+        """CST existence scores ``(B, C)`` and where they exist (per the similarity option).
+
+        The bank's score is the mean cosine over all its slots, empty (zero) slots included: the
+        official ``getInterPseudoLabel`` averages over its zero-initialised ``posFeature``."""
         o = self.opts
         b, c = labels.shape
         if o.cst_similarity == "prototype":
@@ -192,15 +231,23 @@ class SemanticTransferMethod(Method):
             if self.bank is None:
                 return features.new_zeros(b, c), torch.zeros(b, c, dtype=torch.bool, device=features.device)
             bank = self.bank.to(features)
-            valid = torch.arange(bank.shape[1], device=features.device).unsqueeze(0) < self.bank_count.to(features.device).unsqueeze(1)
-            scores, has = prototype_scores(features, bank, valid)
-            return scores, has.unsqueeze(0).expand(b, c)
+            slots = torch.ones(bank.shape[:2], dtype=torch.bool, device=features.device)
+            scores, _ = prototype_scores(features, bank, slots)
+            return scores, torch.ones(b, c, dtype=torch.bool, device=features.device)
         return instance_scores(features, features, labels, exclude_self=True)
+
+    def prototype_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """HST's official prototype contrastive term (``prototype_loss``), 0 without prototypes."""
+        if self.opts.prototype_loss == "none" or self.prototypes is None:
+            return features.new_zeros(())
+        scores, _ = prototype_scores(features, self.prototypes.to(features), self.prototype_valid.to(features.device))
+        return prototype_contrastive_loss(scores, labels, self.opts.prototype_loss)
 
     # -- training ------------------------------------------------------------------------------
 
     def training_step(self, model: nn.Module, batch: Batch, epoch: int) -> dict[str, torch.Tensor]:
         o = self.opts
+        ramp = self.ramp.next()
         blend = None
         if self.blender is not None:
             unwrap(model).clamp_blend_parameters()
@@ -213,51 +260,50 @@ class SemanticTransferMethod(Method):
         th_intra, th_cross = self.thresholds(model, epoch)
         combine = o.pseudo_target == "combined"
         zero = logits.new_zeros(())
-        l_cls, l_ist, l_cst, l_dtl = partial_bce(logits, labels), zero, zero, zero
+        l_cls, l_ist, l_cst, l_dtl, l_proto = self.classification_loss(logits, labels), zero, zero, zero, zero
         n_intra = n_cross = zero
 
         if self.use_ist:
-            if o.ist_cooccurrence == "learned":
-                cooc = torch.sigmoid(out.cooc_logits.float())
-                if o.ist_loss:
-                    l_ist = asymmetric_pair_loss(out.cooc_logits.float(), labels, gamma_pos=o.gamma_pos, gamma_neg=o.gamma_neg,
-                                                 margin=o.asl_margin, pairs=o.ist_pairs, form=o.ist_loss_form)
-            else:
-                cooc = self.statistical.to(logits).unsqueeze(0).expand(labels.shape[0], -1, -1)
-            scores = ist_scores(cooc if not o.dtl_detach_scores else cooc.detach(), labels, o.ist_score)
+            cooc = self.cooccurrence(out, labels)
+            if o.ist_cooccurrence == "learned" and o.ist_loss:
+                l_ist = asymmetric_pair_loss(out.cooc_logits.float(), labels, gamma_pos=o.gamma_pos, gamma_neg=o.gamma_neg,
+                                             margin=o.asl_margin, pairs=o.ist_pairs, form=o.ist_loss_form)
+            scores = self.intra_scores(cooc if not o.dtl_detach_scores else cooc.detach(), labels)
             if active:
-                pseudo = pseudo_positives(scores.detach(), labels, th_intra)
-                l_cls = l_cls + partial_bce(logits, transfer_targets(labels, pseudo, combine))
+                pseudo = self.pseudo_from(scores.detach(), labels, th_intra)
+                l_cls = l_cls + self.classification_loss(logits, transfer_targets(labels, pseudo, combine))
                 n_intra = pseudo.sum(dim=1).mean()
                 if o.thresholds == "dtl":
-                    l_dtl = l_dtl + dtl_loss(scores, th_intra, labels, o.dtl_form, o.dtl_temperature)
+                    l_dtl = l_dtl + self.dtl(scores, th_intra, labels)
 
         if self.use_cst:
             feats = sarl.features.float()
             if o.cst_loss:
-                l_cst = cst_pair_loss(feats, labels, o.cst_pairs)
+                l_cst = category_contrastive_loss(feats, labels, o.cst_pairs, self.ctx.generator)
+            if o.cst_similarity == "instance" and o.cst_reference == "bank":
+                self.update_bank(feats.detach(), labels)
             scores, has = self.cross_scores(feats if not o.dtl_detach_scores else feats.detach(), labels)
             if active:
-                pseudo = pseudo_positives(scores.detach(), labels, th_cross, has)
-                l_cls = l_cls + partial_bce(logits, transfer_targets(labels, pseudo, combine))
+                pseudo = self.pseudo_from(scores.detach(), labels, th_cross, has)
+                l_cls = l_cls + self.classification_loss(logits, transfer_targets(labels, pseudo, combine))
                 n_cross = pseudo.sum(dim=1).mean()
                 if o.thresholds == "dtl":
                     # Only categories that have a reference set can be scored against θ_cross.
-                    l_dtl = l_dtl + dtl_loss(scores, th_cross, labels * has.to(labels.dtype), o.dtl_form,
-                                                  o.dtl_temperature)
-            if o.cst_similarity == "instance" and o.cst_reference == "bank":
-                self.update_bank(feats.detach(), labels)
+                    l_dtl = l_dtl + self.dtl(scores, th_cross, labels * has.to(labels.dtype))
+                if o.cst_similarity == "prototype":
+                    l_proto = self.prototype_loss(feats, labels)
 
         blend_logs: dict[str, torch.Tensor] = {}
         if self.blender is not None:
             # DSRB eq. 14-15: the blended predictions' partial BCE joins the classification loss.
-            l_blend, blend_logs = self.blender.add_blended_losses(logits.new_zeros(labels.shape[0]), out.blended)
-            l_cls = self.blender.keep_coefficients_in_graph(model, l_cls + l_blend.mean())
-            blend_logs["blend"] = l_blend.mean().detach()
+            l_blend, blend_logs = self.blender.blended_loss(out.blended, logits)
+            l_cls = self.blender.keep_coefficients_in_graph(model, l_cls + l_blend)
+            blend_logs["blend"] = l_blend.detach()
 
-        loss = l_cls + o.lambda_ist * l_ist + o.lambda_cst * l_cst + o.lambda_dtl * l_dtl
-        result = {**blend_logs,"cls": l_cls.detach(), "ist": l_ist.detach(), "cst": l_cst.detach(), "dtl": l_dtl.detach(),
-                  "pseudo_intra": n_intra.detach(), "pseudo_cross": n_cross.detach(),
+        loss = (l_cls + ramp * (o.lambda_ist * l_ist + o.lambda_cst * l_cst) + o.lambda_dtl * l_dtl
+                + o.lambda_proto * l_proto)
+        result = {**blend_logs, "cls": l_cls.detach(), "ist": l_ist.detach(), "cst": l_cst.detach(), "dtl": l_dtl.detach(),
+                  "proto": l_proto.detach(), "pseudo_intra": n_intra.detach(), "pseudo_cross": n_cross.detach(),
                   "theta_intra": _scalar(th_intra), "theta_cross": _scalar(th_cross)}
         if o.sarl == "sa" and o.sa_cam_loss:
             l_cam = cam_loss(sarl, labels)
@@ -271,7 +317,6 @@ class SemanticTransferMethod(Method):
         """The pseudo positives ``(intra (B, C), cross (B, C))`` the method would use at ``epoch``
         (eval-mode forward; zeros for a disabled module or before pseudo labels start). For
         diagnostics and tests; the bank is not updated."""
-        o = self.opts
         core = unwrap(model)
         was_training = core.training
         core.eval()
@@ -286,14 +331,10 @@ class SemanticTransferMethod(Method):
             return intra, cross
         th_intra, th_cross = self.thresholds(model, epoch)
         if self.use_ist:
-            if o.ist_cooccurrence == "learned":
-                cooc = torch.sigmoid(out.cooc_logits.float())
-            else:
-                cooc = self.statistical.to(labels).unsqueeze(0).expand(labels.shape[0], -1, -1)
-            intra = pseudo_positives(ist_scores(cooc, labels, o.ist_score), labels, th_intra)
+            intra = self.pseudo_from(self.intra_scores(self.cooccurrence(out, labels), labels), labels, th_intra)
         if self.use_cst:
             scores, has = self.cross_scores(out.sarl.features.float(), labels)
-            cross = pseudo_positives(scores, labels, th_cross, has)
+            cross = self.pseudo_from(scores, labels, th_cross, has)
         return intra, cross
 
     # -- state ---------------------------------------------------------------------------------
@@ -307,7 +348,6 @@ class SemanticTransferMethod(Method):
             "prototype_valid": self.prototype_valid.cpu() if self.prototype_valid is not None else empty.bool(),
             "prototype_epoch": int(self.prototype_epoch),
             "bank": self.bank.cpu() if self.bank is not None else empty,
-            "bank_count": self.bank_count.cpu() if self.bank_count is not None else empty.long(),
         }
         if self.blender is not None:
             state["blending"] = self.blender.state_dict()
@@ -320,9 +360,7 @@ class SemanticTransferMethod(Method):
         self.prototype_valid = state["prototype_valid"].clone().bool() if has_protos else None
         self.prototype_epoch = int(state.get("prototype_epoch", -1))
         bank = state.get("bank")
-        has_bank = bank is not None and bank.numel() > 0
-        self.bank = bank.clone() if has_bank else None
-        self.bank_count = state["bank_count"].clone().long() if has_bank else None
+        self.bank = bank.clone() if bank is not None and bank.numel() > 0 else None
         if self.blender is not None:
             if "blending" not in state:
                 raise BenchError(f"{self.name} checkpoint: no feature-blending state; it was saved without "

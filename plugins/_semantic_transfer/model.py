@@ -5,7 +5,13 @@
 eq. 3), and, for HST, the learnable thresholds θ_intra, θ_cross (DTL); with feature blending
 (HST w/ FB) also DSRB's α, β.
 
-The IST head :class:`CooccurrenceHead` (factorised per category): ``p_ij = φ_intra([f_i ; f_j])``
+Two heads φ_intra (option ``ist_head``):
+
+* :class:`OfficialCooccurrenceHead` (default; model/SST.py and model/HST.py of the official
+  code): ``intra_fc_1`` (D -> H1) on each category feature, the two results of each *unordered*
+  pair i < j concatenated, ``intra_fc_2`` (2·H1 -> H2) + ReLU, ``intra_fc_3`` (H2 -> H2), then an
+  element-wise classifier with one weight vector per pair -- C(C−1)/2 scores, so p_ij = p_ji.
+* :class:`CooccurrenceHead` (the papers' text, factorised per category): ``p_ij = φ_intra([f_i ; f_j])``
 for every ordered pair of categories, with φ_intra three fully connected layers (paper: first ->
 512, ReLU, second -> 1024, ReLU, last -> 1 score, sigmoid).
 
@@ -29,7 +35,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from mlrpl_bench.models.sarl import SARLModel, SARLOutput
+from mlrpl_bench.models.sarl import ElementWiseClassifier, SARLModel, SARLOutput
 
 from .._blending.model import BlendCoefficients
 
@@ -79,6 +85,55 @@ class CooccurrenceHead(nn.Module):
         return torch.sigmoid(self(features))
 
 
+class OfficialCooccurrenceHead(nn.Module):
+    """φ_intra of the official code: category features ``(B, C, D)`` -> symmetric co-occurrence
+    logits ``(B, C, C)`` (diagonal 0: the head scores no pair of a category with itself).
+
+    ``intra_fc_2`` acts on ``[g_i ; g_j]`` with no activation before it, so it splits into two
+    per-category products (as in :class:`CooccurrenceHead`): ``W [g_i ; g_j] + b = W_a g_i +
+    (W_b g_j + b)``; only the pair rows i < j are formed. Same function and gradients as the
+    official code, without its ``(B, C(C−1)/2, 2·H1)`` tensor of concatenated pairs.
+
+    :param feature_dim: D. :param num_classes: C.
+    :param hidden: ``(H1, H2)`` = the official ``(intermediaDim, outputDim)`` = (512, 1024) at D = 1024.
+    """
+
+    def __init__(self, feature_dim: int, num_classes: int, hidden: tuple[int, int] = (512, 1024)):
+        super().__init__()
+        h1, h2 = hidden
+        self.num_classes = num_classes
+        first, second = torch.triu_indices(num_classes, num_classes, offset=1)
+        self.register_buffer("pair_first", first, persistent=False)
+        self.register_buffer("pair_second", second, persistent=False)
+        self.fc1 = nn.Linear(feature_dim, h1)
+        self.fc2 = nn.Linear(2 * h1, h2)
+        self.fc3 = nn.Linear(h2, h2)
+        self.classifier = ElementWiseClassifier(first.numel(), h2)
+
+    def pair_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, C(C−1)/2)`` logits of the pairs i < j, in the official order (0,1), (0,2), ..., (1,2), ..."""
+        g = self.fc1(features)  # (B, C, H1)
+        h1 = g.shape[-1]
+        left = g @ self.fc2.weight[:, :h1].t()  # (B, C, H2): W_a g_i
+        right = torch.addmm(self.fc2.bias, g.flatten(0, 1), self.fc2.weight[:, h1:].t()).view_as(left)
+        hidden = torch.relu(left[:, self.pair_first] + right[:, self.pair_second])
+        return self.classifier(self.fc3(hidden))
+
+    def naive_pair_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The same logits by concatenating ``[g_i ; g_j]`` as the official code does (reference)."""
+        g = self.fc1(features)
+        pairs = torch.cat([g[:, self.pair_first], g[:, self.pair_second]], dim=-1)
+        return self.classifier(self.fc3(torch.relu(self.fc2(pairs))))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Symmetric ``(B, C, C)`` logits: ``[b, i, j] = [b, j, i]`` = the pair's logit, diagonal 0."""
+        pairs = self.pair_logits(features)
+        out = pairs.new_zeros(pairs.shape[0], self.num_classes, self.num_classes)
+        out[:, self.pair_first, self.pair_second] = pairs
+        out[:, self.pair_second, self.pair_first] = pairs
+        return out
+
+
 class TransferOutput(NamedTuple):
     """:ivar sarl: the :class:`SARLOutput`; :ivar cooc_logits: ``(B, C, C)`` φ_intra logits or None;
     :ivar blended: what the ``blend`` callable returned (feature blending), else None."""
@@ -95,19 +150,28 @@ class SemanticTransferModel(BlendCoefficients, SARLModel):
     ``model(x)`` gives logits (the IST/CST modules are removed at inference, as in the papers);
     ``model(x, return_all=True)`` a :class:`TransferOutput`; ``blend=fn`` builds the category
     feature maps and runs ``fn(model, maps, features)`` inside forward, as
-    :class:`~._blending.DSRBModel` does. The thresholds are parameters of the model so the
+    :class:`~.._blending.model.DSRBModel` does. The thresholds are parameters of the model so the
     optimizer, gradient averaging and checkpoints see them.
+
+    :param ist_head: ``official`` (:class:`OfficialCooccurrenceHead`) or ``paper`` (:class:`CooccurrenceHead`).
+    :param blend_shape: shape of α and β with ``blending`` (``()`` one scalar each, ``(C,)`` per class).
     """
 
     def __init__(self, backbone, num_classes, word_embeddings, adjacency, *, ist_hidden: tuple[int, int] | None,
-                 learn_thresholds: bool, threshold_init: float = 1.0, blending: bool = False, **sarl_kwargs):
+                 learn_thresholds: bool, threshold_init: float = 1.0, blending: bool = False, ist_head: str = "official",
+                 blend_shape: tuple[int, ...] = (), **sarl_kwargs):
         super().__init__(backbone, num_classes, word_embeddings, adjacency, **sarl_kwargs)
-        self.ist_head = CooccurrenceHead(self.feature_dim, ist_hidden) if ist_hidden is not None else None
+        if ist_hidden is None:
+            self.ist_head = None
+        elif ist_head == "official":
+            self.ist_head = OfficialCooccurrenceHead(self.feature_dim, num_classes, ist_hidden)
+        else:
+            self.ist_head = CooccurrenceHead(self.feature_dim, ist_hidden)
         # [θ_intra, θ_cross]; absent unless learned (DTL).
         self.thresholds = nn.Parameter(torch.full((2,), float(threshold_init))) if learn_thresholds else None
         # α, β only exist with blending, so checkpoints of the plain methods keep their keys.
         if blending:
-            self.init_blend_parameters(num_classes)
+            self.init_blend_parameters(blend_shape)
 
     def forward(self, x: torch.Tensor, return_all: bool = False, blend=None):
         if blend is None:
@@ -120,4 +184,4 @@ class SemanticTransferModel(BlendCoefficients, SARLModel):
         return TransferOutput(out, cooc, blended)
 
 
-__all__ = ["CooccurrenceHead", "SemanticTransferModel", "TransferOutput"]
+__all__ = ["CooccurrenceHead", "OfficialCooccurrenceHead", "SemanticTransferModel", "TransferOutput"]
