@@ -8,18 +8,25 @@ import torch.nn.functional as F
 
 def partial_bce(logits: torch.Tensor, labels: torch.Tensor, *, weights: torch.Tensor | None = None,
                 reduction: str = "mean") -> torch.Tensor:
-    """Partial binary cross-entropy (SST eq. 9, HST eq. 16): BCE over known entries only,
-    normalised per image by its number of known labels.
+    """Partial binary cross-entropy (SST eq. 9, HST eq. 16): BCE over known entries only.
 
     :param logits: ``(B, C)`` raw scores.
     :param labels: ``(B, C)`` in {1, -1, 0}; 0 entries contribute nothing.
-    :param weights: optional ``(B,)`` per-image factors applied after the per-image normalisation.
-    :param reduction: ``mean`` over images (images without known labels count as zero loss),
-        ``sum``, or ``none`` for the ``(B,)`` per-image values.
+    :param weights: optional ``(B,)`` per-image factors applied after the per-image normalisation
+        (not with ``reduction="entries"``).
+    :param reduction: ``mean`` -- each image normalised by its number of known labels (the
+        papers' eq. 9/16), then the mean over images (images without known labels count as zero
+        loss); ``sum`` of those per-image values; ``none`` for the ``(B,)`` per-image values;
+        ``entries`` -- the mean over all known entries of the batch, as the official SST/HST/DSRB
+        code's ``BCELoss`` computes it (0 when the batch has none), see :func:`mean_over_known`.
     """
     known = (labels != 0).to(logits.dtype)
     targets = (labels > 0).to(logits.dtype)
     per_entry = F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * known
+    if reduction == "entries":
+        if weights is not None:
+            raise ValueError("partial_bce: per-image weights need a per-image reduction, not 'entries'")
+        return mean_over_known(per_entry, known)
     per_image = per_entry.sum(dim=1) / known.sum(dim=1).clamp(min=1.0)
     if weights is not None:
         per_image = per_image * weights
@@ -28,6 +35,13 @@ def partial_bce(logits: torch.Tensor, labels: torch.Tensor, *, weights: torch.Te
     if reduction == "sum":
         return per_image.sum()
     return per_image.mean()
+
+
+def mean_over_known(per_entry: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """``Σ per_entry·known / Σ known`` over the whole batch, 0 when nothing is known: the
+    reduction of the official code's ``BCELoss`` (every known entry weighs the same, so an image
+    with many known labels weighs more than one with few)."""
+    return (per_entry * known).sum() / known.sum().clamp(min=1.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     python benchmarks/bench_ist_head.py [--classes 20,80,200] [--batch 2] [--dim 1024]
                                         [--hidden 512,1024] [--repeats 5] [--threads 1]
 
-Both variants are :class:`mlrpl_bench.models.ist.CooccurrenceHead` with the same weights:
+Both variants are :class:`mlrpl_bench.plugins._semantic_transfer.model.CooccurrenceHead` with the same weights:
 ``forward`` (first layer applied per category: ``W_a f_i + W_b f_j + b`` by broadcasting) and
 ``naive_logits`` (first layer applied to every concatenated pair ``[f_i ; f_j]``). One "batch" is
 a forward and a backward pass of ``sum(logits²)`` for ``(batch, C, dim)`` category features at
@@ -37,7 +37,7 @@ import time
 
 import torch
 
-from mlrpl_bench.models.ist import CooccurrenceHead
+from mlrpl_bench.plugins._semantic_transfer.model import CooccurrenceHead
 
 
 def _status_kib(field: str) -> int:

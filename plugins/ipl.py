@@ -42,10 +42,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.hookspecs import hookimpl
@@ -182,19 +183,21 @@ class ImbalancePseudoLabeling(Method):
         # Section V: ResNet-50 pre-trained on ImageNet + FC, 448x448 inputs. The paper gives no
         # optimiser, batch size or epoch count, so the harness defaults stay.
         "paper": {"backbone": "resnet50", "backbone_weights": "imagenet", "image_size": 448},
+        # The equations exactly as printed where the text says otherwise (eq. 9 and 10).
+        "paper-literal": {"d_form": "printed", "p_form": "printed"},
     }
 
     @dataclass
     class Options:
-        gamma: float = field(default=0.05, metadata={"help": "floor γ of β = max(P/T, γ) (eq. 8); the paper's 0.05"})
+        gamma: Annotated[float, Field(ge=0, le=1)] = field(default=0.05, metadata={"help": "floor γ of β = max(P/T, γ) (eq. 8); the paper's 0.05"})
         m: float = field(default=3.0, metadata={"help": "shift m of the epoch schedule d (eq. 9); the paper's 3"})
-        q: float = field(default=0.5, metadata={"help": "fraction of each image's non-existing entries used per step (eq. 12); not given in the paper"})
-        pseudo_init: float = field(default=0.5, metadata={"help": "initial pseudo label of non-existing entries (eq. 5)"})
-        p_threshold: float = field(default=0.1, metadata={"help": "predictions below this count as negative for the penalty p (eq. 10)"})
-        alpha_beta_scope: str = field(default="all", metadata={"help": "where α/β act: all (eq. 12: existing and pseudo-labelled terms) | existing (pseudo-labelled terms unweighted, which stops the pseudo labels drifting to 1)"})
-        ratio_denominator: str = field(default="all", metadata={"help": "T of P/T: all (B*C entries of the batch) | known (known entries only)"})
-        d_form: str = field(default="prose", metadata={"help": "eq. 9: prose (d = exp((e+m)/E - 1), 1 at epoch E-m as the text says) | printed (exp((e+m)/E))"})
-        p_form: str = field(default="prose", metadata={"help": "eq. 10: prose (p = 2 iff all predictions < 0.1) | printed (1 + |sign(sum max(y-0.1, 0))|)"})
+        q: Annotated[float, Field(gt=0, le=1)] = field(default=0.5, metadata={"help": "fraction of each image's non-existing entries used per step (eq. 12); not given in the paper"})
+        pseudo_init: Annotated[float, Field(ge=0, le=1)] = field(default=0.5, metadata={"help": "initial pseudo label of non-existing entries (eq. 5)"})
+        p_threshold: Annotated[float, Field(ge=0, le=1)] = field(default=0.1, metadata={"help": "predictions below this count as negative for the penalty p (eq. 10)"})
+        alpha_beta_scope: Literal["all", "existing"] = field(default="all", metadata={"help": "where α/β act: all (eq. 12: existing and pseudo-labelled terms) | existing (pseudo-labelled terms unweighted, which stops the pseudo labels drifting to 1)"})
+        ratio_denominator: Literal["all", "known"] = field(default="all", metadata={"help": "T of P/T: all (B*C entries of the batch) | known (known entries only)"})
+        d_form: Literal["prose", "printed"] = field(default="prose", metadata={"help": "eq. 9: prose (d = exp((e+m)/E - 1), 1 at epoch E-m as the text says) | printed (exp((e+m)/E))"})
+        p_form: Literal["prose", "printed"] = field(default="prose", metadata={"help": "eq. 10: prose (p = 2 iff all predictions < 0.1) | printed (1 + |sign(sum max(y-0.1, 0))|)"})
         without_alpha_beta: bool = field(default=False, metadata={"help": "ablation (Table VII): α = β = 1"})
         without_d: bool = field(default=False, metadata={"help": "ablation (Table VII): d = 1"})
         without_p: bool = field(default=False, metadata={"help": "ablation (Table VII): p = 1"})
@@ -202,25 +205,9 @@ class ImbalancePseudoLabeling(Method):
 
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
-        o = options
-        where = "method ipl option"
-        if o.ratio_denominator not in ("all", "known"):
-            raise BenchError(f"{where} ratio_denominator={o.ratio_denominator!r}: use all or known")
-        if o.alpha_beta_scope not in ("all", "existing"):
-            raise BenchError(f"{where} alpha_beta_scope={o.alpha_beta_scope!r}: use all or existing")
-        if o.d_form not in ("prose", "printed"):
-            raise BenchError(f"{where} d_form={o.d_form!r}: use prose or printed")
-        if o.p_form not in ("prose", "printed"):
-            raise BenchError(f"{where} p_form={o.p_form!r}: use prose or printed")
-        if not 0.0 < o.q <= 1.0:
-            raise BenchError(f"{where} q={o.q}: use a fraction in (0, 1], e.g. 0.5")
-        if not 0.0 <= o.gamma <= 1.0:
-            raise BenchError(f"{where} gamma={o.gamma}: use a value in [0, 1], e.g. 0.05")
-        if not 0.0 <= o.pseudo_init <= 1.0:
-            raise BenchError(f"{where} pseudo_init={o.pseudo_init}: use a probability in [0, 1]")
         n, c = ctx.train_labels.shape
         # Eq. 5: one pseudo label per image and class; only the unknown entries are ever read.
-        self.pseudo_labels = torch.full((n, c), float(o.pseudo_init), dtype=torch.float32)
+        self.pseudo_labels = torch.full((n, c), float(options.pseudo_init), dtype=torch.float32)
 
     def build_model(self, backbone):
         return PooledLinearClassifier(backbone, self.ctx.num_classes)

@@ -368,7 +368,7 @@ def test_ll_r_paper_profile_gives_the_classifier_ten_times_the_learning_rate():
 
 
 def test_fm_mixup_runs_ssgrl_from_the_backbone_maps_exactly_like_its_forward():
-    from mlrpl_bench.plugins._ssgrl_common import ssgrl_logits_from_backbone_maps
+    from mlrpl_bench.plugins._sarl.model import ssgrl_logits_from_backbone_maps
     from mlrpl_bench.plugins.fm_mixup import FeatureMapMixup
 
     torch.manual_seed(0)

@@ -14,9 +14,11 @@ from mlrpl_bench.losses import partial_bce
 from mlrpl_bench.method import Batch, MethodContext, TrainConfig
 from mlrpl_bench.models.backbones import SmallCNN
 from mlrpl_bench.plugins import dsrb as dsrb_module
-from mlrpl_bench.plugins._blending import (DSRBModel, contrastive_loss, iprb_blend, map_prototype_sums,
-                                           pick_prototype_index, pprb_blend, pprb_select, prototypes_from_sums,
-                                           region_index, soft_partial_bce)
+from mlrpl_bench.plugins._blending.functions import (first_seen, iprb_blend, map_prototype_sums, pick_prototype_index,
+                                                     pprb_blend, pprb_select, prototypes_from_sums, region_index,
+                                                     soft_partial_bce)
+from mlrpl_bench.plugins._sarl.losses import category_contrastive_loss
+from mlrpl_bench.plugins._blending.model import DSRBModel
 from mlrpl_bench.plugins.dsrb import DSRB, quarter_of
 
 # -- IPRB (eq. 6-9) -------------------------------------------------------------------------------
@@ -162,7 +164,20 @@ def test_prototypes_are_region_means_of_known_positives():
     for q in range(4):
         assert torch.allclose(protos[1, q], maps[0, 1])
     assert protos[2].abs().sum() == 0
+    # official: each region's list starts with a zero map that its mean counts; the class mean
+    # for an empty region does not
+    official, _ = prototypes_from_sums(s1 + s2, c1 + c2, zero_map=True)
+    assert torch.allclose(official[0, 0], (maps[0, 0] + maps[1, 0]) / 3)
+    assert torch.allclose(official[0, 3], maps[2, 0] / 2)
+    assert torch.allclose(official[0, 1], class_mean)
 
+
+def test_first_seen_keeps_the_cap_earliest_images_per_group():
+    keys = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.7])  # image order: 1, 3, 2, 4, 0
+    images = torch.tensor([0, 1, 2, 3, 4, 0, 2])
+    groups = torch.tensor([0, 0, 0, 0, 0, 1, 1])
+    keep = first_seen(keys, images, groups, cap=2)
+    assert keep.tolist() == [False, True, False, True, False, True, True]  # group 0: images 1 and 3
 
 # -- losses -----------------------------------------------------------------------------------------
 
@@ -171,6 +186,7 @@ def test_soft_partial_bce_matches_partial_bce_and_soft_targets():
     logits = torch.tensor([[0.3, -1.2, 2.0, 0.0], [1.0, 0.5, -0.5, 0.2]])
     hard = torch.tensor([[1.0, -1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
     assert torch.allclose(soft_partial_bce(logits, hard).mean(), partial_bce(logits, hard))
+    assert torch.allclose(soft_partial_bce(logits, hard, "entries"), partial_bce(logits, hard, reduction="entries"))
     soft = torch.tensor([[0.25, -1.0, 0.0, 0.0]])
     s0, s1 = torch.sigmoid(logits[0, 0]).item(), torch.sigmoid(logits[0, 1]).item()
     want = -(0.25 * math.log(s0) + 0.75 * math.log(1 - s0) + math.log(1 - s1)) / 2
@@ -183,13 +199,14 @@ def test_contrastive_loss_eq_3_4():
     labels = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
     # Class 0: both positive, cos = 1/sqrt(2) -> 1 - cos. Class 1: not both positive, cos = -1 -> 1 + cos = 0.
     pos_pair = 1 - 1 / math.sqrt(2)
-    assert contrastive_loss(features, labels).item() == pytest.approx((2 * pos_pair + 2 * 0.0) / 4, rel=1e-5)
+    assert category_contrastive_loss(features, labels, "all").item() == pytest.approx((2 * pos_pair + 2 * 0.0) / 4, rel=1e-5)
     # "known": class 1's pair has an unknown label and is left out.
-    assert contrastive_loss(features, labels, "known").item() == pytest.approx(pos_pair, rel=1e-5)
+    assert category_contrastive_loss(features, labels, "known").item() == pytest.approx(pos_pair, rel=1e-5)
     labels_neg = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
     # Class 0 is now a positive/negative pair: 1 + cos.
-    assert contrastive_loss(features, labels_neg).item() == pytest.approx((2 * (1 + 1 / math.sqrt(2)) + 0.0) / 4, rel=1e-5)
-    assert contrastive_loss(features[:1], labels[:1]).item() == 0.0
+    expected = (2 * (1 + 1 / math.sqrt(2)) + 0.0) / 4
+    assert category_contrastive_loss(features, labels_neg, "all").item() == pytest.approx(expected, rel=1e-5)
+    assert category_contrastive_loss(features[:1], labels[:1], "all").item() == 0.0
 
 
 # -- the model and the method -------------------------------------------------------------------------
@@ -222,7 +239,8 @@ def make_method(ctx, **overrides):
 @pytest.mark.parametrize("sarl", ["sd", "sa"])
 def test_model_maps_pool_to_the_sarl_features(sarl):
     torch.manual_seed(0)
-    model = DSRBModel(SmallCNN(width=4, out_channels=8), 3, np.random.randn(3, 5), np.ones((3, 3)) - np.eye(3), sarl=sarl)
+    model = DSRBModel(SmallCNN(width=4, out_channels=8), 3, np.random.randn(3, 5), np.ones((3, 3)) - np.eye(3), sarl=sarl,
+                      coefficients="per-class")
     model.eval()
     x = torch.randn(2, 3, 24, 24)
     out = model(x, return_all=True)
@@ -235,7 +253,7 @@ def test_model_maps_pool_to_the_sarl_features(sarl):
 
 def test_alpha_beta_are_clamped_to_unit_interval():
     ctx, images = make_ctx()
-    method, model = make_method(ctx, blend_start_epoch=0)
+    method, model = make_method(ctx, blend_start_epoch=0, coefficients="per-class")
     with torch.no_grad():
         model.alpha.copy_(torch.tensor([-0.5, 1.7, 0.3, 0.5]))
         model.beta.copy_(torch.tensor([2.0, -1.0, 0.9, 0.5]))
@@ -281,7 +299,7 @@ def run_epochs(method, model, ctx, epochs):
 @pytest.mark.parametrize("overrides", [{}, {"space": "vectors"}, {"sarl": "sa", "modules": "pprb", "fixed_beta": True}])
 def test_lifecycle_blends_from_the_start_epoch_and_predicts_probabilities(overrides):
     ctx, images = make_ctx(epochs=3)
-    method, model = make_method(ctx, blend_start_epoch=1, prototype_interval=1, **overrides)
+    method, model = make_method(ctx, blend_start_epoch=1, prototype_interval=1, coefficients="per-class", **overrides)
     logs = run_epochs(method, model, ctx, 3)
     per_epoch = len(logs) // 3
     assert not any("pprb_blended" in row for row in logs[:per_epoch])  # epoch 0: no blending
@@ -304,6 +322,10 @@ def test_lifecycle_blends_from_the_start_epoch_and_predicts_probabilities(overri
 def test_blend_parameters_are_not_decayed_and_fixed_ones_not_optimised():
     ctx, _ = make_ctx()
     method, model = make_method(ctx)
+    opt, _ = method.configure_optimizers(model, TrainConfig(weight_decay=5e-4))
+    # official: α and β are weights like any other (decayed in the steps where they take part)
+    assert len(opt.param_groups) == 1 and any(p is model.alpha for p in opt.param_groups[0]["params"])
+    method, model = make_method(ctx, coefficient_decay="separate")
     opt, _ = method.configure_optimizers(model, TrainConfig(weight_decay=5e-4))
     blend_group = [g for g in opt.param_groups if any(p is model.alpha for p in g["params"])]
     assert len(blend_group) == 1 and blend_group[0]["weight_decay"] == 0.0
@@ -337,7 +359,7 @@ def test_state_dict_round_trip_with_weights_only_load():
 def test_bad_options_are_one_line_errors():
     ctx, _ = make_ctx()
     for bad in ({"modules": "all"}, {"space": "pixels"}, {"sarl": "gcn"}, {"region_k": 5}, {"contrastive_pairs": "x"}):
-        with pytest.raises(BenchError, match="method dsrb option"):
+        with pytest.raises(BenchError, match="method 'dsrb'|method dsrb"):
             make_method(ctx, **bad)
 
 

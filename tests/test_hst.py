@@ -10,7 +10,9 @@ import torch
 
 from mlrpl_bench.method import Batch, MethodContext, TrainConfig
 from mlrpl_bench.models.backbones import SmallCNN
-from mlrpl_bench.plugins._semantic_transfer import dtl_loss, kmeans, prototype_scores, pseudo_positives
+from mlrpl_bench.plugins._sarl.kmeans import kmeans_centres
+from mlrpl_bench.plugins._semantic_transfer.equations import (dtl_loss, prototype_contrastive_loss, prototype_scores,
+                                                              pseudo_positives, soft_labels)
 from mlrpl_bench.plugins.hst import HST
 
 
@@ -66,7 +68,7 @@ def test_dtl_loss_eq12_15_value_and_threshold_gradient():
     scores = torch.tensor([[0.8, 0.3, 0.9]])
     labels = torch.tensor([[1.0, -1.0, 0.0]])  # the unknown entry has no threshold difference
     theta = torch.tensor(0.5, requires_grad=True)
-    loss = dtl_loss(scores, theta, labels)
+    loss = dtl_loss(scores, theta, labels, form="paper", temperature=1.0)
     # d = [0.3, -0.2]: partial BCE with d as a logit, normalised by the 2 known labels
     expected = (math.log1p(math.exp(-0.3)) + math.log1p(math.exp(-0.2))) / 2
     assert loss.item() == pytest.approx(expected, rel=1e-5)
@@ -75,16 +77,16 @@ def test_dtl_loss_eq12_15_value_and_threshold_gradient():
     assert theta.grad.item() == pytest.approx(-((sig(0.3) - 1) + sig(-0.2)) / 2, rel=1e-5)
     # a known positive scoring above θ pulls θ down (positive gradient), a negative pushes it up
     t1 = torch.tensor(0.5, requires_grad=True)
-    dtl_loss(torch.tensor([[0.8]]), t1, torch.tensor([[1.0]])).backward()
+    dtl_loss(torch.tensor([[0.8]]), t1, torch.tensor([[1.0]]), form="paper").backward()
     t2 = torch.tensor(0.5, requires_grad=True)
-    dtl_loss(torch.tensor([[0.8]]), t2, torch.tensor([[-1.0]])).backward()
+    dtl_loss(torch.tensor([[0.8]]), t2, torch.tensor([[-1.0]]), form="paper").backward()
     assert t1.grad.item() > 0 > t2.grad.item()
 
 
 def test_dtl_temperature_scales_the_surrogate_and_keeps_theta_in_range():
     scores, labels = torch.tensor([[0.8, 0.3]]), torch.tensor([[1.0, -1.0]])
     theta = torch.tensor(0.5, requires_grad=True)
-    loss = dtl_loss(scores, theta, labels, temperature=0.1)
+    loss = dtl_loss(scores, theta, labels, form="paper", temperature=0.1)
     assert loss.item() == pytest.approx((math.log1p(math.exp(-3.0)) + math.log1p(math.exp(-2.0))) / 2, rel=1e-5)
     # imbalanced known labels (10% positive): τ = 1 drives θ above every score, τ = 0.1 does not
     g = torch.Generator().manual_seed(0)
@@ -96,7 +98,7 @@ def test_dtl_temperature_scales_the_surrogate_and_keeps_theta_in_range():
         opt = torch.optim.SGD([th], lr=0.5 * tau)
         for _ in range(400):
             opt.zero_grad()
-            dtl_loss(s, th, lab, temperature=tau).backward()
+            dtl_loss(s, th, lab, form="paper", temperature=tau).backward()
             opt.step()
         learned[tau] = th.item()
     assert learned[1.0] > s.max().item()
@@ -112,20 +114,35 @@ def test_dtl_official_form_clamps():
     theta2 = torch.tensor(0.5, requires_grad=True)
     dtl_loss(torch.tensor([[0.8]]), theta2, torch.tensor([[1.0]]), form="official").backward()
     assert theta2.grad.item() > 0
+    # soft label clamp(score − θ, 0, 1); the loss is the BCE with it as a logit over the known entries
+    scores, labels = torch.tensor([[0.8, 0.3, 0.9], [0.2, 0.6, 0.7]]), torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, 1.0]])
+    assert torch.allclose(soft_labels(scores, 0.5), torch.tensor([[0.3, 0.0, 0.4], [0.0, 0.1, 0.2]]))
+    sp = lambda x: math.log1p(math.exp(-x))  # noqa: E731 - -log σ(x)
+    expected = (sp(0.3) + sp(-0.0) + sp(0.2)) / 3  # three known entries, the batch's mean
+    assert dtl_loss(scores, torch.tensor(0.5), labels).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_prototype_contrastive_loss_official_sign():
+    scores = torch.tensor([[0.5, -0.25, 0.9]])
+    labels = torch.tensor([[1.0, -1.0, 0.0]])
+    # official: 1 + s·y over every entry: (1.5 + 1.25 + 1) / 3 -- a known positive close to its
+    # prototypes costs *more* (the code's sign)
+    assert prototype_contrastive_loss(scores, labels).item() == pytest.approx(3.75 / 3)
+    assert prototype_contrastive_loss(scores, labels, "pull").item() == pytest.approx((0.5 + 0.75 + 1) / 3)
 
 
 def test_kmeans_recovers_clusters_and_handles_small_sets():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(30, 2, generator=g) * 0.05 + torch.tensor([5.0, 0.0])
     b = torch.randn(30, 2, generator=g) * 0.05 + torch.tensor([-5.0, 0.0])
-    centres = kmeans(torch.cat([a, b]), 2, torch.Generator().manual_seed(1))
+    centres = kmeans_centres(torch.cat([a, b]), 2, seed=1)
     got = sorted(centres[:, 0].tolist())
     assert got[0] == pytest.approx(-5.0, abs=0.1) and got[1] == pytest.approx(5.0, abs=0.1)
     three = torch.randn(3, 4)
-    assert torch.equal(kmeans(three, 10, g), three)
-    assert kmeans(torch.zeros(0, 4), 10, g).shape == (0, 4)
-    again = kmeans(torch.cat([a, b]), 2, torch.Generator().manual_seed(1))
-    assert torch.equal(again, centres)  # deterministic given the generator
+    assert torch.equal(kmeans_centres(three, 10, seed=0), three)
+    assert kmeans_centres(torch.zeros(0, 4), 10, seed=0).shape == (0, 4)
+    again = kmeans_centres(torch.cat([a, b]), 2, seed=1)
+    assert torch.equal(again, centres)  # deterministic given the seed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,8 +173,23 @@ def test_prototype_schedule_in_lifecycle():
     assert method.prototype_epoch == 15
 
 
-def test_dtl_gradients_reach_thresholds_in_training_step():
+def test_thresholds_share_the_weights_adam_group_and_decay():
     method, model, batch = setup()
+    assert model.thresholds.tolist() == [1.0, 1.0]  # start at 1.0
+    opt, _ = method.configure_optimizers(model, TrainConfig(lr=1e-2, weight_decay=5e-4))
+    assert len(opt.param_groups) == 1 and any(p is model.thresholds for p in opt.param_groups[0]["params"])
+    method.on_epoch_start(model, 0)
+    out = method.training_step(model, batch, 0)
+    out["loss"].backward()
+    # official DTL at θ = 1: every score is <= 1, the clamped soft label passes no gradient, but
+    # θ is in the graph (zero gradient, not none), so Adam applies the weight decay: θ moves down
+    assert model.thresholds.grad is not None and (model.thresholds.grad == 0).all()
+    opt.step()
+    assert (model.thresholds.detach() < 1.0).all()
+
+
+def test_dtl_gradients_reach_thresholds_in_training_step():
+    method, model, batch = setup({"dtl_form": "paper", "threshold_optimizer": "separate"})
     assert model.thresholds.tolist() == [1.0, 1.0]  # start at 1.0
     opt, _ = method.configure_optimizers(model, TrainConfig(lr=1e-2))
     assert any(g.get("weight_decay") == 0.0 and g["params"][0] is model.thresholds for g in opt.param_groups)
@@ -254,7 +286,7 @@ def test_hst_lifecycle_loss_decreases_and_predict_in_unit_interval():
 
 def test_profiles():
     assert HST.profiles["paper"]["batch_size"] == 32 and HST.profiles["paper"]["backbone"] == "resnet101"
-    assert HST.profiles["official"]["dtl_form"] == "official"
+    assert HST.profiles["paper-literal"]["dtl_form"] == "paper" and HST.make_options({}).dtl_form == "official"
     opts = HST.make_options({})
     assert (opts.thresholds, opts.cst_similarity, opts.num_prototypes, opts.dtl_init) == ("dtl", "prototype", 10, 1.0)
     assert (opts.lambda_ist, opts.lambda_cst, opts.lambda_dtl) == (10.0, 0.05, 0.1)
@@ -368,15 +400,19 @@ def test_feature_blending_parameters_exist_only_when_asked():
     _, plain, _ = setup()
     assert "alpha" not in plain.state_dict() and "beta" not in plain.state_dict()  # old checkpoints still load
     method, model, _ = setup({"feature_blending": True})
-    assert model.alpha.tolist() == [0.5] * 4 and model.beta.tolist() == [0.5] * 4
+    assert model.alpha.tolist() == 0.5 and model.beta.tolist() == 0.5  # dsrb's default: one scalar each
+    opt, _ = method.configure_optimizers(model, TrainConfig(weight_decay=5e-4))
+    assert len(opt.param_groups) == 1  # official: α, β and θ in the weights' group
+    assert sum(1 for g in opt.param_groups for p in g["params"] if p is model.alpha) == 1
+    method, model, _ = setup({"feature_blending": True, "threshold_optimizer": "separate"})
+    method.blender.settings.coefficient_decay = "separate"
     opt, _ = method.configure_optimizers(model, TrainConfig(weight_decay=5e-4))
     no_decay = [g for g in opt.param_groups if g["weight_decay"] == 0.0]
     assert {id(p) for g in no_decay for p in g["params"]} == {id(model.alpha), id(model.beta), id(model.thresholds)}
-    assert sum(1 for g in opt.param_groups for p in g["params"] if p is model.alpha) == 1
 
 
 def test_feature_blending_adds_the_blended_partial_bce_from_the_blend_epoch():
-    from mlrpl_bench.plugins._blending import soft_partial_bce
+    from mlrpl_bench.plugins._blending.functions import soft_partial_bce
 
     method, model, batch = setup({"feature_blending": True}, epochs=4)
     assert method.blender.start_epoch == 1  # a quarter of the epochs, as in dsrb
@@ -393,7 +429,7 @@ def test_feature_blending_adds_the_blended_partial_bce_from_the_blend_epoch():
     method.ctx.generator.set_state(generator_state)
     labels = batch.labels
     again = model(batch.inputs, return_all=True, blend=method.blender.blend_fn(labels))
-    expected = sum(soft_partial_bce(logits, soft) for logits, soft, _ in again.blended.values()).mean()
+    expected = sum(soft_partial_bce(logits, soft, reduction="entries") for logits, soft, _ in again.blended.values())
     assert out["blend"].item() == pytest.approx(expected.item(), rel=1e-5)
     iprb_logits, iprb_labels, iprb_mask = again.blended["iprb"]
     assert torch.allclose(iprb_labels[iprb_mask], torch.full_like(iprb_labels[iprb_mask], 0.5))  # 1 - α, α = 0.5

@@ -266,7 +266,7 @@ def test_lifecycle_state_round_trip_and_predictions():
 def test_bad_options_are_one_line_errors():
     for bad in ({"q": 0.0}, {"q": 1.5}, {"d_form": "x"}, {"p_form": "y"}, {"ratio_denominator": "z"},
                 {"alpha_beta_scope": "w"}):
-        with pytest.raises(BenchError, match="method ipl option"):
+        with pytest.raises(BenchError, match="method 'ipl': option"):
             make_method(**bad)
 
 

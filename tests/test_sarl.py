@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from mlrpl_bench.errors import BenchError
+from mlrpl_bench.losses import partial_bce
 from mlrpl_bench.models.backbones import SmallCNN
 from mlrpl_bench.models.sarl import (
     ChannelReduction, GatedGNN, SARLModel, SemanticAttention, SemanticDecoupling, build_label_graph, cam_loss,
@@ -19,11 +20,12 @@ def test_label_graph_is_conditional_cooccurrence_of_known_positives():
     assert graph[0, 1] == pytest.approx(2 / 3)
     # class 1 positive in 3 images (rows 0, 2, 3), with class 0 in 2: P(0|1) = 2/3.
     assert graph[1, 0] == pytest.approx(2 / 3)
-    assert np.all(np.diag(graph) == 0)
+    # official get_graph_file: each row divided by its diagonal, so P(i|i) = 1 stays
+    assert np.diag(graph).tolist() == [1.0, 1.0, 0.0]
     # class 2 has no known positive: zero row and column, no NaN (unknowns are not negatives).
     assert np.all(graph[2] == 0) and np.all(graph[:, 2] == 0)
     assert np.isfinite(graph).all()
-    assert build_label_graph(labels, self_loops=True)[0, 0] == 1.0
+    assert np.all(np.diag(build_label_graph(labels, self_loops=False)) == 0)
 
 
 def test_label_graph_without_any_positive_has_no_nan_and_gnn_runs():
@@ -120,3 +122,64 @@ def test_reduction_always_builds_conv_bn_at_equal_size_and_gives_signed_features
     assert (feats < 0).any()  # the small CNN ends with a ReLU; after conv+BN the features are signed
     with pytest.raises(BenchError, match="reduction"):
         SARLModel(SmallCNN(), 2, np.zeros((2, 3)), np.zeros((2, 2)), reduction="sometimes")
+
+
+class _FrozenMaps(nn.Module):
+    """A frozen backbone stand-in: the inputs are the feature maps."""
+
+    out_channels = 16
+
+    def forward(self, x):
+        return x
+
+
+def _pattern_scenes(n, generator, patterns):
+    """Images of ReLU-like noise on a 3x3 map; class c present = its pattern at one random location."""
+    y = (torch.rand(n, 2, generator=generator) < 0.5).float()
+    x = torch.randn(n, 16, 9, generator=generator).abs()
+    where = torch.randint(9, (n, 2), generator=generator)
+    for c in range(2):
+        rows = y[:, c] > 0
+        x[rows, :, where[rows, c]] = patterns[c]
+    return x.view(n, 16, 3, 3), y, where
+
+
+def test_semantic_decoupling_attention_is_not_uniform_when_features_differ_by_location():
+    torch.manual_seed(0)
+    words = np.random.default_rng(0).normal(size=(3, 300)).astype(np.float32)
+    model = SARLModel(_FrozenMaps(), 3, words, np.eye(3))  # as the plugins build it, at initialisation
+    fmap = torch.zeros(1, 16, 2, 2)
+    fmap[0, :, 0, 0] = torch.rand(16, generator=torch.Generator().manual_seed(1)) * 3  # one distinct location
+    _, att = model.semantic(fmap, model.word_embeddings)
+    att = att.flatten(2)[0]  # (C, 4)
+    others = att[:, 1:]
+    assert torch.equal(others, others[:, :1].expand_as(others))  # equal features, equal attention
+    assert ((att[:, 0] - att[:, 1]).abs() > 1e-3).all()  # every class weighs the distinct location differently
+
+
+def test_semantic_decoupling_learns_to_attend_with_a_frozen_backbone_at_lr_1e3():
+    # Adam at lr 1e-3 with the coupled weight decay 5e-4 of the CPU defaults: the attention of a
+    # class moves from uniform (1/9) onto the location that holds its pattern.
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    patterns = 3 * torch.rand(2, 16, generator=g)
+    words = np.random.default_rng(0).normal(size=(2, 300)).astype(np.float32)
+    model = SARLModel(_FrozenMaps(), 2, words, build_label_graph(np.array([[1, 1], [1, -1]])))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=5e-4)
+    x_val, y_val, where_val = _pattern_scenes(64, torch.Generator().manual_seed(1), patterns)
+
+    def attention_on_pattern():
+        with torch.no_grad():
+            att = model(x_val, return_all=True).attention.flatten(2)
+        present = y_val[:, 0] > 0
+        return att[present, 0].gather(1, where_val[present, 0:1]).mean().item()
+
+    before = attention_on_pattern()
+    assert before < 0.2
+    for _ in range(150):
+        x, y, _ = _pattern_scenes(32, g, patterns)
+        loss = partial_bce(model(x), y * 2 - 1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert attention_on_pattern() > 0.5

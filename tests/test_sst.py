@@ -11,12 +11,12 @@ import torch
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.method import Batch, MethodContext, TrainConfig
 from mlrpl_bench.models.backbones import SmallCNN
-from mlrpl_bench.models.ist import CooccurrenceHead
 from mlrpl_bench.models.sarl import SemanticAttention, build_label_graph
-from mlrpl_bench.plugins._semantic_transfer import (
-    TransferSchedule, asymmetric_pair_loss, category_cosine, cst_pair_loss, instance_scores, ist_scores,
-    pseudo_positives, transfer_targets,
+from mlrpl_bench.plugins._sarl.losses import category_contrastive_loss, category_cosine
+from mlrpl_bench.plugins._semantic_transfer.equations import (
+    TransferSchedule, asymmetric_pair_loss, instance_scores, ist_scores, pseudo_positives, transfer_targets,
 )
+from mlrpl_bench.plugins._semantic_transfer.model import CooccurrenceHead, OfficialCooccurrenceHead
 from mlrpl_bench.plugins.sst import SST
 
 # ---------------------------------------------------------------------------------------------
@@ -65,18 +65,25 @@ P = torch.tensor([[[0.9, 0.2, 0.7], [0.4, 0.8, 0.6], [0.3, 0.5, 0.1]]])
 
 def test_ist_scores_eq2_sum_over_known_positives():
     labels = torch.tensor([[1.0, 0.0, 1.0]])
-    # score_i = sum over known positives j != i of p_ij
-    assert torch.allclose(ist_scores(P, labels), torch.tensor([[0.7, 1.0, 0.3]]))
-    # official: mean over those positives
-    assert torch.allclose(ist_scores(P, labels, "mean"), torch.tensor([[0.7, 0.5, 0.3]]))
+    # paper eq. 2 for the unknown class 1: the sum over the known positives j of p_1j = 0.4 + 0.6
+    assert ist_scores(P, labels, "sum", "matrix")[0, 1].item() == pytest.approx(1.0)
+    # the known positives: the paper's sum includes j = i (p_00 = 0.9, p_22 = 0.1)
+    assert torch.allclose(ist_scores(P, labels, "sum", "matrix"), torch.tensor([[1.6, 1.0, 0.4]]))
+    # j != i only
+    assert torch.allclose(ist_scores(P, labels, "sum", "exclude"), torch.tensor([[0.7, 1.0, 0.3]]))
+    assert torch.allclose(ist_scores(P, labels, "mean", "exclude"), torch.tensor([[0.7, 0.5, 0.3]]))
+    # official: mean over the known positives with P(i, i) = 1: class 0 = (1 + 0.7) / 2
+    assert torch.allclose(ist_scores(P, labels, "mean", "one"), torch.tensor([[0.85, 0.5, 0.65]]))
 
 
 def test_ist_pseudo_labels_from_cooccurrence_and_threshold():
     labels = torch.tensor([[1.0, 0.0, 1.0]])
-    scores = ist_scores(P, labels)
+    scores = ist_scores(P, labels, "sum")
     assert pseudo_positives(scores, labels, 0.95).tolist() == [[0.0, 1.0, 0.0]]
     assert pseudo_positives(scores, labels, 1.01).tolist() == [[0.0, 0.0, 0.0]]
     assert pseudo_positives(ist_scores(P, labels, "mean"), labels, 0.5).tolist() == [[0.0, 1.0, 0.0]]
+    # strict (official HST): a score equal to θ gives no pseudo label
+    assert pseudo_positives(ist_scores(P, labels, "mean"), labels, 0.5, strict=True).sum() == 0
     # an image without known positives transfers nothing
     none = torch.tensor([[0.0, -1.0, 0.0]])
     assert pseudo_positives(ist_scores(P, none), none, 0.01).sum() == 0
@@ -137,6 +144,18 @@ def test_factorised_ist_head_equals_naive_pairwise():
         assert torch.allclose(a, b, atol=1e-4)
 
 
+def test_official_ist_head_factorised_equals_concatenated_pairs():
+    torch.manual_seed(0)
+    head = OfficialCooccurrenceHead(6, 5, (4, 7))
+    feats = torch.randn(2, 5, 6, requires_grad=True)
+    fast, naive = head.pair_logits(feats), head.naive_pair_logits(feats)
+    assert fast.shape == (2, 10) and torch.allclose(fast, naive, atol=1e-5)  # C(C-1)/2 = 10 pairs
+    g_fast = torch.autograd.grad(fast.square().sum(), [feats, head.fc2.weight])
+    g_naive = torch.autograd.grad(naive.square().sum(), [feats, head.fc2.weight])
+    for a, b in zip(g_fast, g_naive):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # CST equations
 # ---------------------------------------------------------------------------------------------
@@ -167,11 +186,11 @@ def test_cst_pair_loss_eq8_by_hand():
     labels = torch.tensor([[1.0], [1.0], [-1.0]])
     # pairs (0,1): both positive -> 1 - 0; (0,2), (1,2): otherwise -> 1 + 1/sqrt2; ordered pairs double each
     expected = (1.0 + 2 * (1 + 1 / math.sqrt(2))) / 3
-    assert cst_pair_loss(F3, labels).item() == pytest.approx(expected, rel=1e-6)
+    assert category_contrastive_loss(F3, labels, "all").item() == pytest.approx(expected, rel=1e-6)
     # pairs="known" drops pairs with an unknown label
     unknown = torch.tensor([[1.0], [1.0], [0.0]])
-    assert cst_pair_loss(F3, unknown, pairs="known").item() == pytest.approx(1.0, rel=1e-6)
-    assert cst_pair_loss(F3[:1], labels[:1]).item() == 0.0
+    assert category_contrastive_loss(F3, unknown, "known").item() == pytest.approx(1.0, rel=1e-6)
+    assert category_contrastive_loss(F3[:1], labels[:1], "all").item() == 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +252,7 @@ def test_ablation_presets(ablation, ist, cst, head):
     assert (method.use_ist, method.use_cst) == (ist, cst)
     assert (model.ist_head is not None) == head
     assert model.thresholds is None  # SST: scheduled, not learned
-    assert type(model.reduce).__name__ == "ChannelReduction"  # the papers' 1x1 conv + BN, even at 8 -> 8
+    assert type(model.reduce).__name__ == "Identity"  # official: no 1x1 conv + BN when D equals the backbone's 8
 
 
 def test_sa_ablation_and_bad_options():
@@ -254,10 +273,12 @@ def test_profiles_hold_the_papers_recipe():
     assert paper["backbone"] == "resnet101" and paper["image_size"] == 448 and paper["lr"] == 1e-5
     assert paper["epochs"] == 20 and paper["lr_step"] == 10 and paper["weight_decay"] == 5e-4
     assert paper["freeze_backbone"] == "official"
-    assert SST.profiles["official"]["batch_size"] == 8 and SST.profiles["official"]["cst_reference"] == "bank"
+    assert SST.profiles["official"]["batch_size"] == 8  # scripts/SST.sh
+    assert SST.profiles["paper-literal"]["cst_reference"] == "batch"
     names = {f.name for f in SST.option_fields()}
-    for key in set(SST.profiles["official"]) - set(TrainConfig.field_names()):
-        assert key in names
+    for profile in SST.profiles.values():
+        for key in set(profile) - set(TrainConfig.field_names()):
+            assert key in names
     assert all(f.metadata.get("help") for f in SST.option_fields())
 
 
@@ -268,13 +289,13 @@ def test_profiles_hold_the_papers_recipe():
 
 def test_bank_keeps_latest_positives_newest_first():
     method, _, _ = tiny_setup(SST, {"cst_reference": "bank", "bank_size": 3})
-    feats = torch.arange(4, dtype=torch.float32).view(4, 1, 1).expand(4, 2, 2).contiguous()
+    feats = torch.arange(1, 5, dtype=torch.float32).view(4, 1, 1).expand(4, 2, 2).contiguous()
     method.update_bank(feats[:2], torch.tensor([[1.0, -1.0], [1.0, 0.0]]))
-    assert method.bank_count.tolist() == [2, 0]
+    assert method.bank[0, :, 0].tolist() == [2.0, 1.0, 0.0]  # zero-initialised, like the official posFeature
+    assert method.bank[1, :, 0].tolist() == [0.0, 0.0, 0.0]
     method.update_bank(feats[2:], torch.tensor([[1.0, 1.0], [1.0, -1.0]]))
-    assert method.bank_count.tolist() == [3, 1]
-    assert method.bank[0, :, 0].tolist() == [3.0, 2.0, 1.0]  # 0 dropped, newest first
-    assert method.bank[1, 0, 0].item() == 2.0
+    assert method.bank[0, :, 0].tolist() == [4.0, 3.0, 2.0]  # 1 dropped, newest first
+    assert method.bank[1, :, 0].tolist() == [3.0, 0.0, 0.0]
 
 
 def test_sst_lifecycle_loss_decreases_and_predict_in_unit_interval():

@@ -13,8 +13,8 @@ Recognition", ICCV 2019; SST/HST papers §SARL)::
 Public API (documented, stable; other plugins import it):
 
 * :func:`build_label_graph` ``(train_labels) -> (C, C) float32`` conditional co-occurrence of
-  the *known* positives, ``P[i, j] = P(j | i)``; classes without a known positive get a zero
-  row/column, never NaN.
+  the *known* positives, ``P[i, j] = P(j | i)`` with ``P[i, i] = 1`` (the official code's graph);
+  classes without a known positive get a zero row/column, never NaN.
 * :class:`SemanticDecoupling` ``(in_channels, num_classes, word_dim, hidden_dim)``: word-vector
   guided spatial attention.
 * :class:`SemanticAttention` ``(in_channels, num_classes)``: class-activation-map attention.
@@ -59,7 +59,7 @@ def cooccurrence_counts(train_labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return pair, pos.sum(axis=0)
 
 
-def build_label_graph(train_labels: np.ndarray, *, self_loops: bool = False) -> np.ndarray:
+def build_label_graph(train_labels: np.ndarray, *, self_loops: bool = True) -> np.ndarray:
     """Conditional co-occurrence of the known positive labels, the SSGRL label graph.
 
     ``P[i, j] = #(i and j known positive) / #(i known positive)`` -- the probability that j is
@@ -68,8 +68,10 @@ def build_label_graph(train_labels: np.ndarray, *, self_loops: bool = False) -> 
     row (no division by zero, no NaN); their column is zero too since no image pairs with them.
 
     :param train_labels: ``(N, C)`` int8 in {1, -1, 0}.
-    :param self_loops: keep ``P[i, i] = 1`` for classes with a known positive (default: zero
-        diagonal, as in SSGRL where a node's own state enters the GRU separately).
+    :param self_loops: keep ``P[i, i] = 1`` for classes with a known positive (default, as the
+        official SST/HST/DSRB code's ``get_graph_file``, which divides each row by its diagonal);
+        ``False`` zeroes the diagonal (a node's own state enters the GRU separately anyway).
+        The official code leaves a NaN row for a class without known positive; here it is zero.
     :return: ``(C, C)`` float32.
     """
     labels = np.asarray(train_labels)
@@ -104,9 +106,10 @@ class SemanticDecoupling(nn.Module):
     """Semantic decoupling (SSGRL): category word vectors guide a spatial attention.
 
     For location ``x`` and class ``c``: ``z = tanh(U f_x ⊙ V w_c)`` (both projected to
-    ``hidden_dim``), attention logit ``a = fc_a(tanh(fc_z(z)))``, softmax over the h*w
-    locations, and the category feature is the attention-weighted sum of the (unprojected)
-    feature vectors: ``f_c = Σ_x softmax(a)_x f_x`` of size ``in_channels``.
+    ``hidden_dim``), attention logit ``a = fc_a(fc_z(z))`` -- no activation between ``fc_z`` and
+    ``fc_a``, as in SSGRL's paper and code and the SST/HST/DSRB code (``fc3``, ``fc4``) -- softmax
+    over the h*w locations, and the category feature is the attention-weighted sum of the
+    (unprojected) feature vectors: ``f_c = Σ_x softmax(a)_x f_x`` of size ``in_channels``.
 
     :param in_channels: D, channels of the feature maps (and size of the category features).
     :param num_classes: C.
@@ -129,7 +132,7 @@ class SemanticDecoupling(nn.Module):
         img = self.img_proj(flat)  # (B, hw, H)
         word = self.word_proj(word_embeddings)  # (C, H)
         joint = torch.tanh(img.unsqueeze(1) * word[None, :, None, :])  # (B, C, hw, H)
-        logits = self.fc_a(torch.tanh(self.fc_z(joint))).squeeze(-1)  # (B, C, hw)
+        logits = self.fc_a(self.fc_z(joint)).squeeze(-1)  # (B, C, hw)
         attention = logits.softmax(dim=-1)
         features = attention @ flat  # (B, C, D)
         return features, attention.view(b, self.num_classes, h, w)
@@ -167,7 +170,12 @@ class GatedGNN(nn.Module):
     """Gated graph neural network (Li et al. 2016) as used in SSGRL.
 
     Node states ``h`` (B, C, D); at each of ``steps`` steps a node aggregates its neighbours
-    along the graph (``A h``) and against it (``Aᵀ h``) and updates its state with a GRU cell.
+    along the graph and against it, ``a = [A h ; Aᵀ h]`` (the official in-matrix ``A`` and
+    out-matrix ``Aᵀ``), and updates its state with a GRU cell whose gates are each two biased
+    Linears, one on the message and one on the state (SSGRL eq. 3-5 and both official codes)::
+
+        z = σ(W_z a + U_z h),  r = σ(W_r a + U_r h),  ĥ = tanh(W_h a + U_h (r ⊙ h)),
+        h ← (1 − z) h + z ĥ
 
     :param dim: D.
     :param steps: propagation steps (3 in the papers).
@@ -183,18 +191,17 @@ class GatedGNN(nn.Module):
             raise BenchError("GatedGNN: adjacency contains NaN or inf; build it with build_label_graph")
         self.steps = steps
         self.register_buffer("adjacency", adj)
-        self.update_gate = nn.Linear(3 * dim, dim)
-        self.reset_gate = nn.Linear(3 * dim, dim)
-        self.message = nn.Linear(2 * dim, dim)
-        self.candidate_state = nn.Linear(dim, dim, bias=False)
+        self.update_w, self.update_u = nn.Linear(2 * dim, dim), nn.Linear(dim, dim)
+        self.reset_w, self.reset_u = nn.Linear(2 * dim, dim), nn.Linear(dim, dim)
+        self.candidate_w, self.candidate_u = nn.Linear(2 * dim, dim), nn.Linear(dim, dim)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         adj = self.adjacency.to(h.dtype)
         for _ in range(self.steps):
             a = torch.cat([adj @ h, adj.t() @ h], dim=-1)  # (B, C, 2D)
-            z = torch.sigmoid(self.update_gate(torch.cat([a, h], dim=-1)))
-            r = torch.sigmoid(self.reset_gate(torch.cat([a, h], dim=-1)))
-            candidate = torch.tanh(self.message(a) + self.candidate_state(r * h))
+            z = torch.sigmoid(self.update_w(a) + self.update_u(h))
+            r = torch.sigmoid(self.reset_w(a) + self.reset_u(h))
+            candidate = torch.tanh(self.candidate_w(a) + self.candidate_u(r * h))
             h = (1 - z) * h + z * candidate
         return h
 

@@ -2,12 +2,12 @@
 
 :class:`RepresentationBlender` owns everything of DSRB's instance- and prototype-perspective
 blending that lives *across* training steps: when blending starts, when the PPRB prototypes are
-(re)computed and from what, the ``blend`` callable a :class:`~._blending.BlendCoefficients`
+(re)computed and from what, the ``blend`` callable a :class:`~.model.BlendCoefficients`
 model runs inside its forward, the classification loss of the blended predictions, and the
 checkpoint state. ``dsrb`` is built on it, and so is the "HST w/ FB" variant of the semantic
 transfer methods (``-o feature_blending=true``), which adds the same blending to HST.
 
-The pure functions (eq. 6–13) are in :mod:`._blending`.
+The pure functions (eq. 6–13) are in :mod:`.functions`, the model in :mod:`.model`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,8 @@ from torch import nn
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.models.sarl import unwrap
 
-from ._blending import (iprb_blend, kmeans_vector_prototypes, map_prototype_sums, pick_prototype_index, pprb_blend,
-                        pprb_select, prototypes_from_sums, region_index, soft_partial_bce)
-
-MODULES = ("both", "iprb", "pprb", "none")
-SPACES = ("maps", "vectors")
+from .functions import (first_seen, iprb_blend, kmeans_vector_prototypes, map_prototype_sums, pick_prototype_index,
+                        pprb_blend, pprb_select, prototypes_from_sums, region_index, soft_partial_bce)
 
 
 def quarter_of(epochs: int) -> int:
@@ -37,8 +34,17 @@ def quarter_of(epochs: int) -> int:
 
 @dataclass
 class BlendSettings:
-    """What to blend and when. ``start_epoch`` / ``prototype_interval`` of -1 mean a quarter of
-    the run's epochs (the paper's 5 of 20)."""
+    """What to blend and when (built from validated options; the defaults are dsrb's).
+
+    ``start_epoch`` / ``prototype_interval`` of -1 mean a quarter of the run's epochs (the paper's
+    5 of 20). ``prototype_maps``: ``official`` = at most ``prototype_cap`` maps per (class, region),
+    those of the first images of a random order, each region's mean counting one zero map (the
+    official ``computePrototype_featuremap``); ``all`` = the mean of every known positive's map.
+    ``coefficient_decay``: ``shared`` = α, β in the weights' Adam group (weight decay applies in
+    the steps where they take part, as in the official code); ``separate`` = their own group
+    without weight decay. ``reduction``: the reduction of the blended partial BCE
+    (:func:`.functions.soft_partial_bce`).
+    """
 
     modules: str = "both"
     space: str = "maps"
@@ -47,16 +53,11 @@ class BlendSettings:
     pprb_per_image: int = 1
     start_epoch: int = -1
     prototype_interval: int = -1
-
-    def check(self, where: str) -> None:
-        """Raise a :class:`BenchError` naming the option (``where`` = "method dsrb option")."""
-        for key, value, allowed in (("modules", self.modules, MODULES), ("space", self.space, SPACES)):
-            if value not in allowed:
-                raise BenchError(f"{where} {key}={value!r}: use one of {', '.join(allowed)}")
-        if self.region_k < 0 or self.region_k > 3:
-            raise BenchError(f"{where} region_k={self.region_k}: use 0..3 (prototypes per class = 4^K)")
-        if self.vector_prototypes < 1 or self.pprb_per_image < 1:
-            raise BenchError(f"{where} vector_prototypes/pprb_per_image must be >= 1")
+    prototype_maps: str = "official"
+    prototype_cap: int = 100
+    coefficients: str = "scalar"
+    coefficient_decay: str = "shared"
+    reduction: str = "entries"
 
 
 class RepresentationBlender:
@@ -99,55 +100,69 @@ class RepresentationBlender:
 
     def on_epoch_start(self, model: nn.Module, epoch: int) -> None:
         if self.prototypes_due(epoch):
-            self.compute_prototypes(model)
+            self.compute_prototypes(model, epoch)
             self.prototype_epoch = epoch
 
     # -- optimisation ---------------------------------------------------------------------------
 
-    @staticmethod
-    def split_parameters(model: nn.Module, others: tuple[nn.Parameter, ...] = ()) -> tuple[list, list]:
-        """``(weights, blend coefficients)`` of a model, leaving out ``others``.
+    def parameter_groups(self, model: nn.Module, others: tuple[nn.Parameter, ...] = ()) -> list[dict[str, Any]]:
+        """Adam parameter groups of a blending model, leaving out ``others``.
 
-        α/β must be exempt from weight decay: Adam turns even a zero gradient plus weight decay
-        into a full-size step, so decayed α/β would drift towards 0 during the epochs where they
-        take no part (before blending, or β with ``modules=iprb``); they are bounded in [0, 1].
+        ``shared`` (official): one group, α and β decayed like every weight -- but only in the
+        steps where they take part: before blending (and β with ``modules=iprb``) they get no
+        gradient at all, and Adam skips a parameter without gradient. ``separate``: α and β in
+        their own group without weight decay (the bounded mixing ratios are not weights).
         """
         net = unwrap(model)
         exclude = {id(net.alpha), id(net.beta)} | {id(p) for p in others}
         weights = [p for p in model.parameters() if p.requires_grad and id(p) not in exclude]
         coefficients = [p for p in (net.alpha, net.beta) if p.requires_grad]
-        return weights, coefficients
+        if self.settings.coefficient_decay == "shared":
+            return [{"params": weights + coefficients}]
+        groups: list[dict[str, Any]] = [{"params": weights}]
+        if coefficients:
+            groups.append({"params": coefficients, "weight_decay": 0.0})
+        return groups
 
-    @staticmethod
-    def keep_coefficients_in_graph(model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
-        """``loss + 0·(α, β)``: before blending starts (β never, with ``modules=iprb``) α and β take
-        no part; a zero-weighted term gives them a zero gradient instead of none, so that every
-        process has the same set of gradients to all-reduce and DDP-style wrappers see no
-        unused parameters."""
+    def keep_coefficients_in_graph(self, model: nn.Module, loss: torch.Tensor) -> torch.Tensor:
+        """With ``separate`` coefficient decay, ``loss + 0·(α, β)``: before blending starts (β never,
+        with ``modules=iprb``) α and β take no part; a zero-weighted term gives them a zero gradient
+        instead of none, so that every process has the same set of gradients to all-reduce. With
+        ``shared`` decay the loss is returned unchanged: a zero gradient would let Adam apply the
+        weight decay in steps where the official code's α and β have no gradient."""
+        if self.settings.coefficient_decay == "shared":
+            return loss
         net = unwrap(model)
         return loss + 0.0 * (net.alpha.sum() + net.beta.sum())
 
     # -- prototypes -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def compute_prototypes(self, model: nn.Module) -> None:
-        """Prototypes from one un-augmented pass over the training set (known positives only)."""
+    def compute_prototypes(self, model: nn.Module, epoch: int = 0) -> None:
+        """Prototypes from an un-augmented pass over the training set (known positives only; the
+        official code walks its augmented training loader, this harness offers an un-augmented
+        pass). ``epoch`` seeds the random order of the ``official`` map prototypes."""
         net = unwrap(model)
         was_training = net.training
         net.eval()
         try:
             if self.settings.space == "maps":
-                self._map_prototypes(net)
+                self._map_prototypes(net, epoch)
             else:
                 self._vector_prototypes(net)
         finally:
             net.train(was_training)
 
-    def _map_prototypes(self, net: nn.Module) -> None:
+    def _map_prototypes(self, net: nn.Module, epoch: int) -> None:
+        official = self.settings.prototype_maps == "official"
+        keep = self._first_seen_positives(net, epoch) if official else None
         sums = counts = None
         for batch in self.ctx.feature_batches():
             maps = net.category_maps(batch.inputs)[0]
-            s, c = map_prototype_sums(maps, batch.labels, self.settings.region_k)
+            labels = batch.labels
+            if keep is not None:
+                labels = keep[batch.indices.cpu()].to(labels.device).to(labels.dtype)
+            s, c = map_prototype_sums(maps, labels, self.settings.region_k)
             sums = s if sums is None else sums + s
             counts = c if counts is None else counts + c
         if sums is None:
@@ -155,7 +170,35 @@ class RepresentationBlender:
         # Every process saw its own shard: add the shards' sums and counts.
         sums = self.ctx.all_gather(sums.unsqueeze(0)).sum(dim=0)
         counts = self.ctx.all_gather(counts.unsqueeze(0)).sum(dim=0)
-        self.prototypes, self.prototype_valid = prototypes_from_sums(sums, counts)
+        self.prototypes, self.prototype_valid = prototypes_from_sums(sums, counts, zero_map=official)
+
+    def _first_seen_positives(self, net: nn.Module, epoch: int) -> torch.Tensor:
+        """``(N, C)`` bool: the known positives whose maps the official pass keeps (at most
+        ``prototype_cap`` per class and region, the first images of a random order; see
+        :func:`.functions.first_seen`). The order is drawn from the run's seed and the epoch, the
+        same on every process."""
+        rows, classes, regions = [], [], []
+        for batch in self.ctx.feature_batches():
+            maps = net.category_maps(batch.inputs)[0]
+            region = region_index(maps, self.settings.region_k).cpu()
+            pos = (batch.labels == 1).cpu()
+            r, c = pos.nonzero(as_tuple=True)
+            rows.append(batch.indices.cpu()[r])
+            classes.append(c)
+            regions.append(region[r, c])
+        n, num_classes = self.ctx.train_labels.shape
+        keep = torch.zeros(n, num_classes, dtype=torch.bool)
+        if not rows:
+            return keep
+        rows_t = self.ctx.all_gather(torch.cat(rows)).cpu()
+        classes_t = self.ctx.all_gather(torch.cat(classes)).cpu()
+        regions_t = self.ctx.all_gather(torch.cat(regions)).cpu()
+        order = torch.Generator().manual_seed(int(self.ctx.seed) * 1_000_003 + max(epoch, 0))
+        keys = torch.rand(n, generator=order)
+        groups = classes_t * 4**self.settings.region_k + regions_t
+        chosen = first_seen(keys, rows_t, groups, self.settings.prototype_cap)
+        keep[rows_t[chosen], classes_t[chosen]] = True
+        return keep
 
     def _vector_prototypes(self, net: nn.Module) -> None:
         per_class: list[list[np.ndarray]] = [[] for _ in range(self.ctx.num_classes)]
@@ -217,14 +260,14 @@ class RepresentationBlender:
 
         return run
 
-    @staticmethod
-    def add_blended_losses(loss: torch.Tensor, blended: dict[str, Any] | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(loss + Σ_modules eq. 14 on the blended predictions, logs)``: ``loss`` is the per-image
-        ``(B,)`` partial BCE of the original predictions; each module adds the partial BCE of its
-        blended predictions with their soft labels (nothing without blending)."""
+    def blended_loss(self, blended: dict[str, Any] | None, like: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(Σ_modules eq. 14 on the blended predictions, logs)``: the partial BCE of each module's
+        blended predictions with their soft labels, reduced as ``settings.reduction`` says (0, of
+        ``like``'s dtype and device, without blending)."""
+        loss = like.new_zeros(())
         logs: dict[str, torch.Tensor] = {}
         for key, (logits, blended_labels, mask) in (blended or {}).items():
-            loss = loss + soft_partial_bce(logits, blended_labels)
+            loss = loss + soft_partial_bce(logits, blended_labels, reduction=self.settings.reduction)
             logs[f"{key}_blended"] = mask.float().sum(dim=1).mean().detach()
         return loss, logs
 

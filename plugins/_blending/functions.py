@@ -5,9 +5,8 @@ feature maps ``(B, C, D, h, w)`` (the paper's ``F_c^n``) or vectors ``(B, C, D)`
 labels are ``(B, C)`` floats in {1, -1, 0} and, after blending, soft values in [0, 1] on the
 blended entries. The maps and their pooling σ (eq. 1–2) come from the shared SARL model
 (:meth:`~mlrpl_bench.models.sarl.SARLModel.category_maps`, ``pool``, ``classify``); the learnable
-per-class α (IPRB) and β (PPRB) from the :class:`BlendCoefficients` mixin; :class:`DSRBModel`
-is the two together. What carries over between steps (schedule, prototypes) is in
-:mod:`._blender`.
+per-class α (IPRB) and β (PPRB) from :class:`.model.BlendCoefficients`; what carries over between
+steps (schedule, prototypes) is in :mod:`.blender`.
 
 Pooling is linear (SD: attention-weighted sum; SA: mean), so pooling a blend equals blending
 the pooled vectors; what maps add is *where* the object is — the 4^K-region split of the PPRB
@@ -16,61 +15,42 @@ prototypes and the choice of a prototype from another region than the image's ow
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from mlrpl_bench.models.sarl import SARLModel, SARLOutput
+from mlrpl_bench.losses import mean_over_known
+
+from .._sarl.kmeans import kmeans_centres
 
 # -------------------------------------------------------------------------------------------------
 # Losses
 # -------------------------------------------------------------------------------------------------
 
 
-def soft_partial_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Eq. 14 per image, ``(B,)``, extended to the soft labels that blending produces.
+def soft_partial_bce(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "none") -> torch.Tensor:
+    """Eq. 14, extended to the soft labels that blending produces.
 
     An entry with label ``v > 0`` contributes ``v log s + (1 − v) log(1 − s)`` (``v = 1``: the
-    paper's positive term), ``-1`` contributes ``log(1 − s)``, ``0`` (unknown) nothing; the sum is
-    divided by the image's number of non-zero entries (``Σ_c |y_c|`` for hard labels).
+    paper's positive term), ``-1`` contributes ``log(1 − s)``, ``0`` (unknown) nothing -- as the
+    official ``BCELoss`` does with its positive mask ``target > 0`` and negative mask ``target < 0``.
+
+    :param reduction: ``none`` -- ``(B,)``, each image divided by its number of non-zero entries
+        (eq. 14); ``mean`` of those; ``entries`` -- the mean over all non-zero entries of the
+        batch (the official code's reduction).
     """
     known = (labels != 0).to(logits.dtype)
     target = labels.clamp(min=0).to(logits.dtype)
     per_entry = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * known
-    return per_entry.sum(dim=1) / known.sum(dim=1).clamp(min=1.0)
-
-
-def contrastive_loss(features: torch.Tensor, labels: torch.Tensor, pairs: str = "all") -> torch.Tensor:
-    """Eq. 3–4 over the image pairs of a batch, averaged over the pairs used.
-
-    ``ℓ_c^{n,m} = 1 − cos(f_c^n, f_c^m)`` when both images are known positives of c, else
-    ``1 + cos``. ``pairs="all"`` (the paper) uses every ordered pair n ≠ m and every class (a
-    pair with itself is a constant); ``"known"`` (the official code's choice) only pairs whose
-    two labels are both known. The paper sums; this averages, so that the weight λ = 0.05 does
-    not depend on the batch size or the number of classes (the official code averages too).
-
-    :param features: ``(B, C, D)`` category-specific vectors.
-    :param labels: ``(B, C)`` in {1, -1, 0}.
-    """
-    b = features.shape[0]
-    if b < 2:
-        return features.sum() * 0.0
-    unit = F.normalize(features, dim=-1, eps=1e-9)
-    cos = torch.einsum("ncd,mcd->nmc", unit, unit)
-    pos = labels > 0
-    both_pos = pos[:, None, :] & pos[None, :, :]
-    use = ~torch.eye(b, dtype=torch.bool, device=features.device)[:, :, None].expand_as(cos)
-    if pairs == "known":
-        known = labels != 0
-        use = use & known[:, None, :] & known[None, :, :]
-    elif pairs != "all":
-        raise ValueError(f"pairs must be 'all' or 'known', got {pairs!r}")
-    terms = torch.where(both_pos, 1.0 - cos, 1.0 + cos)
-    weight = use.to(cos.dtype)
-    return (terms * weight).sum() / weight.sum().clamp(min=1.0)
+    if reduction == "entries":
+        return mean_over_known(per_entry, known)
+    per_image = per_entry.sum(dim=1) / known.sum(dim=1).clamp(min=1.0)
+    if reduction == "mean":
+        return per_image.mean()
+    if reduction != "none":
+        raise ValueError(f"reduction must be none, mean or entries, got {reduction!r}")
+    return per_image
 
 
 # -------------------------------------------------------------------------------------------------
@@ -93,7 +73,7 @@ def iprb_blend(reps: torch.Tensor, labels: torch.Tensor, alpha: torch.Tensor):
 
     :param reps: ``(B, C, ...)`` maps or vectors.
     :param labels: ``(B, C)``.
-    :param alpha: ``(C,)`` per-class α in [0, 1].
+    :param alpha: α in [0, 1], one scalar ``()`` or one per class ``(C,)``.
     :return: ``(blended reps, blended labels, mask (B, C) of the blended entries)``.
     """
     partner_reps, partner_labels = reps.flip(0), labels.flip(0)
@@ -146,8 +126,12 @@ def map_prototype_sums(maps: torch.Tensor, labels: torch.Tensor, k: int = 1) -> 
     return sums, onehot.sum(dim=0)
 
 
-def prototypes_from_sums(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def prototypes_from_sums(sums: torch.Tensor, counts: torch.Tensor, zero_map: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Region means; an empty region takes the class's mean over all its positives.
+
+    ``zero_map``: divide a region's sum by its count + 1, as the official
+    ``computePrototype_featuremap`` does (each region's list starts with a zero map that its
+    ``torch.mean`` includes; the class mean for empty regions leaves it out).
 
     :return: ``(prototypes (C, Q, ...), valid (C,) bool)``; a class without any known positive
         is invalid (its prototypes are zeros and PPRB never picks it).
@@ -155,34 +139,57 @@ def prototypes_from_sums(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torc
     extra = (1,) * (sums.dim() - 2)
     total = counts.sum(dim=1)
     class_mean = sums.sum(dim=1) / total.clamp(min=1).reshape(-1, *extra)
-    region_mean = sums / counts.clamp(min=1).reshape(counts.shape + extra)
+    divisor = counts + 1 if zero_map else counts
+    region_mean = sums / divisor.clamp(min=1).reshape(counts.shape + extra)
     empty = (counts == 0).reshape(counts.shape + extra)
     protos = torch.where(empty, class_mean.unsqueeze(1).expand_as(sums), region_mean)
     return protos, total > 0
 
 
+def first_seen(keys: torch.Tensor, images: torch.Tensor, groups: torch.Tensor, cap: int) -> torch.Tensor:
+    """Which candidates the official prototype pass keeps: per group, the ``cap`` candidates whose
+    image comes first in a random order of the training set.
+
+    The official ``computePrototype_featuremap`` walks the shuffled training loader and appends a
+    positive's map to its (class, region) list while the list is short (at most 100 maps); so the
+    maps kept are those of the first images seen. ``keys`` ``(N,)`` is a random order of the N
+    training images (lower = seen first).
+
+    :param images: ``(M,)`` image row of each candidate; :param groups: ``(M,)`` its group id
+        (class · regions + region).
+    :return: ``(M,)`` bool.
+    """
+    if images.numel() == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    k = keys[images]
+    # Order by group, then by key; a candidate's rank within its group decides.
+    order = torch.argsort(k)
+    order = order[torch.argsort(groups[order], stable=True)]
+    sorted_groups = groups[order]
+    starts = torch.searchsorted(sorted_groups, sorted_groups, right=False)
+    rank = torch.arange(order.numel()) - starts
+    keep = torch.zeros(images.numel(), dtype=torch.bool)
+    keep[order] = rank < cap
+    return keep
+
+
 def kmeans_vector_prototypes(vectors: list[np.ndarray], n_clusters: int, seed: int, dim: int):
     """Vector prototypes (the 'RV' variants; SARB, the paper's preliminary version): per class,
-    K-means centres of the known positives' vectors. A class with fewer positives than
-    ``n_clusters`` repeats its centres so every class has ``n_clusters`` rows.
+    K-means centres of the known positives' vectors (:func:`.._sarl.kmeans.kmeans_centres`, as
+    SARB's ``computePrototype``). A class with fewer positives than ``n_clusters`` repeats its
+    centres so every class has ``n_clusters`` rows.
 
     :return: ``(prototypes (C, n_clusters, dim) float32, valid (C,) bool)``.
     """
-    from sklearn.cluster import KMeans
-
-    out = np.zeros((len(vectors), n_clusters, dim), dtype=np.float32)
-    valid = np.zeros(len(vectors), dtype=bool)
+    out = torch.zeros(len(vectors), n_clusters, dim)
+    valid = torch.zeros(len(vectors), dtype=torch.bool)
     for c, vecs in enumerate(vectors):
         if len(vecs) == 0:
             continue
-        n = min(n_clusters, len(vecs))
-        if n == 1:
-            centres = vecs.mean(axis=0, keepdims=True)
-        else:
-            centres = KMeans(n_clusters=n, n_init=3, random_state=seed).fit(vecs).cluster_centers_
-        out[c] = centres[np.arange(n_clusters) % n]
+        centres = kmeans_centres(vecs, n_clusters, seed)
+        out[c] = centres[torch.arange(n_clusters) % centres.shape[0]]
         valid[c] = True
-    return torch.from_numpy(out), torch.from_numpy(valid)
+    return out, valid
 
 
 def pprb_select(labels: torch.Tensor, valid: torch.Tensor, per_image: int = 1,
@@ -221,7 +228,7 @@ def pprb_blend(reps: torch.Tensor, labels: torch.Tensor, beta: torch.Tensor, pro
     own representation and label elsewhere.
 
     :param reps: ``(B, C, ...)``.
-    :param beta: ``(C,)``.
+    :param beta: ``()`` or ``(C,)``.
     :param prototypes: ``(C, Q, ...)`` (no gradient).
     :param selected: ``(B, C)`` bool.
     :param k: ``(B, C)`` long prototype index (read where ``selected``).
@@ -235,82 +242,3 @@ def pprb_blend(reps: torch.Tensor, labels: torch.Tensor, beta: torch.Tensor, pro
     blended = b_full * reps + (1 - b_full) * proto
     blended_labels = bsel * labels + (1 - bsel)
     return blended, blended_labels
-
-
-# -------------------------------------------------------------------------------------------------
-# The model
-# -------------------------------------------------------------------------------------------------
-
-
-class DSRBOutput(NamedTuple):
-    """What :class:`DSRBModel` computes in training.
-
-    :ivar logits: ``(B, C)``.
-    :ivar features: ``(B, C, D)`` category vectors ``f_c^n`` (eq. 2).
-    :ivar maps: ``(B, C, D, h, w)`` category feature maps ``F_c^n`` (eq. 1).
-    :ivar attention: ``(B, C, h, w)``.
-    :ivar cam_logits: SA's activation-map scores, else ``None``.
-    :ivar blended: whatever the ``blend`` callable returned (``None`` without one).
-    """
-
-    logits: torch.Tensor
-    features: torch.Tensor
-    maps: torch.Tensor
-    attention: torch.Tensor
-    cam_logits: torch.Tensor | None
-    blended: Any
-
-
-class BlendCoefficients:
-    """Mixin for a :class:`SARLModel`: the learnable per-class α (IPRB) and β (PPRB) of blending.
-
-    They are parameters of the model so the optimizer, gradient averaging and checkpoints see
-    them; :meth:`clamp_blend_parameters` keeps them in [0, 1] (called before every use).
-    """
-
-    def init_blend_parameters(self, num_classes: int, *, alpha_init: float = 0.5, beta_init: float = 0.5,
-                              learn_alpha: bool = True, learn_beta: bool = True) -> None:
-        self.alpha = nn.Parameter(torch.full((num_classes,), float(alpha_init)), requires_grad=learn_alpha)
-        self.beta = nn.Parameter(torch.full((num_classes,), float(beta_init)), requires_grad=learn_beta)
-
-    def clamp_blend_parameters(self) -> None:
-        """Keep α and β in [0, 1]."""
-        with torch.no_grad():
-            self.alpha.clamp_(0.0, 1.0)
-            self.beta.clamp_(0.0, 1.0)
-
-    def forward_blended(self, x: torch.Tensor, blend) -> tuple[SARLOutput, torch.Tensor, Any]:
-        """The SARL forward through the category feature maps: ``(SARLOutput, maps, blended)``,
-        ``blended`` being ``blend(self, maps, features)`` (None without a callable). Run inside the
-        model's forward so that DistributedDataParallel sees every parameter blending uses."""
-        maps, features, attention, cam_logits = self.category_maps(x)
-        graph, outputs, logits = self.head(features)
-        blended = blend(self, maps, features) if blend is not None else None
-        return SARLOutput(logits, features, graph, outputs, attention, cam_logits), maps, blended
-
-
-class DSRBModel(BlendCoefficients, SARLModel):
-    """The SARL model with the learnable α, β of blending.
-
-    ``model(x)`` gives logits (no maps are built); ``model(x, return_all=True, blend=fn)``
-    builds the category feature maps (:meth:`SARLModel.category_maps`) and calls
-    ``fn(model, maps, features)`` *inside* forward, so that every parameter the blending uses is
-    seen by DistributedDataParallel.
-
-    :param alpha_init: initial α of every class (0.5 in the paper); ``learn_alpha=False`` fixes it.
-    :param beta_init: initial β; ``learn_beta=False`` fixes it.
-    Other parameters as :class:`~mlrpl_bench.models.sarl.SARLModel`.
-    """
-
-    def __init__(self, backbone: nn.Module, num_classes: int, word_embeddings, adjacency, *, sarl: str = "sd",
-                 feature_dim: int = 0, alpha_init: float = 0.5, beta_init: float = 0.5,
-                 learn_alpha: bool = True, learn_beta: bool = True):
-        super().__init__(backbone, num_classes, word_embeddings, adjacency, sarl=sarl, feature_dim=feature_dim)
-        self.init_blend_parameters(num_classes, alpha_init=alpha_init, beta_init=beta_init, learn_alpha=learn_alpha,
-                                   learn_beta=learn_beta)
-
-    def forward(self, x: torch.Tensor, return_all: bool = False, blend=None):
-        if not return_all and blend is None:
-            return super().forward(x)
-        out, maps, blended = self.forward_blended(x, blend)
-        return DSRBOutput(out.logits, out.features, maps, out.attention, out.cam_logits, blended)

@@ -4,22 +4,25 @@ Notation as in the papers: ``labels`` are partial labels ``(B, C)`` in {1, -1, 0
 the category-specific features ``f_c^n`` ``(B, C, D)``; ``cooc`` the co-occurrence probabilities
 ``P^n[i, j] = p_ij^n`` ``(B, C, C)``.
 
-Where the papers and the official code differ, the functions follow the paper and take the
-official behaviour as an option:
+Where the papers and the official code differ, each function takes both forms; the plugins
+default to the official code's (it produced the published numbers, see ``docs/fidelity.md``):
 
-- IST score (eq. 2/4): paper = sum over the known positives j ≠ i of p_ij; official = their
-  mean (``aggregate="mean"``).
-- L_ist negative term (eq. 4): paper = max(p − m, 0)^γ2 · log(1 − p); official/ASL = the shifted
-  probability p_m = max(p − m, 0) in the log too (``form="asl"``).
+- IST score (eq. 2/4/12): paper = sum over the known positives j of p_ij; official = their mean,
+  with P(i, i) = 1 on the diagonal (a known positive counts itself).
+- L_ist negative term (eq. 4/6): paper = max(p − m, 0)^γ2 · log(1 − p); official/ASL = the
+  shifted probability p_m = max(p − m, 0) in the log too (``form="asl"``).
 - L_ist pairs: paper and official = every pair not in D^n is a negative (``pairs="all"``);
   ``pairs="known"`` (this suite's variant) scores only pairs whose two labels are known.
 - SST CST reference set D_c (eq. 6): paper = the images of the batch with c known positive;
   official = the 100 latest known-positive features per class (a bank).
-- DTL loss (eq. 14-15): paper = partial BCE on d = score − θ (here d/τ, see :func:`dtl_loss`);
-  official = BCE on clamp(d, 0, 1) as a logit (``form="official"``).
+- DTL (eq. 12-15): paper = partial BCE on d = score − θ (here d/τ, see :func:`dtl_loss`);
+  official = BCE with the soft pseudo label clamp(d, 0, 1) as the logit (``form="official"``),
+  and an unknown entry is a pseudo positive when that soft label is > 0.
+- HST's prototype contrastive term (official only, not in the paper): :func:`prototype_contrastive_loss`.
 
 Losses summed over images/pairs in the papers (eq. 3, 7, 10) are averaged here, as in the
 official code, which is the scale the weights λ1 = 10, λ2 = 0.05, λ3 = 0.1 were tuned for.
+The contrastive loss L_cst is :func:`.._sarl.losses.category_contrastive_loss` (shared with DSRB).
 """
 
 from __future__ import annotations
@@ -32,46 +35,74 @@ import torch.nn.functional as F
 
 from mlrpl_bench.losses import partial_bce
 
+from .._sarl.losses import category_cosine
+
 # ---------------------------------------------------------------------------------------------
 # IST: intra-image semantic transfer (SST eq. 1-4, HST eq. 3-6)
 # ---------------------------------------------------------------------------------------------
 
 
-def ist_scores(cooc: torch.Tensor, labels: torch.Tensor, aggregate: str = "sum") -> torch.Tensor:
-    """The argument of the indicator in SST eq. 2 / HST eq. 4 (and of HST eq. 12).
+def ist_scores(cooc: torch.Tensor, labels: torch.Tensor, aggregate: str = "mean", diagonal: str = "one") -> torch.Tensor:
+    """The co-occurrence of category i with the image's known positives (SST eq. 2, HST eq. 4/12).
 
-    ``score[n, i] = Σ_{j ≠ i, y_j^n = 1} p_ij^n · y_j^n`` -- the co-occurrence of category i with
-    the image's known positives. ``aggregate="mean"`` divides by the number of those positives
-    (the official code's normalisation). The diagonal is left out so that, for a known positive i
-    (HST's DTL scores every known label), the label does not vote for itself.
+    ``score[n, i] = agg_{j: y_j^n = 1} P^n[i, j]`` with ``agg`` a sum (paper) or the mean
+    (official: divided by the number of known positives, at least 1). ``diagonal`` says what a
+    known positive i contributes for itself (only HST's DTL scores known labels; for an unknown i
+    the diagonal never enters):
+
+    * ``one`` -- P(i, i) = 1 (the official ``getIntraPseudoLabel`` builds its matrix so);
+    * ``matrix`` -- the diagonal of ``cooc`` as given (the paper's sum over every known positive j,
+      j = i included, with p_ii from φ_intra);
+    * ``exclude`` -- j ≠ i only, and the mean divides by the other known positives.
 
     :return: ``(B, C)``.
     """
     pos = (labels > 0).to(cooc.dtype)
     c = cooc.shape[-1]
-    off_diagonal = cooc * (1.0 - torch.eye(c, dtype=cooc.dtype, device=cooc.device))
-    score = (off_diagonal * pos.unsqueeze(1)).sum(dim=-1)
+    eye = torch.eye(c, dtype=cooc.dtype, device=cooc.device)
+    if diagonal == "one":
+        matrix = cooc * (1.0 - eye) + eye
+    elif diagonal == "matrix":
+        matrix = cooc
+    elif diagonal == "exclude":
+        matrix = cooc * (1.0 - eye)
+    else:
+        raise ValueError(f"diagonal must be one, matrix or exclude, got {diagonal!r}")
+    score = (matrix * pos.unsqueeze(1)).sum(dim=-1)
     if aggregate == "mean":
-        score = score / (pos.sum(dim=1, keepdim=True) - pos).clamp(min=1.0)
+        count = pos.sum(dim=1, keepdim=True)
+        if diagonal == "exclude":
+            count = count - pos
+        score = score / count.clamp(min=1.0)
     elif aggregate != "sum":
         raise ValueError(f"aggregate must be sum or mean, got {aggregate!r}")
     return score
 
 
-def pseudo_positives(scores: torch.Tensor, labels: torch.Tensor, threshold, valid: torch.Tensor | None = None) -> torch.Tensor:
+def pseudo_positives(scores: torch.Tensor, labels: torch.Tensor, threshold, valid: torch.Tensor | None = None,
+                     strict: bool = False) -> torch.Tensor:
     """``1[score ≥ θ]`` on the *unknown* entries only (SST eq. 2/6, HST eq. 4/8); 0 elsewhere.
 
     Only positive pseudo labels are generated, and never on a known entry (the known label wins).
+    ``strict`` uses ``score > θ``: the official HST code makes a pseudo positive where its soft
+    label ``clamp(score − θ, 0, 1)`` is > 0 (:func:`soft_labels`).
 
     :param threshold: a number or a 0-d tensor θ.
     :param valid: optional ``(B, C)`` or ``(C,)`` mask of entries that have a score at all (e.g.
         categories with prototypes); others never get a pseudo label.
     :return: ``(B, C)`` float in {0, 1}.
     """
-    mask = (labels == 0) & (scores >= threshold)
+    above = scores > threshold if strict else scores >= threshold
+    mask = (labels == 0) & above
     if valid is not None:
         mask = mask & valid.to(torch.bool)
     return mask.to(scores.dtype)
+
+
+def soft_labels(scores: torch.Tensor, threshold) -> torch.Tensor:
+    """The official HST soft pseudo label ``clamp(score − θ, 0, 1)`` (``getIntraPseudoLabel`` /
+    ``getInterPseudoLabel`` of loss/HST.py), differentiable in the score and θ."""
+    return (scores - threshold).clamp(0.0, 1.0)
 
 
 def pair_targets(labels: torch.Tensor, pairs: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,11 +154,6 @@ def asymmetric_pair_loss(logits: torch.Tensor, labels: torch.Tensor, *, gamma_po
 # ---------------------------------------------------------------------------------------------
 
 
-def category_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``s_c^{n,m} = cos(f_c^n, f_c^m)`` (SST eq. 5, HST eq. 9) for ``a (B, C, D)``, ``b (M, C, D)`` -> ``(B, M, C)``."""
-    return torch.einsum("bcd,mcd->bmc", F.normalize(a, dim=-1, eps=1e-8), F.normalize(b, dim=-1, eps=1e-8))
-
-
 def instance_scores(features: torch.Tensor, ref_features: torch.Tensor, ref_labels: torch.Tensor,
                     exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """SST eq. 6: mean similarity of ``f_c^n`` to the category-c features of the images in
@@ -158,28 +184,6 @@ def prototype_scores(features: torch.Tensor, prototypes: torch.Tensor, valid: to
     return (sim * w).sum(dim=-1) / w.sum(dim=-1).clamp(min=1.0), valid.any(dim=-1)
 
 
-def cst_pair_loss(features: torch.Tensor, labels: torch.Tensor, pairs: str = "all") -> torch.Tensor:
-    """L_cst, SST eq. 7-8 / HST eq. 10-11: ``1 − s`` when both images have c as a known positive,
-    ``1 + s`` otherwise, averaged over ordered image pairs n ≠ m of the batch and categories.
-
-    ``pairs="known"`` scores only pairs where both labels of c are known.
-    """
-    b = features.shape[0]
-    if b < 2:
-        return features.sum() * 0.0
-    sim = category_cosine(features, features)  # (B, B, C)
-    pos = labels > 0
-    both = pos.unsqueeze(1) & pos.unsqueeze(0)
-    valid = (~torch.eye(b, dtype=torch.bool, device=features.device)).unsqueeze(-1).expand_as(both)
-    if pairs == "known":
-        known = labels != 0
-        valid = valid & known.unsqueeze(1) & known.unsqueeze(0)
-    elif pairs != "all":
-        raise ValueError(f"pairs must be all or known, got {pairs!r}")
-    ell = torch.where(both, 1.0 - sim, 1.0 + sim) * valid
-    return ell.sum() / valid.sum().clamp(min=1)
-
-
 # ---------------------------------------------------------------------------------------------
 # Classification targets, DTL, thresholds
 # ---------------------------------------------------------------------------------------------
@@ -196,27 +200,46 @@ def transfer_targets(labels: torch.Tensor, pseudo: torch.Tensor, combine: bool) 
     return pseudo
 
 
-def dtl_loss(scores: torch.Tensor, threshold: torch.Tensor, labels: torch.Tensor, form: str = "paper",
-             temperature: float = 1.0) -> torch.Tensor:
+def dtl_loss(scores: torch.Tensor, threshold: torch.Tensor, labels: torch.Tensor, form: str = "official",
+             temperature: float = 0.1, reduction: str = "entries") -> torch.Tensor:
     """HST eq. 12-15: the threshold differences ``d = score − θ`` of the *known* labels scored by
-    the partial BCE of eq. 16 with ``d / τ`` as the logit: a known positive pulls θ below its
-    score, a known negative pushes θ above it, so θ is learned from the known labels.
+    the partial BCE of eq. 16: a known positive pulls θ below its score, a known negative pushes θ
+    above it, so θ is learned from the known labels.
 
-    The paper does not say how ``d`` enters the BCE. ``d / τ`` is the logistic surrogate of the
-    indicator ``1[score ≥ θ]``; the fitted θ is where the known labels' posterior crosses ½.
-    With τ = 1 that crossing lies outside the score range under label imbalance and θ climbs
-    above every score (no pseudo label ever); the plugins default to τ = 0.1.
-    ``form="official"`` uses ``clamp(d, 0, 1)`` as the logit (the official code's soft pseudo
-    label, no temperature), which passes gradient to θ only where ``0 < d < 1``.
+    ``form="official"`` (loss/HST.py ``BCELoss(intraTarget, target)``): the soft pseudo label
+    ``clamp(d, 0, 1)`` is the logit, which passes gradient to θ only where ``0 < d < 1``.
+    ``form="paper"``: the paper does not say how ``d`` enters the BCE; ``d / τ`` is the logistic
+    surrogate of the indicator ``1[score ≥ θ]`` and the fitted θ is where the known labels'
+    posterior crosses ½ (with τ = 1 that crossing lies outside the score range under label
+    imbalance and θ climbs above every score, so τ defaults to 0.1).
+
+    :param reduction: a :func:`mlrpl_bench.losses.partial_bce` reduction (``entries`` = official).
     """
-    d = scores - threshold
     if form == "official":
-        d = d.clamp(0.0, 1.0)
+        logit = soft_labels(scores, threshold)
     elif form == "paper":
-        d = d / temperature
+        logit = (scores - threshold) / temperature
     else:
         raise ValueError(f"form must be paper or official, got {form!r}")
-    return partial_bce(d, labels)
+    return partial_bce(logit, labels, reduction=reduction)
+
+
+def prototype_contrastive_loss(scores: torch.Tensor, labels: torch.Tensor, sign: str = "official") -> torch.Tensor:
+    """HST's prototype contrastive term of the official code (loss/HST.py ``PrototypeContrastiveLoss``;
+    not in the paper), the mean over every entry of the batch, unknown ones included (constant 1).
+
+    ``scores`` are the mean cosines to the category's prototypes ``s_c^n`` (:func:`prototype_scores`).
+    ``official``: ``1 + s·y`` -- a known *positive* is pushed away from its prototypes and a known
+    negative pulled towards them (the code's comment says so: "-1: 1-distance, 1: 1+distance");
+    the opposite of what a contrastive loss does, and likely a sign slip, but it is what produced
+    the published numbers. ``pull``: ``1 − s·y``, positives pulled towards their prototypes.
+    """
+    y = labels.to(scores.dtype)
+    if sign == "official":
+        return (1.0 + scores * y).mean()
+    if sign == "pull":
+        return (1.0 - scores * y).mean()
+    raise ValueError(f"sign must be official or pull, got {sign!r}")
 
 
 def _round_half_up(x: float) -> int:
@@ -273,41 +296,3 @@ class TransferSchedule:
             return epoch == first
         period = max(1, _round_half_up(self.prototype_every * self.factor(total_epochs)))
         return (epoch - first) % period == 0
-
-
-# ---------------------------------------------------------------------------------------------
-# K-means (HST prototypes)
-# ---------------------------------------------------------------------------------------------
-
-
-def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iterations: int = 30) -> torch.Tensor:
-    """Euclidean K-means with k-means++ seeding; returns ``min(k, n)`` centres ``(k', D)``.
-
-    Deterministic given ``generator`` (a CPU generator); runs on ``x``'s device.
-    """
-    n = x.shape[0]
-    if n == 0:
-        return x.new_zeros((0, x.shape[1]))
-    if n <= k:
-        return x.clone()
-    x = x.float()
-    first = int(torch.randint(n, (1,), generator=generator))
-    centres = [x[first]]
-    dist = ((x - centres[0]) ** 2).sum(dim=1)
-    for _ in range(1, k):
-        probs = dist.clamp(min=0).cpu()
-        idx = int(torch.multinomial(probs, 1, generator=generator)) if probs.sum() > 0 else int(torch.randint(n, (1,), generator=generator))
-        centres.append(x[idx])
-        dist = torch.minimum(dist, ((x - x[idx]) ** 2).sum(dim=1))
-    c = torch.stack(centres)
-    for _ in range(iterations):
-        assign = torch.cdist(x, c).argmin(dim=1)
-        sums = torch.zeros_like(c).index_add_(0, assign, x)
-        counts = torch.bincount(assign, minlength=k).to(x.dtype).unsqueeze(1)
-        # An empty cluster keeps its previous centre rather than collapsing to the origin.
-        new = torch.where(counts > 0, sums / counts.clamp(min=1.0), c)
-        if torch.allclose(new, c):
-            c = new
-            break
-        c = new
-    return c

@@ -1,0 +1,122 @@
+"""Losses and schedules shared by SST, HST and DSRB on their category-specific features.
+
+* :func:`category_contrastive_loss` -- SST's L_cst (eq. 7-8), HST's instance L_cst (eq. 10-11)
+  and DSRB's contrastive loss (eq. 3-4) are one loss: ``1 − cos`` for a pair of images that both
+  have category c as a known positive, ``1 + cos`` otherwise. The official code (``ContrastiveLoss``
+  / ``InstanceContrastiveLoss`` of loss/SST.py, loss/HST.py, loss/DSRB.py) scores only pairs
+  with both labels known and subsamples the negative pairs; the papers sum over every pair.
+* :class:`LinearRamp` -- the official code multiplies its auxiliary losses (L_ist, the
+  contrastive losses) by ``batchIndex / len(train_loader)`` during the first epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+#: Length of the papers' training schedule in epochs; a run's timeline maps onto it.
+REFERENCE_EPOCHS = 20
+
+#: Pairs of :func:`category_contrastive_loss`: ``sampled`` (official code), ``all`` (papers),
+#: ``known`` (both labels known, no subsampling).
+ContrastivePairs = Literal["sampled", "all", "known"]
+
+CONTRASTIVE_PAIRS_HELP = ("pairs of the contrastive loss: sampled = unordered pairs with both labels known; if any pair "
+                          "shares a known positive (P such pairs), the pos-neg and the neg-neg pairs are each cut to 2P "
+                          "random + P hardest (official code); all = every ordered pair, unknowns count as 'otherwise' "
+                          "(paper); known = pairs with both labels known, all of them")
+
+
+def category_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``s_c^{n,m} = cos(f_c^n, f_c^m)`` for ``a (B, C, D)``, ``b (M, C, D)`` -> ``(B, M, C)``."""
+    return torch.einsum("bcd,mcd->bmc", F.normalize(a, dim=-1, eps=1e-9), F.normalize(b, dim=-1, eps=1e-9))
+
+
+def category_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, pairs: str = "sampled",
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+    """``1 − s`` for pairs of images that both have c as a known positive, ``1 + s`` otherwise,
+    averaged over the scored (pair, category) entries (0 when there is none).
+
+    * ``all`` (SST eq. 7-8, HST eq. 10-11, DSRB eq. 3-4): every ordered pair n ≠ m and every
+      category; a pair with an unknown label counts as "otherwise" (pushed apart). The papers sum;
+      this averages (as the official code does), so λ does not depend on the batch size.
+    * ``known``: only (pair, category) entries whose two labels are known.
+    * ``sampled`` (official code): unordered pairs n < m with both labels known, split into
+      pos-pos (``1 − s``), pos-neg and neg-neg (both ``1 + s``). When there are P > 0 pos-pos
+      entries, the pos-neg entries are cut to ``2P`` drawn at random plus the ``P`` largest
+      (hardest), and the neg-neg entries the same way, each independently (a hard entry may also
+      be drawn at random: it then counts twice, as in the official code); with P = 0 nothing is
+      cut. The draw uses ``generator``.
+
+    :param features: ``(B, C, D)``; :param labels: ``(B, C)`` in {1, -1, 0}.
+    """
+    b = features.shape[0]
+    if b < 2:
+        return features.sum() * 0.0
+    if pairs == "sampled":
+        return _sampled_contrastive(features, labels, generator)
+    sim = category_cosine(features, features)  # (B, B, C)
+    pos = labels > 0
+    both = pos.unsqueeze(1) & pos.unsqueeze(0)
+    valid = (~torch.eye(b, dtype=torch.bool, device=features.device)).unsqueeze(-1).expand_as(both)
+    if pairs == "known":
+        known = labels != 0
+        valid = valid & known.unsqueeze(1) & known.unsqueeze(0)
+    elif pairs != "all":
+        raise ValueError(f"pairs must be sampled, all or known, got {pairs!r}")
+    ell = torch.where(both, 1.0 - sim, 1.0 + sim) * valid
+    return ell.sum() / valid.sum().clamp(min=1)
+
+
+def _sampled_contrastive(features: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    b = features.shape[0]
+    first, second = torch.triu_indices(b, b, offset=1, device=features.device)
+    sim = F.cosine_similarity(features[first], features[second], dim=-1, eps=1e-9)  # (P, C)
+    la, lb = labels[first], labels[second]
+    pos_pos = (la == 1) & (lb == 1)
+    neg_neg = (la == -1) & (lb == -1)
+    pos_neg = (la != 0) & (lb != 0) & ~pos_pos & ~neg_neg
+    positives = (1.0 - sim)[pos_pos]
+    n = positives.numel()
+    parts = [positives]
+    for mask in (pos_neg, neg_neg):
+        negatives = (1.0 + sim)[mask]
+        if n and negatives.numel():
+            order = torch.randperm(negatives.numel(), generator=generator)[: 2 * n].to(negatives.device)
+            hardest = negatives.sort(descending=True).values[:n]
+            negatives = torch.cat([negatives[order], hardest])
+        parts.append(negatives)
+    loss = torch.cat(parts)
+    return loss.mean() if loss.numel() else features.sum() * 0.0
+
+
+@dataclass
+class LinearRamp:
+    """The weight of an auxiliary loss, rising linearly from 0 over the first ``ramp_steps``
+    optimiser steps of the run and 1 after; ``ramp_steps`` 0 means always 1.
+
+    The official code's ramp is ``batchIndex / len(train_loader)`` in epoch 0 (0 at the first
+    step), i.e. ``ramp_steps = steps_per_epoch``. Call :meth:`start_epoch` at every epoch start
+    (it also places a resumed run), then :meth:`next` once per training step.
+    """
+
+    steps_per_epoch: int
+    ramp_steps: int
+    step: int = 0
+
+    def start_epoch(self, epoch: int) -> None:
+        self.step = epoch * self.steps_per_epoch
+
+    def next(self) -> float:
+        weight = 1.0 if self.ramp_steps <= 0 else min(1.0, self.step / self.ramp_steps)
+        self.step += 1
+        return weight
+
+
+def ramp_steps(paper_epochs: float, factor: float, steps_per_epoch: int) -> int:
+    """Optimiser steps of a ramp of ``paper_epochs`` epochs of the papers' 20-epoch timeline, mapped
+    onto a run by ``factor`` (run epochs / 20, or 1 when the timeline is not mapped)."""
+    return int(round(paper_epochs * factor * steps_per_epoch))
