@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .conformance import CHECKS, CheckSkipped, check_method, resolve_method, skip_reason
+from .conformance import CHECKS, CheckSkipped, check_method, skip_reason
 from .conformance_harness import single_thread
 from .method import Method
 
@@ -41,7 +41,7 @@ class PytestCheck:
 
         try:
             with single_thread():
-                self.check(resolve_method(method), self.options)
+                self.check(_method_class(method), self.options)
         except CheckSkipped as exc:
             pytest.skip(str(exc))
 
@@ -60,7 +60,7 @@ def parametrize_with_checks(methods: Iterable[str | type[Method]], *, options: d
 
     params = []
     for method in methods:
-        cls = resolve_method(method)
+        cls = _method_class(method)
         label = getattr(cls, "name", "") or cls.__name__
         for check in CHECKS:
             reason = skip_reason(cls, check.__name__)
@@ -72,3 +72,12 @@ def parametrize_with_checks(methods: Iterable[str | type[Method]], *, options: d
 def assert_conforms(method: str | type[Method], *, options: dict[str, Any] | None = None) -> None:
     """Run every check and raise one ``AssertionError`` listing all failures (for a single test)."""
     check_method(method, options=options, raise_on_failure=True)
+
+
+def _method_class(method):
+    """A method class from a class or a registered name."""
+    if isinstance(method, str):
+        from .plugin_manager import get_method
+
+        return get_method(method)
+    return method

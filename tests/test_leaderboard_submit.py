@@ -79,7 +79,7 @@ INVALID = [
     ("method.version", _DELETE, "'method.version' is missing"),
     ("dataset.fingerprint", {"train": "abc"}, "'dataset.fingerprint.train' is 'abc'"),
     ("dataset.fingerprint", {"train": "a" * 64}, "'dataset.fingerprint.test' is None"),
-    ("protocol.mask_fingerprint", "not-a-digest", "'protocol.mask_fingerprint' must be a sha256"),
+    ("protocol.mask_fingerprint", "not-a-digest", "'protocol.mask_fingerprint' is 'not-a-digest'; must be a sha256"),
     ("protocol.val_fingerprint", "ABC", "'protocol.val_fingerprint' is 'ABC'"),
     ("schema_version", 99, "schema_version 99 is newer"),
     ("schema_version", 0, "schema_version 0 is not supported"),
