@@ -10,13 +10,14 @@ the *known* positives of the partial training labels.
 from __future__ import annotations
 
 from dataclasses import field
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from mlrpl_bench.models.sarl import SARL_KINDS, SARLModel, build_label_graph, unwrap
 
-from ._baseline_common import check_choice, check_range
 
 SSGRL_CITATION = ("Chen, Xu, Hui, Wu, Lin. Learning Semantic-Specific Graph Representation for Multi-Label "
                   "Image Recognition. ICCV 2019; partial-BCE adaptation as in Chen, Pu et al., SST (AAAI 2022)")
@@ -30,10 +31,9 @@ def gnn_steps_field():
     return field(default=3, metadata={"help": "GGNN propagation steps (SSGRL: 3)"})
 
 
-def check_ssgrl_options(method) -> None:
-    """Validate the ``sarl`` and ``gnn_steps`` options of a method built on SSGRL."""
-    check_choice(method.name, "sarl", method.options.sarl, SARL_KINDS)
-    check_range(method.name, "gnn_steps", method.options.gnn_steps, 1, 100)
+#: The types of the ``sarl`` and ``gnn_steps`` options (declared once, validated by the schema layer).
+SarlKind = Literal[SARL_KINDS]
+GnnSteps = Annotated[int, Field(ge=1, le=100)]
 
 
 def build_ssgrl(method, backbone: nn.Module) -> SARLModel:

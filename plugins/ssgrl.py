@@ -16,7 +16,7 @@ from mlrpl_bench.method import Batch, Method
 from mlrpl_bench.models.sarl import cam_loss
 
 from ._baseline_common import SEED_RECIPE
-from ._ssgrl_common import SSGRL_CITATION, build_ssgrl, check_ssgrl_options, gnn_steps_field, sarl_field
+from ._ssgrl_common import SSGRL_CITATION, build_ssgrl, GnnSteps, SarlKind, gnn_steps_field, sarl_field
 
 
 class SSGRL(Method):
@@ -27,12 +27,8 @@ class SSGRL(Method):
 
     @dataclass
     class Options:
-        sarl: str = sarl_field()
-        gnn_steps: int = gnn_steps_field()
-
-    def __init__(self, options, ctx):
-        super().__init__(options, ctx)
-        check_ssgrl_options(self)
+        sarl: SarlKind = sarl_field()
+        gnn_steps: GnnSteps = gnn_steps_field()
 
     def build_model(self, backbone):
         return build_ssgrl(self, backbone)

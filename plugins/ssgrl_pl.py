@@ -12,6 +12,9 @@ never changed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import Field
 
 import torch
 
@@ -20,8 +23,8 @@ from mlrpl_bench.losses import partial_bce
 from mlrpl_bench.method import Batch, Method
 from mlrpl_bench.models.sarl import cam_loss
 
-from ._baseline_common import SEED_RECIPE, check_range
-from ._ssgrl_common import SSGRL_CITATION, build_ssgrl, check_ssgrl_options, gnn_steps_field, sarl_field
+from ._baseline_common import SEED_RECIPE
+from ._ssgrl_common import SSGRL_CITATION, build_ssgrl, GnnSteps, SarlKind, gnn_steps_field, sarl_field
 
 
 def confidence_pseudo_labels(probs: torch.Tensor, labels: torch.Tensor, threshold: float,
@@ -45,17 +48,11 @@ class SSGRLPseudoLabels(Method):
 
     @dataclass
     class Options:
-        sarl: str = sarl_field()
-        gnn_steps: int = gnn_steps_field()
-        threshold: float = field(default=0.95, metadata={"help": "confidence needed for a pseudo label (SST's starting threshold: 0.95)"})
-        start_epoch: int = field(default=5, metadata={"help": "first (0-based) epoch with pseudo labels (SST: 5)"})
+        sarl: SarlKind = sarl_field()
+        gnn_steps: GnnSteps = gnn_steps_field()
+        threshold: Annotated[float, Field(ge=0.5, le=1)] = field(default=0.95, metadata={"help": "confidence needed for a pseudo label (SST's starting threshold: 0.95)"})
+        start_epoch: Annotated[int, Field(ge=0)] = field(default=5, metadata={"help": "first (0-based) epoch with pseudo labels (SST: 5)"})
         negatives: bool = field(default=False, metadata={"help": "also label p <= 1 - threshold as negative (SST: positives only)"})
-
-    def __init__(self, options, ctx):
-        super().__init__(options, ctx)
-        check_ssgrl_options(self)
-        check_range(self.name, "threshold", options.threshold, 0.5, 1.0)
-        check_range(self.name, "start_epoch", options.start_epoch, 0, 10**6)
 
     def build_model(self, backbone):
         return build_ssgrl(self, backbone)

@@ -74,7 +74,11 @@ def check_plugin(name: str, checks: tuple[str, ...], options: tuple[str, ...], a
     for check in checks:
         if check not in CHECKS_BY_NAME:
             raise BenchError(f"--check {check!r} is not a check; choose from {', '.join(CHECKS_BY_NAME)}")
-    results = check_method(method_cls, checks=list(checks) or None, options=parse_pairs(options, "--option"))
+    overrides = parse_pairs(options, "--option")
+    if overrides and hasattr(method_cls, "make_options"):
+        # A bad -o is the user's input error (exit 2), not a failure of some check.
+        method_cls.make_options({**(getattr(method_cls, "conformance_options", None) or {}), **overrides})
+    results = check_method(method_cls, checks=list(checks) or None, options=overrides)
     failed = [r for r in results if r.status == "failed"]
     if as_json:
         click.echo(json.dumps({"method": getattr(method_cls, "name", ""), "class": f"{method_cls.__module__}.{method_cls.__qualname__}",

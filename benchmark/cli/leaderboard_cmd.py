@@ -44,9 +44,15 @@ def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -
               help="Output directory [default: leaderboard/site].")
 def build(results_dir: Path | None, out_dir: Path | None) -> None:
     """Build Markdown, CSV and a static HTML page from the filed records alone."""
+    from mlrpl_bench.atomic import same_file
+    from mlrpl_bench.errors import BenchError
     from mlrpl_bench.leaderboard.build import DEFAULT_OUT_DIR, build_leaderboard
     from mlrpl_bench.leaderboard.submit import DEFAULT_RESULTS_DIR
 
+    results, out = results_dir or DEFAULT_RESULTS_DIR, out_dir or DEFAULT_OUT_DIR
+    if same_file(results, out) or Path(results).resolve() in Path(out).resolve().parents:
+        raise BenchError(f"--out {out} is (inside) the --results folder {results}; the built pages would be read as "
+                         "records next time -- choose another --out")
     result = build_leaderboard(results_dir or DEFAULT_RESULTS_DIR, out_dir or DEFAULT_OUT_DIR)
     rows = sum(len(t.rows) for t in result.tables)
     click.echo(f"built {len(result.tables)} table(s), {rows} row(s) from {result.n_records} record(s) -> {result.out_dir}")

@@ -26,9 +26,24 @@ def _options(options_cls) -> list[dict[str, Any]]:
     out = []
     for f in dataclasses.fields(options_cls):
         default = field_default(f)
-        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        type_name = _type_name(options_cls, f)
         out.append({"name": f.name, "type": type_name, "default": _json_value(default), "help": f.metadata.get("help", "")})
     return out
+
+
+def _type_name(options_cls, f) -> str:
+    """A field's type in words: ``float``, ``float, >= 0, <= 1``, ``known|durand``."""
+    import typing
+
+    from ..schema import describe_field
+
+    hint = typing.get_type_hints(options_cls, include_extras=True).get(f.name, f.type)
+    base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+    allowed = describe_field(options_cls, f.name)
+    if typing.get_origin(base) is typing.Literal:
+        return allowed
+    name = getattr(base, "__name__", str(base))
+    return f"{name}, {allowed}" if allowed else name
 
 
 def _source(entry) -> dict[str, str]:

@@ -145,7 +145,13 @@ class Dataset:
         if self.needs_data_root and root is None:
             raise BenchError(f"dataset {self.name!r} needs --data-root pointing at its files on disk")
         self.root = Path(root).expanduser() if root is not None else None
-        self.options = options if options is not None else self.Options()
+        if options is None:
+            options = self.Options()
+        elif dataclasses.is_dataclass(options):  # built in Python: check it like command-line options
+            from ..schema import build_options
+
+            options = build_options(type(options), dataclasses.asdict(options), owner=f"dataset {self.name}", strings=False)
+        self.options = options
 
     def load_split(self, split: str) -> DatasetSplit:
         """Read ``split`` (``train`` or ``test``) from disk and return it. Must not download."""
