@@ -53,7 +53,13 @@ def _load_method(target: str):
         sys.path.pop(0)
     if not hasattr(module, attr):
         raise BenchError(f"check-plugin {target}: module {module_name!r} has no attribute {attr!r}")
-    return getattr(module, attr)
+    obj = getattr(module, attr)
+    from ..method import Method
+
+    if not (isinstance(obj, type) and issubclass(obj, Method)):
+        raise BenchError(f"check-plugin {target}: {module_name}.{attr} is not a Method subclass; give NAME or "
+                         "module:Class of a subclass of mlrpl_bench.method.Method")
+    return obj
 
 
 @click.command("check-plugin")

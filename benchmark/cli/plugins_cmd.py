@@ -115,6 +115,9 @@ def _details(item: dict[str, Any]) -> list[str]:
                      f"{item['default_image_size']}   default backbone: {item['default_backbone']}")
     if item["kind"] == "backbone":
         lines.append(f"  out_channels: {item['out_channels']}")
+    if item["kind"] == "plugin":
+        lines.append(f"  hooks: {', '.join(item['hooks']) or '(none)'}")
+        return lines
     if item.get("options"):
         lines.append("  options:")
         for opt in item["options"]:
@@ -140,8 +143,10 @@ def plugins(name: str | None, as_json: bool) -> None:
     data = collect()
     if name is not None:
         items = [i for kind in ("methods", "datasets", "backbones") for i in data[kind] if i["name"] == name]
+        if not items:  # a plugin that registers no method, dataset or backbone (e.g. a logger)
+            items = [{"kind": "plugin", "plugin": p["name"], **p} for p in data["plugins"] if p["name"] == name]
         if not items:
-            every = {i["name"] for kind in ("methods", "datasets", "backbones") for i in data[kind]}
+            every = {i["name"] for kind in ("methods", "datasets", "backbones", "plugins") for i in data[kind]}
             raise UnknownNameError("plugin, dataset or backbone", name, every)
         if as_json:
             click.echo(json.dumps(items if len(items) > 1 else items[0], indent=2))
