@@ -47,6 +47,7 @@ class EngineConfig:
     run_fingerprint: dict[str, Any] | None = None  # stored in every checkpoint (what defines the run)
     progress: bool = True
     description: str = ""
+    score_test: bool = True  # False: stop after selecting the best epoch (a --tune candidate)
 
 
 @dataclass
@@ -296,6 +297,11 @@ class Engine:
             raise BenchError("no epoch was trained: --epochs must be at least 1")
         self.model.load_state_dict(best["model"])
         self.method.load_state_dict(best["method"])
+        if not cfg.score_test:  # a tuning candidate: chosen on validation, never looks at the test split
+            return TrainResult(best_epoch=int(best["epoch"]), epochs_run=len(epoch_logs), val_metrics=best["val_metrics"],
+                               test_metrics={}, test_scores=np.zeros((0, self.val_targets.shape[1]), np.float32),
+                               epoch_logs=epoch_logs, bad_images=sorted(set(self.bad_images)),
+                               resumed_from_epoch=resumed_from)
         test_scores = self.predict(self.test_rows, "test")
         test_metrics = self.evaluate(test_scores, self.test_targets) if self.dist.is_main else {}
         return TrainResult(best_epoch=int(best["epoch"]), epochs_run=len(epoch_logs), val_metrics=best["val_metrics"],

@@ -247,8 +247,12 @@ class RunOutcome:
     tuning: dict[str, Any] | None = None
 
 
-def build_record(prepared: PreparedRun, outcome: RunOutcome) -> dict[str, Any]:
-    """The results record of one run of ``prepared`` (schema: :class:`Record`)."""
+def build_record(prepared: PreparedRun, outcome: RunOutcome, *, config_hash: str | None = None) -> dict[str, Any]:
+    """The results record of one run of ``prepared`` (schema: :class:`Record`).
+
+    :param config_hash: the configuration's hash when ``prepared`` is one candidate of a tuned
+        configuration (the record carries the tuned configuration's, which names the grid).
+    """
     config, train = prepared.config, prepared.train
     test = dict(outcome.test_metrics)
     per_class = test.pop("per_class_ap", None)
@@ -257,7 +261,7 @@ def build_record(prepared: PreparedRun, outcome: RunOutcome) -> dict[str, Any]:
     record = {
         "schema_version": SCHEMA_VERSION,
         "run_id": prepared.run_id(outcome.known, outcome.seed),
-        "config_hash": prepared.config_hash,
+        "config_hash": config_hash or prepared.config_hash,
         "method": {"name": prepared.method_cls.name, "version": prepared.method_cls.version,
                    "options": dataclasses.asdict(prepared.method_options), "profile": config.profile or "default",
                    "citation": prepared.method_cls.citation, "distribution": entry.distribution,

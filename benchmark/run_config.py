@@ -363,6 +363,9 @@ def _tune_grid(config: RunConfig, method_cls: type) -> dict[str, tuple[Any, ...]
     grid: dict[str, tuple[Any, ...]] = {}
     option_fields = {f.name for f in dataclasses.fields(method_cls.Options)}
     for key, values in config.tune.items():
+        if key in ("val_fraction", "backbone", "track"):
+            raise BenchError(f"--tune {key}: not tunable; it changes the validation split or what is trained, so "
+                             "candidates would not be compared on the same footing")
         if key in TrainConfig.field_names():
             cls, owner = TrainConfig, "--tune (train setting)"
         elif key in option_fields:

@@ -72,7 +72,8 @@ def run_sweep(config: RunConfig | PreparedRun) -> list[dict[str, Any]]:
         if prepared.tune_grid:
             from .tuning import run_tuned
 
-            record, path = run_tuned(prepared, data, known, seed, device=device, dist=dist, output=output, hooks=pm.hook)
+            record, path = run_tuned(prepared, data, known, seed, device=device, dist=dist, output=output,
+                                     hooks=pm.hook)
         else:
             record, path = run_single(prepared, data, known, seed, device=device, dist=dist, output=output, hooks=pm.hook)
         if record is not None and dist.is_main:

@@ -92,17 +92,40 @@ def method_context(*, train_labels: np.ndarray, feature_rows, class_names: list[
         all_gather=functools.partial(D.all_gather_cat, info=dist), world_size=dist.world_size)
 
 
-def run_single(prepared: PreparedRun, data: SweepData, known: float, seed: int, *, device: torch.device,
-               dist: D.DistInfo, output: Path, hooks: Any = None, build_backbone: Callable | None = None,
-               log: Callable[[str], None] = print,
-               observe: Callable[..., None] | None = None) -> tuple[dict[str, Any] | None, Path]:
-    """Train and score one (known, seed) run; write its record, epoch log and checkpoint.
+def existing_record(prepared: PreparedRun, record_path: Path, run_id: str, *, dist: D.DistInfo,
+                    log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The record already filed for this run and configuration (None when there is none, or with
+    --overwrite); a record of another configuration at the same place is refused."""
+    if not record_path.exists() or prepared.config.overwrite:
+        return None
+    existing = read_record(record_path)
+    if existing.get("config_hash") == prepared.config_hash:
+        if dist.is_main:
+            log(f"{run_id}: already done ({record_path}), skipping; pass --overwrite to run it again")
+        return existing
+    raise BenchError(f"{record_path}: a record from a different configuration exists; pass --overwrite to replace it "
+                     "or choose another --output")
 
-    :param hooks: ``pm.hook`` of the plugin manager (run-level events); None calls none.
-    :param build_backbone: ``(weights, freeze) -> nn.Module`` instead of the registered backbone's.
-    :param observe: called with ``(method, hidden)`` after training (the conformance kit searches
-        what the method holds for the hidden truths named in ``hidden``).
-    :return: ``(record or None on ranks > 0, record path)``.
+
+@dataclass
+class CellRun:
+    """What training one cell gave (before a record is made of it)."""
+
+    result: Any            # the engine's TrainResult
+    protocol: Any          # the ProtocolSplit
+    seconds: float
+    started: datetime
+    run_info: dict[str, Any]
+
+
+def train_cell(prepared: PreparedRun, data: SweepData, known: float, seed: int, *, device: torch.device,
+               dist: D.DistInfo, output: Path, run_dir: Path, hooks: Any = None, build_backbone: Callable | None = None,
+               log: Callable[[str], None] = print, observe: Callable[..., None] | None = None,
+               score_test: bool = True, resume_state: dict[str, Any] | None = None) -> CellRun:
+    """Protocol -> method context -> engine for one (known, seed), in ``run_dir`` (epoch log, checkpoint).
+
+    :param resume_state: a checkpoint to continue from regardless of ``--resume`` (its fingerprint
+        is still checked); by default ``--resume`` decides.
     """
     from . import plugin_manager as P
     from .metrics import compute_metrics
@@ -112,18 +135,6 @@ def run_single(prepared: PreparedRun, data: SweepData, known: float, seed: int, 
     hooks = hooks if hooks is not None else _NoHooks()
     method_cls = prepared.method_cls
     run_id = prepared.run_id(known, seed)
-    run_dir = output / prepared.run_dir_name(run_id)
-    record_path = run_dir / "record.json"
-    config_hash = prepared.config_hash
-    if record_path.exists() and not config.overwrite:
-        existing = read_record(record_path)
-        if existing.get("config_hash") == config_hash:
-            if dist.is_main:
-                log(f"{run_id}: already done ({record_path}), skipping; pass --overwrite to run it again")
-            return existing, record_path
-        raise BenchError(f"{record_path}: a record from a different configuration exists; pass --overwrite to replace it "
-                         "or choose another --output")
-
     train_split, test_split = data.train_split, data.test_split
     protocol = prepare_protocol(train_split.labels, setting=config.setting, known=known, seed=seed, scheme=config.scheme,
                                 val_fraction=train.val_fraction, key=train_split.fingerprint(),
@@ -133,9 +144,12 @@ def run_single(prepared: PreparedRun, data: SweepData, known: float, seed: int, 
     test_targets = test_split.labels
     fingerprint = run_fingerprint(prepared, data, protocol, known, seed)
     checkpoint_path = run_dir / "checkpoint.pt"
-    resume_state = _resume_state(checkpoint_path, fingerprint, resume=config.resume, run_id=run_id,
-                                 finished=record_path.exists(),
-                                 log=log if dist.is_main else (lambda _: None))
+    if resume_state is not None:
+        check_resumable(checkpoint_path, resume_state, fingerprint)
+    else:
+        resume_state = _resume_state(checkpoint_path, fingerprint, resume=config.resume, run_id=run_id,
+                                     finished=(run_dir / "record.json").exists(),
+                                     log=log if dist.is_main else (lambda _: None))
 
     dataset = data.dataset
     train_tf, eval_tf = dataset.transforms(train.image_size, True), dataset.transforms(train.image_size, False)
@@ -189,7 +203,7 @@ def run_single(prepared: PreparedRun, data: SweepData, known: float, seed: int, 
                     val_targets=val_targets, test_targets=test_targets, metric_fn=compute_metrics,
                     config=EngineConfig(epochs=train.epochs, batch_size=train.batch_size, seed=seed, device=device,
                                         workers=train.workers, amp=train.amp, checkpoint_path=checkpoint_path,
-                                        run_fingerprint=fingerprint, progress=config.progress,
+                                        run_fingerprint=fingerprint, progress=config.progress, score_test=score_test,
                                         description=f"{method_cls.name} {config.setting} {known_text(known)} s{seed}"),
                     dist=dist, on_epoch_end=on_epoch_end, bad_images=bad_images)
     started = datetime.now(timezone.utc)
@@ -199,22 +213,57 @@ def run_single(prepared: PreparedRun, data: SweepData, known: float, seed: int, 
     if observe is not None:
         observe(method, {"full training labels": train_split.labels, "validation targets": val_targets,
                          "test targets": test_targets})
-    if not dist.is_main:
-        return None, record_path
-    outcome = RunOutcome(
+    return CellRun(result, protocol, seconds, started, run_info)
+
+
+def outcome_of(cell: CellRun, data: SweepData, known: float, seed: int, device: torch.device, dist: D.DistInfo,
+               tuning: dict[str, Any] | None = None) -> RunOutcome:
+    """The plain facts of a trained cell, for :func:`~mlrpl_bench.results.build_record`."""
+    result, protocol, train_split, test_split = cell.result, cell.protocol, data.train_split, data.test_split
+    return RunOutcome(
         known=known, seed=seed,
         sizes={"train": int(len(protocol.train_idx)), "val": int(len(protocol.val_idx)), "test": len(test_split)},
         fingerprint={"train": train_split.fingerprint(), "test": test_split.fingerprint()},
         class_names=list(train_split.class_names), mask_fingerprint=protocol.mask_fingerprint,
         val_fingerprint=protocol.val_fingerprint, best_epoch=result.best_epoch, epochs_run=result.epochs_run,
         val_metrics=result.val_metrics, test_metrics=result.test_metrics, bad_images=result.bad_images,
-        resumed_from_epoch=result.resumed_from_epoch, seconds=seconds, started=started, device=str(device),
-        device_description=device_description(device), world_size=dist.world_size, environment=environment_info())
-    record = build_record(prepared, outcome)
-    # Create-if-absent unless overwriting: of two processes running the same run into one
-    # output, the second to finish is told instead of silently replacing the first's record.
-    write_record(record_path, record, exclusive=not config.overwrite)
-    hooks.mlrpl_run_end(run=run_info, record=record, path=str(record_path))
+        resumed_from_epoch=result.resumed_from_epoch, seconds=cell.seconds, started=cell.started, device=str(device),
+        device_description=device_description(device), world_size=dist.world_size, environment=environment_info(),
+        tuning=tuning)
+
+
+def file_record(record: dict[str, Any], record_path: Path, *, overwrite: bool) -> None:
+    """Write a run's record: create-if-absent unless overwriting, so that of two processes running
+    the same run into one output the second to finish is told instead of replacing the first's."""
+    write_record(record_path, record, exclusive=not overwrite)
+
+
+def run_single(prepared: PreparedRun, data: SweepData, known: float, seed: int, *, device: torch.device,
+               dist: D.DistInfo, output: Path, hooks: Any = None, build_backbone: Callable | None = None,
+               log: Callable[[str], None] = print,
+               observe: Callable[..., None] | None = None) -> tuple[dict[str, Any] | None, Path]:
+    """Train and score one (known, seed) run; write its record, epoch log and checkpoint.
+
+    :param hooks: ``pm.hook`` of the plugin manager (run-level events); None calls none.
+    :param build_backbone: ``(weights, freeze) -> nn.Module`` instead of the registered backbone's.
+    :param observe: called with ``(method, hidden)`` after training (the conformance kit searches
+        what the method holds for the hidden truths named in ``hidden``).
+    :return: ``(record or None on ranks > 0, record path)``.
+    """
+    run_id = prepared.run_id(known, seed)
+    run_dir = output / prepared.run_dir_name(run_id)
+    record_path = run_dir / "record.json"
+    existing = existing_record(prepared, record_path, run_id, dist=dist, log=log)
+    if existing is not None:
+        return existing, record_path
+    hooks = hooks if hooks is not None else _NoHooks()
+    cell = train_cell(prepared, data, known, seed, device=device, dist=dist, output=output, run_dir=run_dir, hooks=hooks,
+                      build_backbone=build_backbone, log=log, observe=observe)
+    if not dist.is_main:
+        return None, record_path
+    record = build_record(prepared, outcome_of(cell, data, known, seed, device, dist))
+    file_record(record, record_path, overwrite=prepared.config.overwrite)
+    hooks.mlrpl_run_end(run=cell.run_info, record=record, path=str(record_path))
     log(summary_line(record, record_path))
     return record, record_path
 
