@@ -64,3 +64,8 @@ def test_data_loading_quick_prints_loader_vs_consumer_ratios():
         for workers in (0, 1):
             assert f"{name} 64px {workers} worker(s): loader / consumer" in found, out
     assert "load average" in out and "VOC mean JPEG" in out
+
+
+def test_score_check_quick_prints_its_ratio():
+    out = run_quick("bench_score_check.py")
+    assert "score check: checked / unchecked" in ratios(out), out
