@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import random
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from .method import Batch, Method, MethodContext, TrainConfig
+from .engine import seed_everything  # noqa: F401 - the checks seed like the engine
 from .vocabulary import SETTINGS
 from .models.backbones import SmallCNN
 
@@ -125,13 +125,6 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed every global RNG a method might (but should not need to) use."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def method_setting(method_cls: type[Method]) -> str:

@@ -225,6 +225,7 @@ def is_record_path(path: str | Path) -> bool:
 class RunOutcome:
     """What one run measured, in plain values (the engine's result and the harness's facts)."""
 
+    run_id: str
     known: float
     seed: int
     sizes: dict[str, int]
@@ -260,7 +261,7 @@ def build_record(prepared: PreparedRun, outcome: RunOutcome, *, config_hash: str
     entry = prepared.method_entry
     record = {
         "schema_version": SCHEMA_VERSION,
-        "run_id": prepared.run_id(outcome.known, outcome.seed),
+        "run_id": outcome.run_id,
         "config_hash": config_hash or prepared.config_hash,
         "method": {"name": prepared.method_cls.name, "version": prepared.method_cls.version,
                    "options": dataclasses.asdict(prepared.method_options), "profile": config.profile or "default",

@@ -229,6 +229,7 @@ class PreparedRun:
     train: TrainConfig
     dataset_cls: Any
     dataset_options: Any
+    backbone_spec: Any = None  # the registry's BackboneSpec of train.backbone (looked up once)
     weights_sha256: str | None = None
     tune_grid: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
@@ -345,7 +346,7 @@ def prepare_run(config: RunConfig, *, method_entry: Any = None, dataset_cls: Any
     train = dataclasses.replace(TrainConfig(), **train_values)
     if train.image_size == 0:  # 0 means "the dataset's default"
         train = dataclasses.replace(train, image_size=dataset_cls.default_image_size)
-    P.get_backbone(train.backbone)
+    backbone_spec = P.get_backbone(train.backbone)
     options = dataclasses.replace(method_cls.Options(), **method_values) if method_values else method_cls.Options()
     typed, text = _split_sources(config.dataset_options)
     dataset_values = _typed(dataset_cls.Options, typed, owner=f"--config dataset_options (dataset {dataset_cls.name!r})",
@@ -354,7 +355,7 @@ def prepare_run(config: RunConfig, *, method_entry: Any = None, dataset_cls: Any
     dataset_options = dataclasses.replace(dataset_cls.Options(), **dataset_values)
     grid = _tune_grid(config, method_cls)
     return PreparedRun(config=config, method_entry=entry, method_options=options, train=train, dataset_cls=dataset_cls,
-                       dataset_options=dataset_options, weights_sha256=backbone_weights_digest(train.backbone_weights),
+                       dataset_options=dataset_options, backbone_spec=backbone_spec, weights_sha256=backbone_weights_digest(train.backbone_weights),
                        tune_grid=grid)
 
 

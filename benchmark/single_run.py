@@ -118,7 +118,7 @@ class CellRun:
     run_info: dict[str, Any]
 
 
-def train_cell(prepared: PreparedRun, data: SweepData, known: float, seed: int, *, device: torch.device,
+def train_cell(prepared: PreparedRun, data: SweepData, run_id: str, known: float, seed: int, *, device: torch.device,
                dist: D.DistInfo, output: Path, run_dir: Path, hooks: Any = None, build_backbone: Callable | None = None,
                log: Callable[[str], None] = print, observe: Callable[..., None] | None = None,
                score_test: bool = True, resume_state: dict[str, Any] | None = None) -> CellRun:
@@ -127,14 +127,12 @@ def train_cell(prepared: PreparedRun, data: SweepData, known: float, seed: int, 
     :param resume_state: a checkpoint to continue from regardless of ``--resume`` (its fingerprint
         is still checked); by default ``--resume`` decides.
     """
-    from . import plugin_manager as P
     from .metrics import compute_metrics
     from .protocol import prepare_protocol
 
     config, train = prepared.config, prepared.train
     hooks = hooks if hooks is not None else _NoHooks()
     method_cls = prepared.method_cls
-    run_id = prepared.run_id(known, seed)
     train_split, test_split = data.train_split, data.test_split
     protocol = prepare_protocol(train_split.labels, setting=config.setting, known=known, seed=seed, scheme=config.scheme,
                                 val_fraction=train.val_fraction, key=train_split.fingerprint(),
@@ -172,7 +170,7 @@ def train_cell(prepared: PreparedRun, data: SweepData, known: float, seed: int, 
                          setting=config.setting, known=known, seed=seed, device=device, dist=dist,
                          workers=train.workers, bad_images=bad_images, progress=config.progress)
     method = method_cls(prepared.method_options, ctx)
-    build = build_backbone or P.get_backbone(train.backbone).build
+    build = build_backbone or prepared.backbone_spec.build
     backbone = build(train.backbone_weights, "all" if frozen else train.freeze_backbone)
     if frozen:
         backbone = FrozenBackbone(backbone)
@@ -216,12 +214,12 @@ def train_cell(prepared: PreparedRun, data: SweepData, known: float, seed: int, 
     return CellRun(result, protocol, seconds, started, run_info)
 
 
-def outcome_of(cell: CellRun, data: SweepData, known: float, seed: int, device: torch.device, dist: D.DistInfo,
-               tuning: dict[str, Any] | None = None) -> RunOutcome:
+def outcome_of(cell: CellRun, data: SweepData, run_id: str, known: float, seed: int, device: torch.device,
+               dist: D.DistInfo, tuning: dict[str, Any] | None = None) -> RunOutcome:
     """The plain facts of a trained cell, for :func:`~mlrpl_bench.results.build_record`."""
     result, protocol, train_split, test_split = cell.result, cell.protocol, data.train_split, data.test_split
     return RunOutcome(
-        known=known, seed=seed,
+        run_id=run_id, known=known, seed=seed,
         sizes={"train": int(len(protocol.train_idx)), "val": int(len(protocol.val_idx)), "test": len(test_split)},
         fingerprint={"train": train_split.fingerprint(), "test": test_split.fingerprint()},
         class_names=list(train_split.class_names), mask_fingerprint=protocol.mask_fingerprint,
@@ -257,11 +255,11 @@ def run_single(prepared: PreparedRun, data: SweepData, known: float, seed: int, 
     if existing is not None:
         return existing, record_path
     hooks = hooks if hooks is not None else _NoHooks()
-    cell = train_cell(prepared, data, known, seed, device=device, dist=dist, output=output, run_dir=run_dir, hooks=hooks,
+    cell = train_cell(prepared, data, run_id, known, seed, device=device, dist=dist, output=output, run_dir=run_dir, hooks=hooks,
                       build_backbone=build_backbone, log=log, observe=observe)
     if not dist.is_main:
         return None, record_path
-    record = build_record(prepared, outcome_of(cell, data, known, seed, device, dist))
+    record = build_record(prepared, outcome_of(cell, data, run_id, known, seed, device, dist))
     file_record(record, record_path, overwrite=prepared.config.overwrite)
     hooks.mlrpl_run_end(run=cell.run_info, record=record, path=str(record_path))
     log(summary_line(record, record_path))

@@ -61,7 +61,7 @@ def run_tuned(prepared: PreparedRun, data: SweepData, known: float, seed: int, *
     tried, seconds, resumed = [], 0.0, {}
     for values in candidates(prepared):
         name = candidate_name(values)
-        cell = train_cell(with_values(prepared, values), data, known, seed, device=device, dist=dist, output=output,
+        cell = train_cell(with_values(prepared, values), data, run_id, known, seed, device=device, dist=dist, output=output,
                           run_dir=run_dir / "candidates" / name, log=log, score_test=False)
         score = cell.result.val_metrics.get(metric)
         if score is None:
@@ -81,13 +81,13 @@ def run_tuned(prepared: PreparedRun, data: SweepData, known: float, seed: int, *
     chosen_prepared = with_values(prepared, chosen["values"])
     chosen_dir = run_dir / "candidates" / chosen["name"]
     # Scored on test from its own last checkpoint: no epoch is trained again.
-    final = train_cell(chosen_prepared, data, known, seed, device=device, dist=dist, output=output, run_dir=chosen_dir,
+    final = train_cell(chosen_prepared, data, run_id, known, seed, device=device, dist=dist, output=output, run_dir=chosen_dir,
                        log=log, resume_state=load_checkpoint(chosen_dir / "checkpoint.pt"))
     if not dist.is_main:
         return None, record_path
     tuning = {"grid": {k: list(v) for k, v in sorted(prepared.tune_grid.items())}, "metric": metric,
               "split": "validation", "candidates": tried, "chosen": chosen["values"]}
-    outcome = outcome_of(final, data, known, seed, device, dist, tuning=tuning)
+    outcome = outcome_of(final, data, run_id, known, seed, device, dist, tuning=tuning)
     # Runtime: every candidate's training plus the test pass; resumed: the chosen candidate's own.
     outcome = dataclasses.replace(outcome, seconds=seconds + final.seconds, resumed_from_epoch=resumed[chosen["name"]])
     record = build_record(chosen_prepared, outcome, config_hash=prepared.config_hash)

@@ -170,34 +170,6 @@ def test_evaluate_refuses_logits_and_percentages_unless_told(cli, tmp_path):
     assert res.exit_code == 0 and json.loads(res.output)["mAP"] == 100.0
 
 
-# ------------------------------------------------------------------ one vocabulary
-
-
-def test_hcp_with_full_means_full_in_the_protocol_and_in_a_run():
-    """The hcp scheme is defined for PAL masks; ``full`` draws no mask, so full+hcp is plain full
-    -- accepted alike by the protocol and by a run's configuration; ppl/spl+hcp refused alike."""
-    from mlrpl_bench.protocol import make_partial_labels
-    from mlrpl_bench.run_config import make_run_config, prepare_run
-
-    full = np.where(np.random.default_rng(1).random((8, 4)) < 0.5, 1, -1).astype(np.int8)
-    assert np.array_equal(make_partial_labels(full, "full", 1.0, 0, scheme="hcp"), full)
-    assert prepare_run(make_run_config({"plugin": "partial-bce", "setting": "full", "scheme": "hcp"})).config.scheme == "hcp"
-    for setting in ("ppl", "spl"):
-        with pytest.raises(BenchError, match="official PAL masks only") as protocol_error:
-            make_partial_labels(full, setting, 0.5, 0, scheme="hcp")
-        with pytest.raises(BenchError, match="official PAL masks only") as run_error:
-            prepare_run(make_run_config({"plugin": "partial-bce", "setting": setting, "scheme": "hcp"}))
-        assert str(protocol_error.value) == str(run_error.value)
-
-
-def test_one_canonical_text_for_a_proportion():
-    from mlrpl_bench.vocabulary import known_percent, known_text, make_run_id
-
-    assert known_text(0.3) == known_text(0.30000000000000004) == "0.3"
-    assert known_text(1) == "1" and known_percent(0.3) == "30%"
-    assert make_run_id("hst", "voc2007", "pal", 0.1 + 0.2, 0) == "hst__voc2007__pal__0.3__seed0"
-
-
 # ------------------------------------------------------------------ resume
 
 
