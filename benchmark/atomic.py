@@ -24,6 +24,20 @@ def _current_umask() -> int:
     return mask
 
 
+def _temp_beside(path: Path, suffix: str) -> tuple[int, str]:
+    """A new temporary file in ``path``'s directory (created if needed), with a plain file's mode."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus the
+        # umask), so records and checkpoints stay readable by the group that shares a runs/ tree.
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_current_umask())
+        return fd, tmp
+    except OSError as exc:
+        raise BenchError(f"{path.parent}: cannot write here ({exc.strerror}); choose a writable output directory") from None
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a binary handle whose content replaces ``path`` only if the block finishes.
@@ -31,15 +45,7 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     :raises BenchError: when the directory cannot be created or written.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        # mkstemp creates the file 0600; give it the mode a plain open() would (0666 minus the
-        # umask), so records and checkpoints stay readable by the group that shares a runs/ tree.
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o666 & ~_current_umask())
-    except OSError as exc:
-        raise BenchError(f"{path.parent}: cannot write here ({exc.strerror}); choose a writable output directory") from None
+    fd, tmp = _temp_beside(path, ".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
@@ -81,13 +87,7 @@ def create_exclusive(path: str | os.PathLike, data: bytes) -> None:
     :raises AlreadyExists: when ``path`` exists (nothing is changed).
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o666 & ~_current_umask())
-    except OSError as exc:
-        raise BenchError(f"{path.parent}: cannot write here ({exc.strerror}); choose a writable output directory") from None
+    fd, tmp = _temp_beside(path, ".new")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

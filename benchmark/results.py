@@ -14,6 +14,7 @@ own ``train`` settings, ``runtime`` facts ...); the keys listed here are require
 from __future__ import annotations
 
 import dataclasses
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -150,29 +151,26 @@ def upgrade_record(record: dict, *, source: str = "record") -> dict:
     raise BenchError(f"{source}: schema_version {version} is not supported (no upgrade path to {SCHEMA_VERSION})")
 
 
-def plain(value: Any) -> Any:
-    """``value`` with numpy scalars/arrays and tuples turned into Python values and lists (floats untouched)."""
+def plain(value: Any, *, nan_to_none: bool = False) -> Any:
+    """``value`` with numpy scalars/arrays and tuples turned into Python values and lists.
+
+    :param nan_to_none: also turn NaN/inf into None -- for logs and printed metrics, never for
+        records (a record with a non-finite number is refused instead).
+    """
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {str(k): plain(v, nan_to_none=nan_to_none) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
+        return [plain(v, nan_to_none=nan_to_none) for v in value]
     if hasattr(value, "tolist") and type(value).__module__ == "numpy":
-        return plain(value.tolist())
+        return plain(value.tolist(), nan_to_none=nan_to_none)
+    if nan_to_none and isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
 def to_json_safe(value: Any) -> Any:
-    """Like :func:`plain`, and NaN/inf become None: for logs and printed metrics, never for records."""
-    import math
-
-    value = plain(value)
-    if isinstance(value, dict):
-        return {k: to_json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    """:func:`plain` with NaN/inf as None (epoch logs, ``evaluate --json``)."""
+    return plain(value, nan_to_none=True)
 
 
 def dumps_record(record: dict, *, source: str = "record") -> str:

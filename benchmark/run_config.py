@@ -53,16 +53,16 @@ class TrainConfig:
     lr_gamma: Annotated[float, Field(gt=0)] = field(default=0.1, metadata={"help": "StepLR factor"})
     image_size: Annotated[int, Field(ge=0)] = field(default=0, metadata={"help": "pixels; 0: the dataset's default"})
     backbone: str = field(default="", metadata={"help": "backbone name; '': the dataset's default"})
-    backbone_weights: str = field(default="none", metadata={"help": "none | imagenet | PATH to a state dict"})
+    backbone_weights: str = field(default="none", metadata={"help": "none, imagenet or PATH to a state dict"})
     freeze_backbone: Literal["none", "official", "all"] = field(
-        default="none", metadata={"help": "none | official (layers 1-3 and their BN frozen) | all"})
+        default="none", metadata={"help": "official: layers 1-3 and their BatchNorm frozen; all: the whole backbone"})
     # A run selects its epoch on the validation split, so it needs one: 0 is not a run.
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = field(
-        default=0.1, metadata={"help": "share of the training images held out for validation, in (0, 1)"})
+        default=0.1, metadata={"help": "share of the training images held out for validation"})
     workers: Annotated[int, Field(ge=0)] = field(default=0, metadata={"help": "DataLoader worker processes"})
     amp: bool = field(default=True, metadata={"help": "mixed precision (on CUDA only)"})
     track: Literal["finetune", "frozen"] = field(
-        default="finetune", metadata={"help": "finetune | frozen (backbone frozen, its outputs cached on disk)"})
+        default="finetune", metadata={"help": "frozen: the backbone is frozen and its outputs cached on disk"})
     frozen_features: Literal["maps", "pooled"] = field(
         default="maps", metadata={"help": "frozen track: cache feature maps, or pooled (1x1) maps"})
     feature_cache: bool = field(default=True, metadata={"help": "frozen track: False recomputes the backbone every step"})
@@ -79,25 +79,28 @@ class CliText(str):
     """A value typed on the command line (parsed into its declared type, unlike config-file values)."""
 
 
-def _proportions(value: Any) -> Any:
-    """``"all"`` / ``"0.1,0.5"`` text (also as the one-item list the text splitter makes)."""
-    if isinstance(value, str):
-        return parse_proportions(value)
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str) and value[0].strip().lower() == "all":
-        return DEFAULT_PROPORTIONS
+def _unsplit(value: Any) -> Any:
+    """The text of a one-item list the schema's comma splitter made of it, lists as tuples."""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        return value[0]
     return tuple(value) if isinstance(value, list) else value
 
 
+def _proportions(value: Any) -> Any:
+    """``"all"`` / ``"0.1,0.5"`` text as proportions."""
+    value = _unsplit(value)
+    return parse_proportions(value) if isinstance(value, str) else value
+
+
 def _shard(value: Any) -> Any:
-    """``"i/n"`` text as ``[i, n]``."""
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
-        value = value[0]
+    """``"i/n"`` text as ``(i, n)``."""
+    value = _unsplit(value)
     if isinstance(value, str):
         i, sep, n = value.partition("/")
         if not sep:
             raise ValueError(f"expected i/n, e.g. 0/4, got {value!r}")
         return (i.strip(), n.strip())
-    return tuple(value) if isinstance(value, list) else value
+    return value
 
 
 def _check_shard(value: tuple[int, int]) -> tuple[int, int]:

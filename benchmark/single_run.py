@@ -92,6 +92,13 @@ def method_context(*, train_labels: np.ndarray, feature_rows, class_names: list[
         all_gather=functools.partial(D.all_gather_cat, info=dist), world_size=dist.world_size)
 
 
+def cell_paths(prepared: PreparedRun, output: Path, known: float, seed: int) -> tuple[str, Path, Path]:
+    """``(run_id, run_dir, record_path)`` of one cell (the run id is computed here, once)."""
+    run_id = prepared.run_id(known, seed)
+    run_dir = output / prepared.run_dir_name(run_id)
+    return run_id, run_dir, run_dir / "record.json"
+
+
 def existing_record(prepared: PreparedRun, record_path: Path, run_id: str, *, dist: D.DistInfo,
                     log: Callable[[str], None]) -> dict[str, Any] | None:
     """The record already filed for this run and configuration (None when there is none, or with
@@ -248,9 +255,7 @@ def run_single(prepared: PreparedRun, data: SweepData, known: float, seed: int, 
         what the method holds for the hidden truths named in ``hidden``).
     :return: ``(record or None on ranks > 0, record path)``.
     """
-    run_id = prepared.run_id(known, seed)
-    run_dir = output / prepared.run_dir_name(run_id)
-    record_path = run_dir / "record.json"
+    run_id, run_dir, record_path = cell_paths(prepared, output, known, seed)
     existing = existing_record(prepared, record_path, run_id, dist=dist, log=log)
     if existing is not None:
         return existing, record_path

@@ -24,7 +24,7 @@ from . import distributed as D
 from .checkpoint import load_checkpoint
 from .results import build_record
 from .run_config import PreparedRun, TrainConfig
-from .single_run import SweepData, existing_record, file_record, outcome_of, summary_line, train_cell
+from .single_run import SweepData, cell_paths, existing_record, file_record, outcome_of, summary_line, train_cell
 from .vocabulary import safe_name
 
 
@@ -51,9 +51,7 @@ def run_tuned(prepared: PreparedRun, data: SweepData, known: float, seed: int, *
               dist: D.DistInfo, output: Path, hooks: Any = None,
               log: Callable[[str], None] = print) -> tuple[dict[str, Any] | None, Path]:
     """Tune on validation, score the chosen candidate on test, write one record with ``tuning``."""
-    run_id = prepared.run_id(known, seed)
-    run_dir = output / prepared.run_dir_name(run_id)
-    record_path = run_dir / "record.json"
+    run_id, run_dir, record_path = cell_paths(prepared, output, known, seed)
     existing = existing_record(prepared, record_path, run_id, dist=dist, log=log)
     if existing is not None:
         return existing, record_path

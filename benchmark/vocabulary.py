@@ -128,20 +128,20 @@ def known_percent(known: float) -> str:
     return format(proportion_key(known) / 10**(PROPORTION_DECIMALS - 2), "g") + "%"
 
 
-def parse_proportions(text: str, *, name: str = "--known") -> tuple[float, ...]:
+def parse_proportions(text: str) -> tuple[float, ...]:
     """``"0.1,0.5"`` or ``"all"`` (the default sweep) as checked proportions."""
     if text.strip().lower() == "all":
         return DEFAULT_PROPORTIONS
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not parts:
-        raise VocabularyError(f"{name}: give at least one proportion, e.g. {name} 0.5")
+        raise VocabularyError("give at least one proportion, e.g. 0.5 (or 'all')")
     out = []
     for part in parts:
         try:
-            out.append(check_proportion(float(part), name=name))
+            value = float(part)
         except ValueError:
-            raise VocabularyError(f"{name} {text!r}: expected comma-separated proportions in (0, 1] like 0.1,0.5 "
-                                  "or 'all'") from None
+            raise VocabularyError(f"expected comma-separated proportions in (0, 1] like 0.1,0.5 or 'all', got {text!r}") from None
+        out.append(check_proportion(value))
     return tuple(out)
 
 

@@ -24,17 +24,6 @@ import torch  # noqa: E402
 from _timing import interleave, load_note, machine_note, paired_ratio, spread, timed  # noqa: E402
 
 
-class _Rows(torch.utils.data.Dataset):
-    def __init__(self, images, labels):
-        self.images, self.labels = images, torch.as_tensor(labels, dtype=torch.float32)
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], self.labels[i], i
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=600)
@@ -57,7 +46,9 @@ def main() -> int:
     g = np.random.default_rng(0)
     labels = np.where(g.random((args.images, c)) < 0.2, 1, -1).astype(np.int8)
     images = torch.randn(args.images, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
-    rows = _Rows(images, labels)
+    from mlrpl_bench.feature_cache import CachedRows
+
+    rows = CachedRows(images.numpy(), labels)
     ctx = method_context(train_labels=labels, feature_rows=rows, class_names=[str(i) for i in range(c)],
                          embeddings=np.zeros((c, 4), np.float32), epochs=1, batch_size=args.batch, setting="pal",
                          known=0.5, seed=0, device=torch.device("cpu"), dist=DistInfo())

@@ -183,27 +183,12 @@ def test_built_in_methods_pass_the_new_checks(name):
     assert all(r.status == "passed" for r in results.values()), results
 
 
-def test_plugins_name_shows_a_plugin_with_run_hooks_only(cli, monkeypatch):
-    import sys
-    import types
-
-    from mlrpl_bench import plugin_manager as P
-
-    module = types.ModuleType("logger_only_plugin")
-
+def test_plugins_name_shows_a_plugin_with_run_hooks_only(cli, register_hooks):
     @hookimpl
     def mlrpl_run_start(run):
         pass
 
-    module.mlrpl_run_start = mlrpl_run_start
-    monkeypatch.setitem(sys.modules, "logger_only_plugin", module)
-    P.reset_registries()
-    pm = P.get_plugin_manager()
-    pm.register(module, name="logger-only")
-    try:
-        res = cli("plugins", "logger-only")
-        assert res.exit_code == 0, res.stderr
-        assert "plugin logger-only" in res.output and "hooks: mlrpl_run_start" in res.output
-    finally:
-        pm.unregister(module)
-        P.reset_registries()
+    register_hooks("logger-only", mlrpl_run_start)
+    res = cli("plugins", "logger-only")
+    assert res.exit_code == 0, res.stderr
+    assert "plugin logger-only" in res.output and "hooks: mlrpl_run_start" in res.output

@@ -187,32 +187,19 @@ def test_resume_with_a_changed_configuration_is_refused(cli, tmp_path):
     assert res.exit_code == 0 and "pass --resume to continue it instead" in res.output
 
 
-def test_run_hooks_learn_whether_the_run_resumed(cli, tmp_path, monkeypatch):
-    import sys
-    import types
-
-    from mlrpl_bench import plugin_manager as P
+def test_run_hooks_learn_whether_the_run_resumed(cli, tmp_path, register_hooks):
     from mlrpl_bench.hookspecs import hookimpl
 
     seen = []
-    module = types.ModuleType("resume_logger")
 
     @hookimpl
     def mlrpl_run_start(run):
         seen.append(run["resumed"])
 
-    module.mlrpl_run_start = mlrpl_run_start
-    monkeypatch.setitem(sys.modules, "resume_logger", module)
-    P.reset_registries()
-    pm = P.get_plugin_manager()
-    pm.register(module, name="resume-logger")
-    try:
-        out = tmp_path / "out"
-        base = ["run", "--plugin", "partial-bce", "--known", "0.5", "--epochs", "1", "--output", out, *TINY_SCENES]
-        assert cli(*base).exit_code == 0
-        next(out.glob("*/record.json")).unlink()  # as if interrupted after its last checkpoint
-        assert cli(*base, "--resume").exit_code == 0
-    finally:
-        pm.unregister(module)
-        P.reset_registries()
+    register_hooks("resume-logger", mlrpl_run_start)
+    out = tmp_path / "out"
+    base = ["run", "--plugin", "partial-bce", "--known", "0.5", "--epochs", "1", "--output", out, *TINY_SCENES]
+    assert cli(*base).exit_code == 0
+    next(out.glob("*/record.json")).unlink()  # as if interrupted after its last checkpoint
+    assert cli(*base, "--resume").exit_code == 0
     assert seen == [False, True]

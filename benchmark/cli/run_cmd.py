@@ -6,6 +6,27 @@ import click
 
 from . import parse_pairs
 
+#: TrainConfig fields that have their own flag (--epochs ...); any field can be set in a config file.
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "image_size", "backbone", "backbone_weights", "freeze_backbone",
+               "val_fraction", "workers", "track", "frozen_features")
+
+
+def _train_options(command):
+    """One flag per TrainConfig field of :data:`TRAIN_FLAGS`, its help text and allowed values from the
+    field's declaration (values stay text: the schema layer parses them)."""
+    import dataclasses
+
+    from ..run_config import TrainConfig
+    from ..schema import describe_field, field_default
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name in reversed(TRAIN_FLAGS):
+        f = fields[name]
+        allowed = describe_field(TrainConfig, name)
+        help_text = f"{f.metadata['help']}" + (f" ({allowed})" if allowed else "") + f" [default: {field_default(f)!r}]"
+        command = click.option(f"--{name.replace('_', '-')}", name, default=None, help=help_text)(command)
+    return command
+
 
 @click.command()
 @click.option("--plugin", "plugin", help="Method to train (see `mlrpl-bench plugins`).")
@@ -18,17 +39,7 @@ from . import parse_pairs
 @click.option("--scheme", default=None, help="Mask scheme: generator (default) or hcp (bit-exact official PAL masks).")
 @click.option("--profile", default=None, help="Hyper-parameter profile of the method, e.g. 'paper' [default: CPU-sized defaults].")
 @click.option("--option", "-o", "option", multiple=True, metavar="KEY=VALUE", help="Method option (repeatable); see `mlrpl-bench plugins`.")
-@click.option("--epochs", default=None)
-@click.option("--batch-size", default=None)
-@click.option("--lr", default=None)
-@click.option("--image-size", default=None)
-@click.option("--backbone", default=None, help="Backbone name [default: the dataset's].")
-@click.option("--backbone-weights", default=None, help="none, imagenet (torchvision cache) or PATH to a state dict.")
-@click.option("--freeze-backbone", default=None, help="none, official (layers 1-3 frozen) or all.")
-@click.option("--val-fraction", default=None, help="Validation split carved from training [default: 0.1].")
-@click.option("--workers", default=None, help="DataLoader worker processes [default: 0].")
-@click.option("--track", default=None, help="finetune (default) or frozen: backbone frozen, its outputs cached on disk.")
-@click.option("--frozen-features", default=None, help="Frozen track: cache feature maps (default) or pooled vectors.")
+@_train_options
 @click.option("--no-feature-cache", is_flag=True, default=None, help="Frozen track: recompute the frozen backbone every step.")
 @click.option("--device", default=None, help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")
 @click.option("--output", default=None, type=click.Path(), help="Where records go [default: ./runs].")
@@ -42,19 +53,15 @@ from . import parse_pairs
 @click.option("--tune", "tune", multiple=True, metavar="KEY=V1,V2",
               help="Try every value of a train setting or method option; select on the validation split (repeatable).")
 @click.option("--tune-metric", default=None, help="Validation metric that selects a --tune candidate [default: mAP].")
-def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, scheme, profile, option, epochs, batch_size, lr,
-        image_size, backbone, backbone_weights, freeze_backbone, val_fraction, workers, track, frozen_features,
-        no_feature_cache, device, output, config_file, word_embeddings, shard, resume, overwrite, skip_bad_images,
-        no_progress, tune, tune_metric):
+def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, scheme, profile, option, no_feature_cache,
+        device, output, config_file, word_embeddings, shard, resume, overwrite, skip_bad_images, no_progress, tune,
+        tune_metric, **train_flags):
     """Train a method over the known-label sweep and write one results record per run."""
     from ..run_config import make_run_config, read_config_file
     from ..runner import run_sweep
     from ..summary import sweep_table
 
-    train = dict(epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size, backbone=backbone,
-                 backbone_weights=backbone_weights, freeze_backbone=freeze_backbone, val_fraction=val_fraction,
-                 workers=workers, track=track, frozen_features=frozen_features,
-                 feature_cache="false" if no_feature_cache else None)
+    train = dict(train_flags, feature_cache="false" if no_feature_cache else None)
     cli = dict(plugin=plugin, dataset=dataset, data_root=data_root, setting=setting, known=known, seeds=seeds,
                scheme=scheme, profile=profile, device=device, output=output, word_embeddings=word_embeddings,
                shard=shard, tune_metric=tune_metric,
