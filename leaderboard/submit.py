@@ -166,6 +166,22 @@ def _collision(path: Path, target: Path, differences: list[str] | None) -> str:
             "pass --replace to overwrite it")
 
 
+def expand_runs(paths: list[str | Path]) -> list[Path]:
+    """Record files as given; a folder stands for every ``<run>/record.json`` below it (a runs tree),
+    leaving out protocol caches (``_protocol/``), epoch logs, checkpoints and tuning candidates."""
+    from mlrpl_bench.results import is_record_path
+
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("record.json") if is_record_path(p.relative_to(path)))
+            out.extend(found or [path])  # a folder without records is refused as one, with the others
+        else:
+            out.append(path)
+    return out
+
+
 def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RESULTS_DIR, *,
                    replace: bool = False) -> list[Filed]:
     """Validate every record of the batch, then file them all (or none).
@@ -173,8 +189,9 @@ def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RE
     :raises SubmissionRefused: when any record is invalid or would overwrite a different
         record (without ``replace``); nothing is written in that case.
     """
+    paths = expand_runs(paths)
     if not paths:
-        raise BenchError("no record files given; pass one or more RECORD.json files")
+        raise BenchError("no record files given; pass one or more RECORD.json files or a runs/ folder")
     results_dir = Path(results_dir)
     errors: list[str] = []
     planned: dict[Path, tuple[Path, dict, list[str]]] = {}

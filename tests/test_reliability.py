@@ -107,6 +107,18 @@ def test_submit_refuses_non_json_numbers_and_out_of_range_seeds(cli, tmp_path):
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").rglob("*.json"))
 
 
+def test_submit_takes_a_runs_folder_and_skips_what_is_not_a_record(cli, tmp_path):
+    runs = tmp_path / "runs"
+    for known in (0.1, 0.3):
+        record = make_record(known=known)
+        write_record_file(runs / record["run_id"], record, "record.json")
+    (runs / "_protocol").mkdir()
+    (runs / "_protocol" / "x__pal__0.1__seed0__generator__val0.1.json").write_text('{"format": 1}')
+    res = cli("leaderboard", "submit", runs, "--results", tmp_path / "results")
+    assert res.exit_code == 0, res.stderr
+    assert res.output.count("filed:") == 2 and len(list((tmp_path / "results").rglob("*.json"))) == 2
+
+
 def test_protocol_cache_files_are_not_records(tmp_path):
     from mlrpl_bench.results import is_record_path
 

@@ -13,12 +13,12 @@ def leaderboard() -> None:
 
 
 @leaderboard.command("submit")
-@click.argument("records", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("records", nargs=-1, required=True, type=click.Path(path_type=Path))  # files or runs/ folders
 @click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Results directory to file into [default: leaderboard/results].")
 @click.option("--replace", is_flag=True, help="Overwrite a different record already filed for the same run, protocol and method options.")
 def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -> None:
-    """Validate RECORD.json files and file them under the results directory.
+    """Validate RECORD.json files (or every <run>/record.json of a runs/ folder) and file them under the results directory.
 
     The batch is all-or-nothing: if any record is invalid, each problem is printed (file and
     field) and nothing is filed (exit status 2).
