@@ -628,9 +628,9 @@ def check_method(method: str | type[Method], *, checks: list[str] | None = None,
     :param options: option overrides on top of the method's ``conformance_options``.
     :param raise_on_failure: raise :class:`ConformanceError` listing the failures instead of returning.
     """
-    from .testing import _method_class
+    from .plugin_manager import method_class
 
-    method_cls = _method_class(method)
+    method_cls = method_class(method)
     selected = CHECKS if checks is None else [_check_by_name(n) for n in checks]
     results = [run_check(method_cls, c, options) for c in selected]
     failures = [r for r in results if r.status == "failed"]

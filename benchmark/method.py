@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from .errors import BenchError
-from .run_config import TrainConfig  # noqa: F401 - part of the method API (configure_optimizers' train)
+from .train_config import TrainConfig  # noqa: F401 - part of the method API (configure_optimizers' train)
 from .schema import build_options, field_default  # noqa: F401 - field_default re-exported
 from .vocabulary import SETTINGS
 

@@ -141,6 +141,11 @@ def get_method(name: str):
     return get_method_entry(name).obj
 
 
+def method_class(method) -> type:
+    """A method class from a class or a registered name (:class:`UnknownNameError` for unknown names)."""
+    return get_method(method) if isinstance(method, str) else method
+
+
 def entry_for_class(method_cls: type) -> RegistryEntry:
     """The registry entry of ``method_cls`` if it is registered, else an entry naming its module
     (a class given as ``module:Class`` that is not installed yet)."""

@@ -110,9 +110,12 @@ def make_partial_labels(full: np.ndarray, setting: str, known: float, seed: int,
     :raises BenchError: on bad labels, an unknown setting/scheme, a proportion outside (0, 1].
     """
     check_setting_scheme(setting, scheme)
-    known = check_proportion(known)
-    seed = check_seed(seed)
     full = check_label_matrix(full, source="full labels")
+    return _mask(full, setting, check_proportion(known), check_seed(seed), scheme, key)
+
+
+def _mask(full: np.ndarray, setting: str, known: float, seed: int, scheme: str, key: str) -> np.ndarray:
+    """:func:`make_partial_labels` on inputs already checked (once, by the caller)."""
     if setting == "full":
         return full.copy()
     u = _uniforms(full.shape, setting, known, seed, scheme, key)
@@ -291,7 +294,7 @@ def prepare_protocol(full_train: np.ndarray, *, setting: str, known: float, seed
             partial, val_idx = _load_cached(meta_path, full_train, labels_fp)
             reused = True
     if partial is None:
-        partial = make_partial_labels(full_train, setting, known, seed, scheme=scheme, key=key)
+        partial = _mask(full_train, setting, known, seed, scheme, key)
         _, val_idx = split_validation(full_train.shape[0], val_fraction, seed, key=key)
     train_idx = np.setdiff1d(np.arange(full_train.shape[0], dtype=np.int64), val_idx)
     split = ProtocolSplit(

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .conformance import CHECKS, CheckSkipped, check_method, skip_reason
+from .plugin_manager import method_class
 from .conformance_harness import single_thread
 from .method import Method
 
@@ -41,7 +42,7 @@ class PytestCheck:
 
         try:
             with single_thread():
-                self.check(_method_class(method), self.options)
+                self.check(method_class(method), self.options)
         except CheckSkipped as exc:
             pytest.skip(str(exc))
 
@@ -60,7 +61,7 @@ def parametrize_with_checks(methods: Iterable[str | type[Method]], *, options: d
 
     params = []
     for method in methods:
-        cls = _method_class(method)
+        cls = method_class(method)
         label = getattr(cls, "name", "") or cls.__name__
         for check in CHECKS:
             reason = skip_reason(cls, check.__name__)
@@ -73,11 +74,3 @@ def assert_conforms(method: str | type[Method], *, options: dict[str, Any] | Non
     """Run every check and raise one ``AssertionError`` listing all failures (for a single test)."""
     check_method(method, options=options, raise_on_failure=True)
 
-
-def _method_class(method):
-    """A method class from a class or a registered name."""
-    if isinstance(method, str):
-        from .plugin_manager import get_method
-
-        return get_method(method)
-    return method
