@@ -215,3 +215,35 @@ def test_run_hooks_learn_whether_the_run_resumed(cli, tmp_path, register_hooks):
     next(out.glob("*/record.json")).unlink()  # as if interrupted after its last checkpoint
     assert cli(*base, "--resume").exit_code == 0
     assert seen == [False, True]
+
+
+def test_datasets_labels_refuses_to_write_two_outputs_to_one_file(cli, tmp_path):
+    out = tmp_path / "labels.txt"
+    res = cli("datasets", "labels", "digit-scenes", "--split", "test", "--out", out, "--classes-out", out,
+              "-o", "train_size=60", "-o", "test_size=30", "-o", "image_size=32")
+    _one_line_exit_2(res, "--classes-out", "would overwrite another output")
+    assert not out.exists()
+
+
+def test_a_changed_weights_file_is_a_new_run(cli, tmp_path):
+    import torch
+
+    from mlrpl_bench.models.backbones import SmallCNN
+
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    torch.save(SmallCNN().state_dict(), weights)
+    out = tmp_path / "out"
+    base = ["run", "--plugin", "partial-bce", "--known", "0.5", "--epochs", "1", "--backbone-weights", weights,
+            "--output", out, *TINY_SCENES]
+    assert cli(*base).exit_code == 0
+    record = json.loads(next(out.glob("*/record.json")).read_text())
+    import hashlib
+
+    assert record["train"]["backbone_weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    torch.manual_seed(1)
+    torch.save(SmallCNN().state_dict(), weights)  # same path, other weights
+    res = cli(*base)
+    _one_line_exit_2(res, "a record from a different configuration exists")
+    res = cli(*base, "--overwrite", "--resume")  # and its checkpoint is not resumed either
+    _one_line_exit_2(res, "--resume refused", "backbone_weights_sha256")
