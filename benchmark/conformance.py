@@ -377,16 +377,9 @@ def check_cannot_reach_hidden_labels(method_cls: type[Method], options: dict | N
     if trace.inspection_events:
         _fail(f"the method called {', '.join(trace.inspection_events)} while training; a method must not search the "
               "heap (the harness's objects are off limits): use only what ctx and the batches give")
-    found: list[str] = []
-
-    def search(method, hidden):
-        hit = find_hidden_truth({"method": method}, hidden)
-        if hit:
-            found.append(hit)
-
-    engine_record(method_cls, options, observe=search)
+    _, found = _engine_run(method_cls, options)
     if found:
-        _fail(f"{found[0]} (reachable from what the method was given or keeps); the method must not hold or reach the "
+        _fail(f"{found} (reachable from what the method was given or keeps); the method must not hold or reach the "
               "harness's data: use only ctx.train_labels, ctx.feature_batches() and batch.labels")
 
 
@@ -539,6 +532,30 @@ def engine_record(method_cls: type[Method], options: dict | None = None, *,
     return record
 
 
+def _engine_run(method_cls: type[Method], options: dict | None) -> tuple[dict, str | None]:
+    """The real-path tiny run shared by the checks that need one (cached like the tiny runs):
+    its record, and what the search for the hidden truth from the trained method found."""
+    from .conformance_harness import _CACHE
+
+    key = ("engine", method_cls, repr(sorted((options or {}).items())))
+    if key not in _CACHE:
+        found: list[str] = []
+
+        def search(method, hidden):
+            hit = find_hidden_truth({"method": method}, hidden)
+            if hit:
+                found.append(hit)
+
+        try:
+            _CACHE[key] = (engine_record(method_cls, options, observe=search), found[0] if found else None)
+        except (ConformanceError, CheckSkipped) as exc:
+            _CACHE[key] = exc
+    result = _CACHE[key]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
 def _require_scores(method_cls: type[Method], options: dict | None) -> None:
     """Skip a check that needs a real run when the scores are not probabilities (the engine stops it)."""
     try:
@@ -552,7 +569,7 @@ def check_record_validates(method_cls: type[Method], options: dict | None = None
     _require_scores(method_cls, options)
     from .results import validate_record
 
-    record = engine_record(method_cls, options)
+    record, _ = _engine_run(method_cls, options)
     try:
         validate_record(json.loads(json.dumps(record, allow_nan=False)), source=f"record of {method_cls.__name__}")
     except (BenchError, TypeError, ValueError) as exc:
