@@ -23,7 +23,13 @@ model generated from it (:func:`options_model`). Values come in two kinds:
 
 Unknown names, NaN and infinities are always refused. A failure raises :class:`SchemaError`, a
 :class:`~mlrpl_bench.errors.BenchError` whose message is one line naming the owner, the field,
-the value and what is allowed.
+the value and what is allowed (``flags=True``: named as the command-line flag, ``--lr -1: ...``).
+
+The same layer serves the typed records and JSON files of the suite: :func:`validate_model`
+(a pydantic model such as :class:`mlrpl_bench.results.Record`, strictly, one line naming the
+dotted field), :func:`loads_strict` / :func:`dumps_strict` (JSON without ``NaN``/``Infinity``:
+refused with where they are, never turned into ``null``) and :func:`diff_fields` (the leaves two
+JSON values differ in, ``train.epochs: 8 (filed) vs 2 (new)``: submit collisions, refused resumes).
 """
 
 from __future__ import annotations
