@@ -1,9 +1,14 @@
 """Checkpoints: written atomically, read back with ``torch.load(weights_only=True)``.
 
-Nothing in a checkpoint is executable: model/optimizer/scheduler state dicts, the method's
-own state (tensors, numbers, strings, lists, dicts) and the run's bookkeeping. Global RNG states
-are not stored because the engine reseeds every RNG from ``(seed, epoch)`` at the start of each
-epoch, which is what makes a resumed run equal an uninterrupted one.
+Checkpoints are per epoch: the engine writes one after every epoch's validation, so a run
+interrupted mid-epoch resumes at the start of that epoch. Nothing in a checkpoint is executable:
+model/optimizer/scheduler state dicts, the method's own state (tensors, numbers, strings, lists,
+dicts), the run's bookkeeping, and the *run fingerprint* -- everything that defines the run
+(train settings, method name, version and options, dataset and mask fingerprints, backbone
+weights sha256). ``--resume`` continues a checkpoint only when its fingerprint equals the new
+run's (:func:`check_resumable`). Global RNG states are not stored because the engine reseeds
+every RNG from ``(seed, epoch)`` at the start of each epoch, which is what makes a resumed run
+equal an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,17 +21,20 @@ import torch
 
 from .errors import BenchError
 from .atomic import atomic_write_bytes
+from .schema import diff_fields
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: stores the run fingerprint
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` (the engine's per-epoch state) atomically."""
     buf = io.BytesIO()
     torch.save({"checkpoint_version": CHECKPOINT_VERSION, **state}, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``; refuse other versions with a fix."""
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -34,5 +42,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise BenchError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
                          f"delete it to restart the run from scratch") from None
     if not isinstance(state, dict) or state.get("checkpoint_version") != CHECKPOINT_VERSION:
-        raise BenchError(f"{path}: not an mlrpl-bench checkpoint of version {CHECKPOINT_VERSION}; delete it to restart the run")
+        raise BenchError(f"{path}: not an mlrpl-bench checkpoint of version {CHECKPOINT_VERSION} (an older mlrpl-bench "
+                         "wrote it, without a run fingerprint); delete it to restart the run")
     return state
+
+
+def check_resumable(path: str | Path, state: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint of another run: one line naming the fields that differ."""
+    saved = state.get("run_fingerprint") or {}
+    differences = diff_fields(saved, fingerprint, old="checkpoint", new="this run")
+    if differences:
+        shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
+        raise BenchError(f"{path}: --resume refused, the checkpoint is of a different run ({shown}); rerun with the "
+                         "checkpoint's settings, or without --resume to start over")

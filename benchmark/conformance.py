@@ -22,13 +22,11 @@ and may shrink itself for the checks (e.g. start pseudo-labelling at epoch 1 ins
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import math
 import re
 import sys
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +39,15 @@ from torch import nn
 
 from . import hookspecs
 from .conformance_harness import (
-    EPOCHS, N_TEST, N_TRAIN, NUM_CLASSES, LifecycleViolation, cached_run, check_step_output, describe_exception,
+    EPOCHS, IMAGE_SIZE, KNOWN, N_TEST, N_TRAIN, NUM_CLASSES, LifecycleViolation, MemoryImages, TinyData, cached_run,
+    check_step_output, describe_exception, find_hidden_truth, identity, state_trains_on,
     make_context, make_tiny_data, method_setting, predict, seed_everything, single_thread, tiny_backbone,
     tiny_train_config, unpack_optimizers,
 )
+from .data.base import Dataset, DatasetSplit
 from .errors import BenchError
-from .method import SETTINGS, Method, TrainConfig
-
-NAME_RE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+from .method import Method, TrainConfig
+from .vocabulary import SETTINGS, is_registry_name
 
 
 class ConformanceError(AssertionError):
@@ -139,7 +138,7 @@ def check_hooks_match_spec(method_cls: type[Method], options: dict | None = None
 def check_name_is_well_formed_and_unique(method_cls: type[Method], options: dict | None = None) -> None:
     """``name`` is lower case letters, digits and single dashes, and no other method uses it."""
     name = getattr(method_cls, "name", "")
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+    if not is_registry_name(name):
         _fail(f"{method_cls.__name__}.name is {name!r}; set it to lower-case letters, digits and '-' (e.g. 'my-method')")
     from .plugin_manager import method_registry
 
@@ -203,7 +202,7 @@ def check_profiles_use_known_fields(method_cls: type[Method], options: dict | No
     train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     option_fields = {f.name for f in dataclasses.fields(method_cls.Options)} if dataclasses.is_dataclass(method_cls.Options) else set()
     for profile, overrides in profiles.items():
-        if not isinstance(profile, str) or not NAME_RE.fullmatch(profile) or not isinstance(overrides, dict):
+        if not is_registry_name(profile) or not isinstance(overrides, dict):
             _fail(f"{method_cls.__name__}.profiles[{profile!r}] must be named in lower case and map field names to values")
         unknown = sorted(set(overrides) - set(train_fields) - option_fields)
         if unknown:
@@ -368,6 +367,38 @@ def check_never_sees_hidden_labels(method_cls: type[Method], options: dict | Non
           "the true labels through a side channel; use only batch.labels and ctx.train_labels (0 = unknown)")
 
 
+def check_cannot_reach_hidden_labels(method_cls: type[Method], options: dict | None = None) -> None:
+    """Nothing the method receives in a real run (its context, options, model, batches) or keeps
+    reaches the hidden truth: a bounded walk of attributes, closures and ``gc`` referents from the
+    method object finds no full training labels, validation or test targets -- by identity,
+    shared memory or equal content -- and the method does not walk the heap itself."""
+    trace = _run(method_cls, options)
+    _require_scores(method_cls, options)
+    if trace.inspection_events:
+        _fail(f"the method called {', '.join(trace.inspection_events)} while training; a method must not search the "
+              "heap (the harness's objects are off limits): use only what ctx and the batches give")
+    _, found = _engine_run(method_cls, options)
+    if found:
+        _fail(f"{found} (reachable from what the method was given or keeps); the method must not hold or reach the "
+              "harness's data: use only ctx.train_labels, ctx.feature_batches() and batch.labels")
+
+
+def check_state_trains_on(method_cls: type[Method], options: dict | None = None) -> None:
+    """A method restored from ``state_dict`` (with the model and optimizer) after one epoch trains on
+    exactly as the original: same losses and predictions over the next epoch (what ``--resume``
+    relies on)."""
+    _run(method_cls, options)  # blocked by the lifecycle check when the method does not run
+    try:
+        check_state_dict_round_trips(method_cls, options)
+    except ConformanceError:
+        raise CheckSkipped("blocked by check_state_dict_round_trips: the state must first survive saving") from None
+    opts = _options(method_cls, options)
+    problem = state_trains_on(method_cls, opts, make_tiny_data(method_setting(method_cls)))
+    if problem is not None:
+        _fail(problem + "; every state later epochs depend on (pseudo labels, memories, counters) belongs in "
+              "state_dict() and load_state_dict()")
+
+
 def _tensor_tree_equal(a: Any, b: Any) -> bool:
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
@@ -421,119 +452,127 @@ def check_state_dict_round_trips(method_cls: type[Method], options: dict | None 
               "or in state_dict (tensors), and restore it in load_state_dict")
 
 
-def engine_record(method_cls: type[Method], options: dict | None = None) -> dict:
-    """Train the method with the real engine on the tiny data and assemble its results record
-    with the runner's own :func:`~mlrpl_bench.runner.build_record` (JSON round-tripped).
+class _MemorySplit(DatasetSplit):
+    """A split whose images are tensors in memory (the checks' tiny data); the opener holds the images only."""
 
-    The images are served from memory (no files); 4 of the 24 training images form the
-    validation split, so the engine's best-on-validation selection runs too.
+    images: torch.Tensor
+
+    def open_image(self, index: int):
+        return self.images[index]
+
+    def image_opener(self):
+        return MemoryImages(self.images)
+
+
+class _MemoryDataset(Dataset):
+    """The checks' tiny synthetic data as a dataset (images in memory, no files, identity transform)."""
+
+    name = "conformance-synthetic"
+    summary = "the conformance checks' tiny synthetic data"
+    needs_data_root = False
+    default_image_size = IMAGE_SIZE
+    default_backbone = "small-cnn"
+
+    def transforms(self, image_size: int, train: bool):
+        return identity
+
+
+def _memory_split(data: TinyData, name: str, labels: np.ndarray, images: torch.Tensor) -> _MemorySplit:
+    out = _MemorySplit(dataset=_MemoryDataset.name, split=name, class_names=list(data.class_names), labels=labels,
+                       image_ids=[f"{name}{i}" for i in range(len(labels))],
+                       image_paths=[Path(f"memory/{name}{i}") for i in range(len(labels))])
+    out.images = images
+    return out
+
+
+def engine_record(method_cls: type[Method], options: dict | None = None, *,
+                  observe: Callable[..., None] | None = None) -> dict:
+    """Train the method through the real run path -- :func:`~mlrpl_bench.run_config.prepare_run`
+    and :func:`~mlrpl_bench.single_run.run_single`, the ones ``mlrpl-bench run`` uses -- on the tiny
+    data, and return its results record (validated and written to a temporary directory).
+
+    :param observe: called with ``(method, hidden)`` after training, where ``hidden`` maps the
+        names of the hidden truths (full training labels, validation and test targets) to arrays.
     """
-    from datetime import datetime, timezone
+    import tempfile
 
-    from .data.base import DatasetSplit
-    from .data.loading import SplitRows
     from .distributed import DistInfo
-    from .engine import Engine, EngineConfig
-    from .metrics import compute_metrics
-    from .runner import ResolvedRun, RunRequest, build_record
-    from .results import to_json_safe
+    from .plugin_manager import entry_for_class
+    from .run_config import CliText, make_run_config, prepare_run
+    from .single_run import SweepData, run_single
 
-    opts = _options(method_cls, options)
+    values = dict(getattr(method_cls, "conformance_options", None) or {})
+    values.update({k: CliText(v) if isinstance(v, str) else v for k, v in (options or {}).items()})
     data = make_tiny_data(method_setting(method_cls))
-
-    class _MemorySplit(DatasetSplit):
-        images: torch.Tensor
-
-        def open_image(self, index: int):  # the transform below is the identity on tensors
-            return self.images[index]
-
-    def split(name: str, labels: np.ndarray, images: torch.Tensor) -> DatasetSplit:
-        out = _MemorySplit(dataset="conformance-synthetic", split=name, class_names=list(data.class_names), labels=labels,
-                           image_ids=[f"{name}{i}" for i in range(len(labels))],
-                           image_paths=[Path(f"memory/{name}{i}") for i in range(len(labels))])
-        out.images = images
-        return out
-
-    train_split = split("train", data.full_labels, data.train_images)
-    test_split = split("test", data.test_labels, data.test_images)
-    val_idx, train_idx = np.arange(4), np.arange(4, N_TRAIN)
-    partial = data.partial_labels
-    protocol = types.SimpleNamespace(partial=partial, train_idx=train_idx, val_idx=val_idx,
-                                     mask_fingerprint=_sha256(partial.tobytes()), val_fingerprint=_sha256(val_idx.tobytes()))
-    identity = lambda x: x  # noqa: E731 - images are already tensors
-
-    def rows(s, idx, labels):
-        return SplitRows(s, idx, labels, identity)
-
     train = tiny_train_config()
-    device = torch.device("cpu")
-    ctx = make_context(data, 0)
-    ctx.train_labels = partial[train_idx].copy()
-    ctx.steps_per_epoch = -(-len(train_idx) // train.batch_size)
-    engine_ref: dict[str, Engine] = {}
-    ctx.feature_batches = lambda: engine_ref["engine"].feature_batches()
-    seed_everything(0)
+    config = make_run_config(file={"plugin": str(method_cls.name or "unnamed"), "dataset": _MemoryDataset.name,
+                                   "setting": data.setting, "known": [KNOWN], "seeds": [0],
+                                   "train": {"epochs": train.epochs, "batch_size": train.batch_size, "lr": train.lr,
+                                             "image_size": train.image_size, "backbone": train.backbone,
+                                             "amp": train.amp, "val_fraction": 4 / N_TRAIN}})
+    config = dataclasses.replace(config, method_options=values, progress=False)
     try:
-        method = method_cls(opts, ctx)
-        model = method.build_model(tiny_backbone())
-        optimizer, scheduler = method.configure_optimizers(model, train)
-        engine = Engine(method, model, optimizer, scheduler, train_rows=rows(train_split, train_idx, ctx.train_labels),
-                        val_rows=rows(train_split, val_idx, data.full_labels[val_idx]),
-                        test_rows=rows(test_split, np.arange(N_TEST), data.test_labels),
-                        feature_rows=rows(train_split, train_idx, ctx.train_labels),
-                        val_targets=data.full_labels[val_idx], test_targets=data.test_labels, metric_fn=compute_metrics,
-                        config=EngineConfig(epochs=EPOCHS, batch_size=train.batch_size, seed=0, device=device, progress=False))
-        engine_ref["engine"] = engine
-        started = datetime.now(timezone.utc)
-        result = engine.fit()
+        prepared = prepare_run(config, method_entry=entry_for_class(method_cls), dataset_cls=_MemoryDataset)
+    except BenchError as exc:
+        raise CheckSkipped(f"blocked: the method's options cannot be built ({exc})") from None
+    sweep = SweepData(_MemoryDataset(None), _memory_split(data, "train", data.full_labels, data.train_images),
+                      _memory_split(data, "test", data.test_labels, data.test_images), data.word_embeddings.copy())
+    seen: dict[str, Any] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlrpl-conformance-") as tmp:
+            record, _ = run_single(prepared, sweep, KNOWN, 0, device=torch.device("cpu"), dist=DistInfo(),
+                                   output=Path(tmp), build_backbone=lambda weights, freeze: tiny_backbone(),
+                                   log=lambda _: None, observe=lambda method, hidden: seen.update(method=method, hidden=hidden))
     except BenchError as exc:
         _fail(f"the engine stopped the run: {exc}")
     except Exception as exc:  # noqa: BLE001
         _fail(f"training with the engine raised {describe_exception(exc)}; the method must run under mlrpl-bench run")
-    distribution, dist_version = "unknown", "0"
-    try:
-        from .plugin_manager import method_registry
-
-        entry = method_registry().get(method_cls.name)
-        if entry is not None and entry.obj is method_cls:
-            distribution, dist_version = entry.distribution, entry.version
-    except BenchError:
-        pass
-    request = RunRequest(method=str(method_cls.name), dataset="conformance-synthetic", setting=data.setting,
-                         known=(ctx.known,), seeds=(0,), progress=False)
-    resolved = ResolvedRun(request, method_cls, opts, train, types.SimpleNamespace(name="conformance-synthetic"), None)
-    dataset = types.SimpleNamespace(name="conformance-synthetic", options_dict=dict)
-    entry_ns = types.SimpleNamespace(distribution=distribution, version=dist_version)
-    try:
-        record = build_record(resolved, dataset, train_split, test_split, protocol, ctx.known, 0, result, device, DistInfo(),
-                              0.0, started, entry_ns, "conformance")
-    except Exception as exc:  # noqa: BLE001
-        _fail(f"assembling the results record raised {type(exc).__name__}: {exc}; "
-              "method options must be a dataclass of plain values")
-    try:
-        return json.loads(json.dumps(to_json_safe(record), allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        _fail(f"the results record is not JSON-serialisable ({exc}); method options, name, version and citation "
-              "must be plain strings, numbers, booleans and lists")
-        raise  # unreachable
+    if observe is not None and seen:
+        observe(seen["method"], seen["hidden"])
+    return record
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _engine_run(method_cls: type[Method], options: dict | None) -> tuple[dict, str | None]:
+    """The real-path tiny run shared by the checks that need one (cached like the tiny runs):
+    its record, and what the search for the hidden truth from the trained method found."""
+    from .conformance_harness import _CACHE
+
+    key = ("engine", method_cls, repr(sorted((options or {}).items())))
+    if key not in _CACHE:
+        found: list[str] = []
+
+        def search(method, hidden):
+            hit = find_hidden_truth({"method": method}, hidden)
+            if hit:
+                found.append(hit)
+
+        try:
+            _CACHE[key] = (engine_record(method_cls, options, observe=search), found[0] if found else None)
+        except (ConformanceError, CheckSkipped) as exc:
+            _CACHE[key] = exc
+    result = _CACHE[key]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _require_scores(method_cls: type[Method], options: dict | None) -> None:
+    """Skip a check that needs a real run when the scores are not probabilities (the engine stops it)."""
+    try:
+        check_scores_have_right_shape_and_range(method_cls, options)
+    except ConformanceError:
+        raise CheckSkipped("blocked by check_scores_have_right_shape_and_range: a real run needs probabilities") from None
 
 
 def check_record_validates(method_cls: type[Method], options: dict | None = None) -> None:
     """The results record of a tiny run passes :func:`mlrpl_bench.results.validate_record`."""
-    try:
-        check_scores_have_right_shape_and_range(method_cls, options)
-    except ConformanceError:
-        raise CheckSkipped("blocked by check_scores_have_right_shape_and_range: metrics need probabilities") from None
+    _require_scores(method_cls, options)
     from .results import validate_record
 
-    record = engine_record(method_cls, options)
+    record, _ = _engine_run(method_cls, options)
     try:
-        validate_record(record, source=f"record of {method_cls.__name__}")
-    except BenchError as exc:
+        validate_record(json.loads(json.dumps(record, allow_nan=False)), source=f"record of {method_cls.__name__}")
+    except (BenchError, TypeError, ValueError) as exc:
         _fail(f"{exc}; the record is built from the class attributes (name, version, citation), the options and the scores")
 
 
@@ -554,7 +593,9 @@ CHECKS: list[Callable[..., None]] = [
     check_scores_have_right_shape_and_range,
     check_same_seed_same_result,
     check_never_sees_hidden_labels,
+    check_cannot_reach_hidden_labels,
     check_state_dict_round_trips,
+    check_state_trains_on,
     check_record_validates,
 ]
 CHECKS_BY_NAME: dict[str, Callable[..., None]] = {c.__name__: c for c in CHECKS}
@@ -567,15 +608,6 @@ class CheckResult:
     check: str
     status: str
     message: str = ""
-
-
-def resolve_method(method: str | type[Method]) -> type[Method]:
-    """A method class from a class or a registry name (:class:`BenchError` for unknown names)."""
-    if isinstance(method, str):
-        from .plugin_manager import get_method
-
-        return get_method(method)
-    return method
 
 
 def skip_reason(method_cls: type[Method], check_name: str) -> str | None:
@@ -613,7 +645,9 @@ def check_method(method: str | type[Method], *, checks: list[str] | None = None,
     :param options: option overrides on top of the method's ``conformance_options``.
     :param raise_on_failure: raise :class:`ConformanceError` listing the failures instead of returning.
     """
-    method_cls = resolve_method(method)
+    from .plugin_manager import method_class
+
+    method_cls = method_class(method)
     selected = CHECKS if checks is None else [_check_by_name(n) for n in checks]
     results = [run_check(method_cls, c, options) for c in selected]
     failures = [r for r in results if r.status == "failed"]

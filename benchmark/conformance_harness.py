@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import random
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .method import SETTINGS, Batch, Method, MethodContext, TrainConfig
+from .method import Batch, Method, MethodContext, TrainConfig
+from .engine import seed_everything  # noqa: F401 - the checks seed like the engine
+from .vocabulary import SETTINGS
 from .models.backbones import SmallCNN
 
 #: Sizes of the synthetic data every check uses (documented in CONTRIBUTING.md).
@@ -51,23 +52,6 @@ class TinyData:
     test_images: torch.Tensor
     test_labels: np.ndarray
     word_embeddings: np.ndarray
-
-
-def _partial(full: np.ndarray, setting: str, known: float, rng: np.random.Generator) -> np.ndarray:
-    """Hide labels of ``full`` the way each protocol setting does (a small stand-in for protocol)."""
-    partial = full.copy()
-    if setting == "full":
-        return partial
-    if setting == "pal":
-        partial[rng.random(full.shape) >= known] = 0
-    elif setting == "ppl":
-        partial[(full < 0) | (rng.random(full.shape) >= known)] = 0
-    elif setting == "spl":
-        partial[:] = 0
-        for row in range(full.shape[0]):
-            positives = np.flatnonzero(full[row] > 0)
-            partial[row, rng.choice(positives)] = 1
-    return partial
 
 
 def make_tiny_data(setting: str = "pal", seed: int = 0) -> TinyData:
@@ -95,7 +79,9 @@ def make_tiny_data(setting: str = "pal", seed: int = 0) -> TinyData:
         pos = torch.from_numpy((lab > 0).astype(np.float32))
         return noise + 0.5 * (pos @ patterns.flatten(1)).reshape_as(noise)
 
-    partial = _partial(full, setting, KNOWN, rng)
+    from .protocol import make_partial_labels
+
+    partial = make_partial_labels(full, setting, KNOWN, seed, key="conformance")
     if setting == "pal":
         # Guarantee what the hidden-label check needs: unknowns exist, and known entries remain.
         partial[0, 0], partial[1, 1] = 0, full[1, 1]
@@ -141,35 +127,42 @@ def single_thread():
         torch.set_num_threads(before)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed every global RNG a method might (but should not need to) use."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def method_setting(method_cls: type[Method]) -> str:
     """The setting the checks run a method in: ``pal`` when supported, else its first setting."""
     settings = tuple(getattr(method_cls, "settings", SETTINGS) or SETTINGS)
     return "pal" if "pal" in settings else next((s for s in settings if s in SETTINGS), "pal")
 
 
+class MemoryImages:
+    """``index -> image tensor`` over an in-memory batch of images (and nothing else)."""
+
+    __slots__ = ("images",)
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __call__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+def identity(x):
+    """The checks' image transform: the images are already tensors."""
+    return x
+
+
 def make_context(data: TinyData, seed: int) -> MethodContext:
-    """A :class:`MethodContext` over the tiny data; it carries the partial labels only."""
-    steps = -(-N_TRAIN // BATCH_SIZE)
+    """The method's context over the tiny data, built by the real run's
+    :func:`~mlrpl_bench.single_run.method_context` (partial labels and images only)."""
+    from .data.loading import SplitRows
+    from .distributed import DistInfo
+    from .single_run import method_context
+
     partial = data.partial_labels.copy()
-
-    def feature_batches():
-        for start in range(0, N_TRAIN, BATCH_SIZE):
-            idx = torch.arange(start, min(start + BATCH_SIZE, N_TRAIN))
-            yield Batch(data.train_images[idx], torch.from_numpy(partial[idx.numpy()]).float(), idx)
-
-    return MethodContext(
-        num_classes=NUM_CLASSES, class_names=list(data.class_names), train_labels=partial,
-        word_embeddings=data.word_embeddings.copy(), epochs=EPOCHS, steps_per_epoch=steps,
-        setting=data.setting, known=KNOWN if data.setting in ("pal", "ppl") else 1.0, seed=seed,
-        generator=torch.Generator().manual_seed(seed), feature_batches=feature_batches,
-    )
+    rows = SplitRows(MemoryImages(data.train_images), np.arange(N_TRAIN), partial, identity)
+    return method_context(train_labels=partial, feature_rows=rows, class_names=data.class_names,
+                          embeddings=data.word_embeddings.copy(), epochs=EPOCHS, batch_size=BATCH_SIZE,
+                          setting=data.setting, known=KNOWN if data.setting in ("pal", "ppl") else 1.0, seed=seed,
+                          device=torch.device("cpu"), dist=DistInfo())
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -235,6 +228,7 @@ class Trace:
     scores: Any = None
     val_scores: list[Any] = field(default_factory=list)
     labels_mutated: bool = False
+    inspection_events: list[str] = field(default_factory=list)  # gc.get_referents ... called by the method
 
 
 def train_tiny(method_cls: type[Method], options: Any, *, seed: int, hidden_labels: np.ndarray,
@@ -244,6 +238,14 @@ def train_tiny(method_cls: type[Method], options: Any, *, seed: int, hidden_labe
     ``hidden_labels`` is the full training label matrix. It stays in this frame (as the dataset
     split stays in the engine's) and is never passed to the method.
     """
+    with recording_inspection() as events:
+        trace = _train_tiny(method_cls, options, seed=seed, hidden_labels=hidden_labels, data=data)
+    trace.inspection_events = sorted(set(events))
+    return trace
+
+
+def _train_tiny(method_cls: type[Method], options: Any, *, seed: int, hidden_labels: np.ndarray,
+                data: TinyData) -> Trace:
     full_labels = hidden_labels  # noqa: F841 - the hidden truth, reachable only through this frame, as in the engine
     seed_everything(seed)
     ctx = make_context(data, seed)
@@ -322,3 +324,222 @@ def cached_run(method_cls: type[Method], options: Any, *, seed: int = 0, truth: 
 def clear_cache() -> None:
     """Forget cached runs (e.g. after editing a method class in place)."""
     _CACHE.clear()
+
+
+# --------------------------------------------------------------------------- what a method can reach
+
+
+def _module_dict_ids() -> set[int]:
+    import sys
+
+    return {id(vars(m)) for m in list(sys.modules.values()) if m is not None}
+
+
+def _children(obj: Any, module_dicts: set[int]):
+    """(label, child) pairs an object refers to: attributes, items, closures, then gc referents."""
+    import functools
+    import gc
+    import types
+
+    if isinstance(obj, (type, types.ModuleType, types.CodeType, str, bytes, int, float, bool)) or obj is None:
+        return
+    if isinstance(obj, dict):
+        if id(obj) in module_dicts:  # a module's globals: the whole program, not what the method was given
+            return
+        for key, value in list(obj.items()):
+            yield f"[{key!r}]", value
+        return
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        for i, value in enumerate(list(obj)):
+            yield f"[{i}]", value
+        return
+    if isinstance(obj, types.FunctionType):
+        for i, cell in enumerate(obj.__closure__ or ()):
+            try:
+                yield f".__closure__[{i}].cell_contents", cell.cell_contents
+            except ValueError:  # an empty cell
+                pass
+        yield ".__defaults__", obj.__defaults__
+        yield ".__kwdefaults__", obj.__kwdefaults__
+        return
+    if isinstance(obj, types.MethodType):
+        yield ".__self__", obj.__self__
+        yield ".__func__", obj.__func__
+        return
+    if isinstance(obj, functools.partial):
+        yield ".func", obj.func
+        yield ".args", obj.args
+        yield ".keywords", obj.keywords
+        return
+    if isinstance(obj, np.ndarray):
+        if obj.base is not None:
+            yield ".base", obj.base
+        return
+    if isinstance(obj, torch.Tensor):
+        return
+    seen_attrs = False
+    if hasattr(obj, "__dict__") and isinstance(vars(obj), dict):
+        seen_attrs = True
+        for key, value in list(vars(obj).items()):
+            yield f".{key}", value
+    for cls in type(obj).__mro__:
+        for slot in getattr(cls, "__slots__", ()) if isinstance(getattr(cls, "__slots__", ()), (tuple, list)) else ():
+            if hasattr(obj, slot):
+                seen_attrs = True
+                yield f".{slot}", getattr(obj, slot)
+    if not seen_attrs:
+        for i, ref in enumerate(gc.get_referents(obj)):
+            yield f"<referent {i}>", ref
+
+
+def _matches(obj: Any, truths: dict[str, np.ndarray]) -> str | None:
+    """The name of the hidden truth ``obj`` is, shares memory with or equals, if any."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_sparse or obj.device.type == "meta":
+            return None
+        for name, truth in truths.items():
+            if tuple(obj.shape) == truth.shape and torch.equal(obj.detach().cpu().double(), torch.from_numpy(truth).double()):
+                return name
+        return None
+    if isinstance(obj, np.ndarray):
+        for name, truth in truths.items():
+            if obj is truth or np.may_share_memory(obj, truth):
+                return name
+            if obj.shape == truth.shape and obj.dtype.kind in "iufb" and np.array_equal(obj, truth):
+                return name
+    return None
+
+
+def find_hidden_truth(roots: dict[str, Any], truths: dict[str, np.ndarray], *, max_depth: int = 10,
+                      max_objects: int = 200_000) -> str | None:
+    """Search everything reachable from ``roots`` (attributes, items, closures, gc referents; a
+    bounded breadth-first walk that leaves module globals and classes out) for the hidden truth,
+    by identity, shared memory and equal content.
+
+    :return: ``"<path> is the <truth name>"`` for the first hit, or None.
+    """
+    from collections import deque
+
+    module_dicts = _module_dict_ids()
+    protected = {id(t) for t in truths.values()}
+    queue = deque((name, obj, 0) for name, obj in roots.items())
+    seen: set[int] = set()
+    while queue and len(seen) < max_objects:
+        path, obj, depth = queue.popleft()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if id(obj) in protected or isinstance(obj, (np.ndarray, torch.Tensor)):
+            hit = _matches(obj, truths)
+            if hit is not None:
+                return f"{path} is the {hit}"
+        if depth < max_depth:
+            queue.extend((path + label, child, depth + 1) for label, child in _children(obj, module_dicts))
+    return None
+
+
+# Heap and stack inspection by a method is recorded through Python's audit events while the
+# checks run its lifecycle (the hook is installed once per process and otherwise does nothing).
+_INSPECTION_EVENTS = ("gc.get_objects", "gc.get_referents", "gc.get_referrers")
+_AUDIT = {"active": False, "events": [], "installed": False}
+
+
+def _audit(event: str, args) -> None:
+    if _AUDIT["active"] and event in _INSPECTION_EVENTS:
+        _AUDIT["events"].append(event)
+
+
+@contextlib.contextmanager
+def recording_inspection():
+    """Record the heap-inspection calls (``gc.get_referents`` ...) made inside the block."""
+    import sys
+
+    if not _AUDIT["installed"]:
+        sys.addaudithook(_audit)
+        _AUDIT["installed"] = True
+    events: list[str] = []
+    _AUDIT["events"], _AUDIT["active"] = events, True
+    try:
+        yield events
+    finally:
+        _AUDIT["active"] = False
+
+
+def state_trains_on(method_cls: type[Method], options: Any, data: TinyData) -> str | None:
+    """Train one epoch, save model/optimizer/method state, restore it into a fresh method, train
+    both one more epoch on the same batches: None when losses and predictions agree, else what
+    differs (naming the method attribute that was not restored, when one can be found)."""
+    import io
+
+    def fresh(seed: int):
+        seed_everything(seed)
+        ctx = make_context(data, 0)
+        method = method_cls(options, ctx)
+        model = method.build_model(tiny_backbone())
+        optimizer, scheduler = unpack_optimizers(method.configure_optimizers(model, tiny_train_config()))
+        return method, model, optimizer, scheduler
+
+    def epoch(method, model, optimizer, scheduler, e: int) -> list[dict[str, float]]:
+        from .engine import epoch_seed, seed_everything as engine_seed
+
+        engine_seed(epoch_seed(0, e))
+        method.ctx.generator.manual_seed(epoch_seed(1, e))
+        model.train()
+        method.on_epoch_start(model, e)
+        order = torch.randperm(N_TRAIN, generator=torch.Generator().manual_seed(1000 + e))
+        losses = []
+        for start in range(0, N_TRAIN, BATCH_SIZE):
+            idx = order[start:start + BATCH_SIZE]
+            batch = Batch(data.train_images[idx].clone(), torch.from_numpy(data.partial_labels[idx.numpy()]).float(), idx.clone())
+            out = method.training_step(model, batch, e)
+            loss = check_step_output(out)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append({k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()})
+        method.on_epoch_end(model, e)
+        if scheduler is not None:
+            scheduler.step()
+        return losses
+
+    def roundtrip(obj):
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        buf.seek(0)
+        return torch.load(buf, weights_only=True)
+
+    a = fresh(0)
+    a[0].on_train_start(a[1])
+    epoch(*a, 0)
+    saved = {"model": roundtrip(a[1].state_dict()), "optimizer": roundtrip(a[2].state_dict()),
+             "scheduler": roundtrip(a[3].state_dict()) if a[3] is not None else None,
+             "method": roundtrip(a[0].state_dict())}
+    b = fresh(1)  # another seed: restoring must not depend on re-drawing the same random numbers
+    b[1].load_state_dict(saved["model"])
+    b[2].load_state_dict(saved["optimizer"])
+    if b[3] is not None and saved["scheduler"] is not None:
+        b[3].load_state_dict(saved["scheduler"])
+    b[0].load_state_dict(saved["method"])
+    b[0].on_train_start(b[1])
+    unrestored = _differing_attribute(a[0], b[0])
+    losses_a, losses_b = epoch(*a, 1), epoch(*b, 1)
+    same_scores = torch.equal(predict(a[0], a[1], data.test_images), predict(b[0], b[1], data.test_images))
+    if losses_a == losses_b and same_scores:
+        return None
+    what = "losses" if losses_a != losses_b else "scores"
+    where = f"; attribute {unrestored} differs after load_state_dict (put it in state_dict)" if unrestored else ""
+    return f"a method restored from its state after one epoch trains on differently than the original ({what} differ){where}"
+
+
+def _differing_attribute(a: Method, b: Method) -> str | None:
+    """The first attribute of method ``a`` whose value ``b`` does not have after restoring."""
+    for name, value in vars(a).items():
+        if name in ("ctx", "options"):
+            continue
+        other = getattr(b, name, None)
+        if isinstance(value, torch.Tensor):
+            if not (isinstance(other, torch.Tensor) and value.shape == other.shape and torch.equal(value.detach().cpu(), other.detach().cpu())):
+                return f"self.{name}"
+        elif isinstance(value, (int, float, str, bool)) and value != other:
+            return f"self.{name}"
+    return None

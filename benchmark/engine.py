@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import distributed as D
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .data.loading import EpochShuffleSampler, make_loader
 from .errors import BenchError
 from .method import Method
@@ -44,9 +44,10 @@ class EngineConfig:
     amp: bool = False
     selection_metric: str = "mAP"
     checkpoint_path: Path | None = None  # written after every epoch when set
-    resume: bool = False
+    run_fingerprint: dict[str, Any] | None = None  # stored in every checkpoint (what defines the run)
     progress: bool = True
     description: str = ""
+    score_test: bool = True  # False: stop after selecting the best epoch (a --tune candidate)
 
 
 @dataclass
@@ -59,6 +60,29 @@ class TrainResult:
     epoch_logs: list[dict[str, Any]]
     bad_images: list[str] = field(default_factory=list)
     resumed_from_epoch: int | None = None
+
+
+class ContractViolation(BenchError):
+    """A method broke its contract during a real run (e.g. ``predict`` returned logits)."""
+
+
+def check_scores(scores: Any, shape: tuple[int, int], method: str) -> None:
+    """Stop the run unless ``scores`` are finite probabilities in [0, 1] of ``shape`` (B, C).
+
+    Cheap enough to run on every batch: one fused min/max/finite reduction on the scores,
+    next to a forward pass that costs orders of magnitude more.
+    """
+    if not isinstance(scores, torch.Tensor):
+        raise ContractViolation(f"method {method!r}: predict returned {type(scores).__name__}; return a (B, C) tensor of "
+                                "probabilities in [0, 1]")
+    if tuple(scores.shape) != shape:
+        raise ContractViolation(f"method {method!r}: predict returned shape {tuple(scores.shape)}, expected {shape} "
+                                "(one row per image, one column per class)")
+    low, high = torch.aminmax(scores.detach().float())
+    low, high = float(low), float(high)
+    if not (math.isfinite(low) and math.isfinite(high) and 0.0 <= low and high <= 1.0):
+        raise ContractViolation(f"method {method!r}: predict returned scores in [{low:.4g}, {high:.4g}]; it must return "
+                                "finite probabilities in [0, 1] (apply torch.sigmoid to logits); the run is stopped")
 
 
 def seed_everything(seed: int) -> None:
@@ -80,27 +104,28 @@ class Engine:
     :param train_rows: dataset of training rows (partial labels), augmented transform.
     :param val_rows: dataset of validation rows (full labels), evaluation transform.
     :param test_rows: dataset of test rows (full labels), evaluation transform.
-    :param feature_rows: training rows with the evaluation transform, for ``ctx.feature_batches``.
     :param val_targets: ``(n_val, C)`` full labels of ``val_rows`` (for metrics).
     :param test_targets: ``(n_test, C)`` labels of ``test_rows``.
     :param metric_fn: ``(scores, targets) -> metrics dict`` (see :mod:`mlrpl_bench.metrics`).
     :param on_epoch_end: called on rank 0 with ``(epoch, logs)`` after validation.
+    :param bad_images: the list that collects the paths of skipped unreadable images (shared
+        with ``ctx.feature_batches``).
     """
 
     def __init__(self, method: Method, model: torch.nn.Module, optimizer, scheduler, *, train_rows: Dataset,
-                 val_rows: Dataset, test_rows: Dataset, feature_rows: Dataset | None = None, val_targets: np.ndarray, test_targets: np.ndarray,
+                 val_rows: Dataset, test_rows: Dataset, val_targets: np.ndarray, test_targets: np.ndarray,
                  metric_fn: Callable[[np.ndarray, np.ndarray], dict], config: EngineConfig,
-                 dist: D.DistInfo = D.DistInfo(), on_epoch_end: Callable[[int, dict], None] | None = None):
+                 dist: D.DistInfo = D.DistInfo(), on_epoch_end: Callable[[int, dict], None] | None = None,
+                 bad_images: list[str] | None = None):
         self.method, self.model = method, model
         self.optimizer, self.scheduler = optimizer, scheduler
         self.train_rows, self.val_rows, self.test_rows = train_rows, val_rows, test_rows
-        self.feature_rows = feature_rows if feature_rows is not None else train_rows
         self.val_targets, self.test_targets = val_targets, test_targets
         self.metric_fn = metric_fn
         self.cfg = config
         self.dist = dist
         self.on_epoch_end = on_epoch_end
-        self.bad_images: list[str] = []
+        self.bad_images: list[str] = bad_images if bad_images is not None else []
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         use_cuda_amp = config.amp and config.device.type == "cuda"
         self.autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_cuda_amp else nullcontext
@@ -132,12 +157,13 @@ class Engine:
         loader = make_loader(rows, sampler, self.cfg.batch_size, workers=self.cfg.workers, pin_memory=self.pin)
         self.model.eval()
         scores, indices = [], []
+        num_classes = self.val_targets.shape[1]
         with torch.no_grad(), self.autocast():
             for batch, _ in self._batches(loader, desc):
-                probs = self.method.predict(self.model, batch.inputs).float()
-                scores.append(probs.cpu())
+                probs = self.method.predict(self.model, batch.inputs)
+                check_scores(probs, (batch.inputs.shape[0], num_classes), self.method.name)
+                scores.append(probs.float().cpu())
                 indices.append(batch.indices.cpu())
-        num_classes = self.val_targets.shape[1]
         local_scores = torch.cat(scores) if scores else torch.zeros(0, num_classes)
         local_idx = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.int64)
         all_scores = D.all_gather_cat(local_scores, self.dist)
@@ -152,14 +178,6 @@ class Engine:
         if not scored.any():
             raise BenchError("every evaluation image was unreadable; fix the dataset's image files")
         return self.metric_fn(scores[scored], targets[scored])
-
-    def feature_batches(self):
-        """An un-augmented pass over this process's share of the training rows (for prototypes)."""
-        rows = self.feature_rows
-        loader = make_loader(rows, D.shard_indices(len(rows), self.dist), self.cfg.batch_size, workers=self.cfg.workers,
-                             pin_memory=self.pin)
-        for batch, _ in self._batches(loader, "features"):
-            yield batch
 
     # -- training -----------------------------------------------------------------------------
 
@@ -217,7 +235,12 @@ class Engine:
         """The per-epoch logs up to and including ``latest`` (also those restored on resume)."""
         return list(self._epoch_logs)
 
-    def fit(self) -> TrainResult:
+    def fit(self, resume_state: dict[str, Any] | None = None) -> TrainResult:
+        """Train, select the best epoch on validation, score the test set.
+
+        :param resume_state: a checkpoint (:func:`~mlrpl_bench.checkpoint.load_checkpoint`) of this
+            same run to continue from; the caller has checked that it belongs to this run.
+        """
         cfg = self.cfg
         self.last_finite_loss: float | None = None
         start_epoch = 0
@@ -225,8 +248,8 @@ class Engine:
         self._epoch_logs = epoch_logs
         best = {"epoch": -1, "score": -math.inf, "model": None, "method": None, "val_metrics": {}}
         resumed_from = None
-        if cfg.resume and cfg.checkpoint_path is not None and cfg.checkpoint_path.exists():
-            state = load_checkpoint(cfg.checkpoint_path)
+        if resume_state is not None:
+            state = resume_state
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state.get("scheduler") is not None:
@@ -234,7 +257,7 @@ class Engine:
             self.method.load_state_dict(state["method"])
             best = state["best"]
             epoch_logs[:] = list(state["epoch_logs"])
-            self.bad_images = list(state.get("bad_images", []))
+            self.bad_images[:] = list(state.get("bad_images", []))
             start_epoch = int(state["epoch"]) + 1
             resumed_from = start_epoch
         D.broadcast_parameters(self.model, self.dist)
@@ -268,12 +291,17 @@ class Engine:
                     "epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                     "method": self.method.state_dict(), "best": best, "epoch_logs": epoch_logs,
-                    "bad_images": self.bad_images})
+                    "bad_images": self.bad_images, "run_fingerprint": cfg.run_fingerprint or {}})
             D.barrier(self.dist)
         if best["model"] is None:
             raise BenchError("no epoch was trained: --epochs must be at least 1")
         self.model.load_state_dict(best["model"])
         self.method.load_state_dict(best["method"])
+        if not cfg.score_test:  # a tuning candidate: chosen on validation, never looks at the test split
+            return TrainResult(best_epoch=int(best["epoch"]), epochs_run=len(epoch_logs), val_metrics=best["val_metrics"],
+                               test_metrics={}, test_scores=np.zeros((0, self.val_targets.shape[1]), np.float32),
+                               epoch_logs=epoch_logs, bad_images=sorted(set(self.bad_images)),
+                               resumed_from_epoch=resumed_from)
         test_scores = self.predict(self.test_rows, "test")
         test_metrics = self.evaluate(test_scores, self.test_targets) if self.dist.is_main else {}
         return TrainResult(best_epoch=int(best["epoch"]), epochs_run=len(epoch_logs), val_metrics=best["val_metrics"],

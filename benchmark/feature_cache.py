@@ -101,3 +101,54 @@ def load_or_compute(cache_dir: Path, key: str, rows: Dataset, backbone: torch.nn
         np.save(handle, out)
     atomic_write_bytes(manifest_path, json.dumps({"key": key, "shape": list(out.shape), "dtype": dtype}).encode())
     return np.load(array_path, mmap_mode="r"), False
+
+
+def feature_cache_dir() -> Path:
+    """Where frozen-backbone features are cached (``$MLRPL_BENCH_CACHE/features``)."""
+    import os
+
+    root = os.environ.get("MLRPL_BENCH_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "mlrpl-bench") / "features"
+
+
+class RowView:
+    """Rows ``idx`` of a (memory-mapped) array, read lazily."""
+
+    def __init__(self, array, idx):
+        self.array, self.idx = array, np.asarray(idx)
+
+    def __len__(self):
+        return len(self.idx)
+
+    def __getitem__(self, i):
+        return self.array[self.idx[i]]
+
+
+def cached_rows(backbone, train, train_split, test_split, protocol, train_labels, val_targets, eval_tf, device,
+                progress: bool):
+    """Frozen track: the train/val/test rows served from the feature cache (computed once).
+
+    :return: ``(train_rows, val_rows, test_rows)``; the training rows also serve
+        ``ctx.feature_batches`` (they hold features and partial labels only).
+    """
+    from .data.loading import SplitRows
+    from .data.transforms import describe
+
+    backbone_fp = module_fingerprint(backbone)
+    transform = describe(eval_tf)
+    pooled = train.frozen_features == "pooled"
+    out = []
+    for split in (train_split, test_split):
+        rows = np.arange(len(split))
+        key = cache_key(split_fingerprint=split.fingerprint(), rows=rows, backbone_fingerprint=backbone_fp,
+                        transform=transform, pooled=pooled, dtype="float32")
+        features, _ = load_or_compute(feature_cache_dir(), key, SplitRows(split, rows, split.labels, eval_tf), backbone,
+                                      batch_size=train.batch_size, device=device, pooled=pooled, workers=train.workers,
+                                      progress=progress)
+        out.append(features)
+    train_features, test_features = out
+    # One cache per split; the protocol's rows are views into it (no copy for the big train part).
+    train_rows = CachedRows(RowView(train_features, protocol.train_idx), train_labels)
+    val_rows = CachedRows(RowView(train_features, protocol.val_idx), val_targets)
+    test_rows = CachedRows(test_features, test_split.labels)
+    return train_rows, val_rows, test_rows

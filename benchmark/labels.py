@@ -50,19 +50,28 @@ def check_label_matrix(labels: np.ndarray, *, source: str = "labels", allow_unkn
     return arr.astype(np.int8, copy=False)
 
 
-def read_label_file(path: str | os.PathLike, *, allow_unknown: bool = True) -> np.ndarray:
-    """Read a label matrix from ``.npy`` or comma-separated text and validate it."""
+def read_matrix_file(path: str | os.PathLike, *, what: str = "label matrix") -> np.ndarray:
+    """Read a 2-D matrix from ``.npy`` (no pickles) or comma-separated text, unvalidated.
+
+    The one reader behind :func:`read_label_file` and :func:`mlrpl_bench.metrics.read_score_file`.
+
+    :raises BenchError: a missing file, a directory, or unreadable content, in one line.
+    """
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"{path}: file not found; pass an existing .npy or comma-separated text file")
     try:
         if path.suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
-            arr = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
-    except (ValueError, OSError) as exc:
+            return np.load(path, allow_pickle=False)
+        return np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    except (ValueError, OSError, EOFError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BenchError(f"{path}: cannot read a label matrix ({first}); expected .npy or comma-separated numbers") from None
+        raise BenchError(f"{path}: cannot read a {what} ({first}); expected .npy or comma-separated numbers") from None
+
+
+def read_label_file(path: str | os.PathLike, *, allow_unknown: bool = True) -> np.ndarray:
+    """Read a label matrix from ``.npy`` or comma-separated text and validate it."""
+    arr = read_matrix_file(path, what="label matrix")
     return check_label_matrix(arr, source=str(path), allow_unknown=allow_unknown)
 
 

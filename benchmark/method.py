@@ -9,8 +9,8 @@ Lifecycle, in call order::
 
     method = MethodClass(options, ctx)           # options: MethodClass.Options instance
     model = method.build_model(backbone)          # nn.Module; must keep `backbone` as model.backbone
-    opt, sched = method.configure_optimizers(model)
-    method.on_train_start(model)
+    opt, sched = method.configure_optimizers(model, train)   # train: the run's TrainConfig
+    method.on_train_start(model)                  # again after resuming from a checkpoint
     for epoch in range(ctx.epochs):
         method.on_epoch_start(model, epoch)
         for batch in train_loader:                 # Batch(inputs, labels, indices), augmented
@@ -21,9 +21,12 @@ Lifecycle, in call order::
 
 Rules the conformance check (``mlrpl-bench check-plugin``) enforces: the method sees only the
 partial training labels (``ctx.train_labels`` and ``batch.labels``), never the hidden true labels
-of unknown entries; ``predict`` returns finite probabilities in [0, 1] of shape ``(B, C)``; the
-same seed gives the same result; ``state_dict`` holds only tensors, numbers, strings, lists and
-dicts (checkpoints are loaded with ``torch.load(weights_only=True)``).
+of unknown entries -- and nothing it receives can reach them (the context is built from partial
+labels and images only); ``predict`` returns finite probabilities in [0, 1] of shape ``(B, C)``
+(the engine also checks this on every batch of a real run and stops the run otherwise); the same
+seed gives the same result; ``state_dict`` holds only tensors, numbers, strings, lists and dicts
+(checkpoints are loaded with ``torch.load(weights_only=True)``) and *all* the state later epochs
+depend on: a method restored from it trains on exactly as the original.
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ import torch
 from torch import nn
 
 from .errors import BenchError
-from .models.backbones import FreezeMode
+from .train_config import TrainConfig  # noqa: F401 - part of the method API (configure_optimizers' train)
 from .schema import build_options, field_default  # noqa: F401 - field_default re-exported
+from .vocabulary import SETTINGS
 
-SETTINGS = ("full", "pal", "ppl", "spl")
 
 
 @dataclass
@@ -85,7 +88,8 @@ class MethodContext:
     :ivar generator: a seeded ``torch.Generator`` on the CPU for the method's own randomness.
     :ivar feature_batches: call it to iterate once over the whole training set *without*
         augmentation (test transform), as :class:`Batch` objects on ``device``; used to compute
-        prototypes. Under distributed training each process sees its own shard.
+        prototypes. Under distributed training each process sees its own shard. It holds the
+        images and the partial labels only (:class:`mlrpl_bench.data.loading.FeatureBatches`).
     :ivar all_gather: concatenates a tensor across processes along dim 0 (identity on one process).
     :ivar world_size: number of processes.
     """
@@ -104,32 +108,6 @@ class MethodContext:
     feature_batches: Callable[[], Iterator[Batch]] = field(default=lambda: iter(()))
     all_gather: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda t: t)
     world_size: int = 1
-
-
-@dataclass
-class TrainConfig:
-    """Options the harness owns (the same for every method unless a profile changes them)."""
-
-    epochs: int = 8
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    lr_step: int = 10
-    lr_gamma: float = 0.1
-    image_size: int = 0  # 0: the dataset's default
-    backbone: str = ""  # "": the dataset's default
-    backbone_weights: str = ""  # "": the dataset's default | none | builtin | imagenet | PATH to a state dict
-    freeze_backbone: FreezeMode = "none"  # none | official (early stages + their BN frozen) | all
-    val_fraction: float = 0.1
-    workers: int = 0
-    amp: bool = True  # mixed precision on CUDA only
-    track: str = "finetune"  # finetune | frozen (backbone frozen, its outputs cached on disk)
-    frozen_features: str = "maps"  # frozen track: cache feature maps, or pooled (1x1) maps
-    feature_cache: bool = True  # frozen track: False recomputes the frozen backbone every step
-
-    @classmethod
-    def field_names(cls) -> set[str]:
-        return {f.name for f in dataclasses.fields(cls)}
 
 
 class Method:

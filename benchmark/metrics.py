@@ -76,20 +76,9 @@ def check_scores(scores: np.ndarray, *, source: str = "scores") -> np.ndarray:
 
 def read_score_file(path) -> np.ndarray:
     """Read a score matrix from ``.npy`` or comma-separated text and validate it (:func:`check_scores`)."""
-    from pathlib import Path
+    from .labels import read_matrix_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise BenchError(f"{path}: file not found; pass an existing .npy or comma-separated text file of scores")
-    try:
-        if path.suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
-            arr = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
-    except (ValueError, OSError, EOFError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BenchError(f"{path}: cannot read a score matrix ({first}); expected .npy or comma-separated numbers") from None
-    return check_scores(arr, source=str(path))
+    return check_scores(read_matrix_file(path, what="score matrix"), source=str(path))
 
 
 def _check_pair(scores, targets, *, scores_source: str, targets_source: str):

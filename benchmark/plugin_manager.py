@@ -127,12 +127,35 @@ def backbone_registry() -> dict[str, RegistryEntry]:
     return _collect("backbone", "mlrpl_backbones", lambda spec: getattr(spec, "name", ""))
 
 
-def get_method(name: str):
-    """The method class registered as ``name``; :class:`UnknownNameError` lists the choices."""
+def get_method_entry(name: str) -> RegistryEntry:
+    """The registry entry (class, plugin, distribution) of method ``name``; :class:`UnknownNameError`
+    lists the choices."""
     reg = method_registry()
     if name not in reg:
         raise UnknownNameError("plugin", name, reg)
-    return reg[name].obj
+    return reg[name]
+
+
+def get_method(name: str):
+    """The method class registered as ``name``; :class:`UnknownNameError` lists the choices."""
+    return get_method_entry(name).obj
+
+
+def method_class(method) -> type:
+    """A method class from a class or a registered name (:class:`UnknownNameError` for unknown names)."""
+    return get_method(method) if isinstance(method, str) else method
+
+
+def entry_for_class(method_cls: type) -> RegistryEntry:
+    """The registry entry of ``method_cls`` if it is registered, else an entry naming its module
+    (a class given as ``module:Class`` that is not installed yet)."""
+    try:
+        entry = method_registry().get(getattr(method_cls, "name", ""))
+    except BenchError:
+        entry = None
+    if entry is not None and entry.obj is method_cls:
+        return entry
+    return RegistryEntry("method", str(getattr(method_cls, "name", "")), method_cls, method_cls.__module__, "unknown", "0")
 
 
 def get_dataset(name: str):

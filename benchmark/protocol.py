@@ -39,19 +39,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import BenchError, UnknownNameError
+from .errors import BenchError
 from .atomic import atomic_write_bytes
 from .labels import check_label_matrix
-
-SETTINGS = ("full", "pal", "ppl", "spl")
-SCHEMES = ("generator", "hcp")
-DEFAULT_PROPORTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+from .vocabulary import (DEFAULT_PROPORTIONS, PROPORTION_FREE_SETTINGS, SCHEMES, SETTINGS,  # noqa: F401 - re-exported
+                         check_proportion, check_seed, check_setting_scheme, known_text, proportion_key, safe_name)
 
 #: Version of the cache layout written by :func:`prepare_protocol`.
 CACHE_FORMAT = 1
@@ -60,29 +57,12 @@ CACHE_FORMAT = 1
 # --------------------------------------------------------------------------- validation / seeding
 
 
-def check_setting(setting: str, scheme: str = "generator") -> None:
-    """Refuse unknown settings/schemes and the combinations that have no defined mask."""
-    if setting not in SETTINGS:
-        raise UnknownNameError("setting", setting, SETTINGS)
-    if scheme not in SCHEMES:
-        raise UnknownNameError("scheme", scheme, SCHEMES)
-    if scheme == "hcp" and setting not in ("pal", "full"):
-        raise BenchError(f"scheme 'hcp' reproduces the official PAL masks only; use scheme 'generator' for setting {setting!r}")
-
-
-def check_proportion(known: float, *, name: str = "known") -> float:
-    """Return ``known`` as a float after checking it is a proportion in (0, 1]."""
-    try:
-        value = float(known)
-    except (TypeError, ValueError):
-        raise BenchError(f"{name} is {known!r}; use a known-label proportion in (0, 1], e.g. 0.3") from None
-    if not 0.0 < value <= 1.0:
-        raise BenchError(f"{name} is {known!r}; a known-label proportion must be in (0, 1], e.g. 0.3 for 30% known")
-    return value
-
-
 def check_val_fraction(fraction: float) -> float:
-    """Return the validation fraction as a float after checking it is in [0, 1)."""
+    """Return the validation fraction as a float after checking it is in [0, 1).
+
+    The protocol itself allows 0 (no validation split); a benchmark run needs one, which its
+    configuration requires (:class:`mlrpl_bench.run_config.TrainConfig`).
+    """
     try:
         value = float(fraction)
     except (TypeError, ValueError):
@@ -92,12 +72,6 @@ def check_val_fraction(fraction: float) -> float:
     return value
 
 
-def _check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise BenchError(f"seed is {seed!r}; use an integer in [0, 2**32)")
-    return int(seed)
-
-
 def _hash_words(text: str) -> list[int]:
     digest = hashlib.sha256(text.encode("utf-8")).digest()
     return [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 32, 4)]
@@ -105,7 +79,7 @@ def _hash_words(text: str) -> list[int]:
 
 def protocol_generator(key: str, setting: str, known: float, seed: int) -> np.random.Generator:
     """The ``generator``-scheme random stream of one (key, setting, proportion, seed)."""
-    known_term = 0 if setting in ("full", "spl") else int(round(known * 1e6))
+    known_term = 0 if setting in PROPORTION_FREE_SETTINGS else proportion_key(known)
     entropy = [*_hash_words(key), *_hash_words(setting), known_term, int(seed)]
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
 
@@ -135,10 +109,13 @@ def make_partial_labels(full: np.ndarray, setting: str, known: float, seed: int,
     :returns: a new ``int8`` ``(N, C)`` matrix.
     :raises BenchError: on bad labels, an unknown setting/scheme, a proportion outside (0, 1].
     """
-    check_setting(setting, scheme)
-    known = check_proportion(known)
-    seed = _check_seed(seed)
+    check_setting_scheme(setting, scheme)
     full = check_label_matrix(full, source="full labels")
+    return _mask(full, setting, check_proportion(known), check_seed(seed), scheme, key)
+
+
+def _mask(full: np.ndarray, setting: str, known: float, seed: int, scheme: str, key: str) -> np.ndarray:
+    """:func:`make_partial_labels` on inputs already checked (once, by the caller)."""
     if setting == "full":
         return full.copy()
     u = _uniforms(full.shape, setting, known, seed, scheme, key)
@@ -166,7 +143,7 @@ def split_validation(n: int, fraction: float, seed: int, *, key: str = "") -> tu
     fraction = check_val_fraction(fraction)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise BenchError(f"number of training images is {n!r}; expected a non-negative integer")
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     n_val = int(round(n * fraction))
     if fraction > 0 and n >= 2:
         n_val = min(max(n_val, 1), n - 1)
@@ -244,15 +221,12 @@ class ProtocolSplit:
         return self.partial[self.train_idx]
 
 
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
 def cache_stem(key: str, setting: str, known: float, seed: int, scheme: str, val_fraction: float) -> str:
     """File-name stem of a cached protocol cell (without extension)."""
-    slug = _SAFE.sub("-", key)[:64] or "nokey"
+    slug = safe_name(key)[:64] or "nokey"
     if slug != key:  # sanitised or truncated: keep distinct keys distinct
         slug = f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    return f"{slug}__{setting}__{known!r}__seed{seed}__{scheme}__val{val_fraction!r}"
+    return f"{slug}__{setting}__{known_text(known)}__seed{seed}__{scheme}__val{val_fraction!r}"
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -305,9 +279,9 @@ def prepare_protocol(full_train: np.ndarray, *, setting: str, known: float, seed
     :raises BenchError: on bad inputs, or a cache that does not match the labels or its own
         fingerprints (the message says which file to delete).
     """
-    check_setting(setting, scheme)
+    check_setting_scheme(setting, scheme)
     known = check_proportion(known)
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     val_fraction = check_val_fraction(val_fraction)
     full_train = check_label_matrix(full_train, source="training labels")
     labels_fp = fingerprint_array(full_train)
@@ -320,7 +294,7 @@ def prepare_protocol(full_train: np.ndarray, *, setting: str, known: float, seed
             partial, val_idx = _load_cached(meta_path, full_train, labels_fp)
             reused = True
     if partial is None:
-        partial = make_partial_labels(full_train, setting, known, seed, scheme=scheme, key=key)
+        partial = _mask(full_train, setting, known, seed, scheme, key)
         _, val_idx = split_validation(full_train.shape[0], val_fraction, seed, key=key)
     train_idx = np.setdiff1d(np.arange(full_train.shape[0], dtype=np.int64), val_idx)
     split = ProtocolSplit(

@@ -1,21 +1,34 @@
 """The results record: one JSON file per (method, dataset, setting, known proportion, seed).
 
-This module is the written-down schema (commented TypedDicts), its validator and its atomic
-writer. It is pure Python + json: the leaderboard reads records through it without importing
-torch, a plugin or the engine. Older schema versions are upgraded by :func:`upgrade_record` or
-refused with a reason.
+This module is the written-down schema -- a pydantic model (:class:`Record`) with strict types,
+ranges and choices declared once beside each field -- its reader and writer (strict JSON: no
+``NaN``/``Infinity``), and :func:`build_record`, the one function that assembles a record from a
+prepared run and what the run measured. It is torch-free: the leaderboard reads records through
+it without importing torch, a plugin or the engine. Older schema versions are upgraded by
+:func:`upgrade_record` or refused with a reason.
+
+Schema version 1 is the first published one. Blocks may carry further keys (a record names its
+own ``train`` settings, ``runtime`` facts ...); the keys listed here are required and typed.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
-import re
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from .atomic import atomic_write_bytes, create_exclusive
 from .errors import BenchError
-from .atomic import atomic_write_bytes
+from .schema import dumps_strict, loads_strict, validate_model
+from .vocabulary import (check_proportion, check_seed, check_setting, check_sha256, make_run_id,  # noqa: F401
+                         safe_name)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run_config import PreparedRun
 
 SCHEMA_VERSION = 1
 
@@ -26,130 +39,101 @@ METRIC_NAMES = (
     "OP_top3", "OR_top3", "OF1_top3", "CP_top3", "CR_top3", "CF1_top3",
 )
 
-
-class MethodInfo(TypedDict):
-    name: str            # registry name, e.g. "hst"
-    version: str         # the plugin's implementation version
-    options: dict        # resolved method options (after profile and overrides)
-    profile: str         # "default", "paper", ...
-    citation: str
-    distribution: str    # the Python distribution that provided the plugin
-    distribution_version: str
+Sha256 = Annotated[str, AfterValidator(check_sha256)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+Setting = Annotated[str, AfterValidator(check_setting)]
+Known = Annotated[float, AfterValidator(check_proportion)]
+Seed = Annotated[int, AfterValidator(check_seed)]
 
 
-class DatasetInfo(TypedDict):
+class _Block(BaseModel):
+    """A record block: the declared keys are required and typed; further keys are kept."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+
+class MethodInfo(_Block):
+    name: str                 # registry name, e.g. "hst"
+    version: str              # the plugin's implementation version
+    options: dict[str, Any]   # resolved method options (after profile and overrides)
+    profile: str              # "default", "paper", ...
+
+
+class DatasetInfo(_Block):
     name: str
-    options: dict        # loader options that shaped the labels (e.g. VOC difficult handling)
-    num_classes: int
-    class_names: list
-    sizes: dict          # {"train": n, "val": n, "test": n} after the validation split
-    fingerprint: dict    # {"train": sha256, "test": sha256} of ids + labels + options
+    num_classes: Annotated[int, Field(ge=1)]
+    sizes: dict[str, Annotated[int, Field(ge=0)]]   # {"train": n, "val": n, "test": n} after the validation split
+    fingerprint: dict[str, str]                     # {"train": sha256, "test": sha256} of ids + labels + options
 
 
-class ProtocolInfo(TypedDict):
-    setting: str         # full | pal | ppl | spl
-    known: float         # known proportion in (0, 1]
-    seed: int
-    scheme: str          # "generator" (default) or "hcp" (bit-exact official release)
-    val_fraction: float
-    mask_fingerprint: str  # sha256 of the partial training label matrix (incl. val rows removed)
-    val_fingerprint: str   # sha256 of the validation row indices
+class ProtocolInfo(_Block):
+    setting: Setting          # full | pal | ppl | spl
+    known: Known              # known proportion in (0, 1]
+    seed: Seed
+    scheme: str               # "generator" (default) or "hcp" (bit-exact official release)
+    mask_fingerprint: Sha256  # sha256 of the partial training label matrix
+    val_fingerprint: Sha256 | None = None   # sha256 of the validation row indices
 
 
-class SelectionInfo(TypedDict):
-    metric: str          # the validation metric used to choose the epoch ("mAP")
-    best_epoch: int      # 0-based
-    epochs_run: int
+class SelectionInfo(_Block):
+    metric: str               # the validation metric used to choose the epoch ("mAP")
+    best_epoch: Annotated[int, Field(ge=0)]   # 0-based
 
 
-class Record(TypedDict):
+class TestMetrics(_Block):
+    mAP: Percent | None
+    OF1: Percent | None
+    CF1: Percent | None
+
+
+class Metrics(_Block):
+    test: TestMetrics         # {metric: value, "classes_skipped": n}
+
+
+class Environment(_Block):
+    code_version: str         # git commit (+dirty) of the code that ran
+    mlrpl_bench: str
+
+
+class Record(BaseModel):
+    """A results record (schema version 1)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
     schema_version: int
     run_id: str
+    config_hash: str | None = None
     method: MethodInfo
     dataset: DatasetInfo
     protocol: ProtocolInfo
-    train: dict          # resolved TrainConfig + device, world_size, track
+    train: dict[str, Any]     # resolved TrainConfig + device, world_size, word_embeddings
     selection: SelectionInfo
-    metrics: dict        # {"val": {metric: value}, "test": {metric: value, "classes_skipped": n}}
-    per_class_ap: dict   # {"test": [C floats or None]}
-    runtime: dict        # seconds, started, finished (ISO 8601 UTC)
-    environment: dict    # python, torch, torchvision, numpy, mlrpl_bench, code_version, platform
-    data_issues: dict    # {"bad_images_skipped": n}
-    epoch_log: str       # file name of the per-epoch log (JSON lines) beside the record
-
-
-_RUN_ID_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def make_run_id(method: str, dataset: str, setting: str, known: float, seed: int) -> str:
-    """A file-system safe identifier, e.g. ``hst__voc2007__pal__0.3__seed0``."""
-    parts = [method, dataset, setting, f"{known:g}", f"seed{seed}"]
-    return "__".join(safe_name(p) for p in parts)
-
-
-def safe_name(text: Any) -> str:
-    """``text`` with every run of characters other than letters, digits, ``._-`` replaced by ``-``
-    (run ids and run-directory names)."""
-    return _RUN_ID_SAFE.sub("-", str(text))
-
-
-_REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "": {"schema_version": int, "run_id": str, "method": dict, "dataset": dict, "protocol": dict,
-         "train": dict, "selection": dict, "metrics": dict, "per_class_ap": dict, "runtime": dict,
-         "environment": dict},
-    "method": {"name": str, "version": str, "options": dict, "profile": str},
-    "dataset": {"name": str, "num_classes": int, "sizes": dict, "fingerprint": dict},
-    "protocol": {"setting": str, "known": (int, float), "seed": int, "scheme": str, "mask_fingerprint": str},
-    "selection": {"metric": str, "best_epoch": int},
-    "environment": {"code_version": str, "mlrpl_bench": str},
-}
+    metrics: Metrics
+    per_class_ap: dict[str, Any]   # {"test": [C percentages or None]}
+    runtime: dict[str, Any]   # seconds, started, finished (ISO 8601 UTC), device, resumed_from_epoch
+    environment: Environment  # python, torch, torchvision, numpy, mlrpl_bench, code_version, platform
+    data_issues: dict[str, Any] = Field(default_factory=dict)   # {"bad_images_skipped": n}
+    epoch_log: str = "epochs.jsonl"   # the per-epoch log (JSON lines) beside the record
+    tuning: dict[str, Any] | None = None       # the --tune grid, every candidate's validation score, the choice
+    scores_file: dict[str, Any] | None = None  # {"path": "test_scores.npz", "sha256": ..., "dtype": ...} (mlrpl_bench.scores)
+    submission: dict[str, Any] | None = None   # added by `leaderboard submit`
 
 
 def validate_record(record: Any, *, source: str = "record") -> dict:
     """Check a record against the schema (upgrading older versions) and return it.
 
-    :raises BenchError: naming the source and the first field that is wrong.
+    :raises BenchError: one line naming the source, the first wrong field, its value and the rule.
     """
     if not isinstance(record, dict):
         raise BenchError(f"{source}: a results record must be a JSON object")
     record = upgrade_record(record, source=source)
-    for section, fields in _REQUIRED.items():
-        block = record if not section else record[section]
-        for key, typ in fields.items():
-            where = f"{section}.{key}" if section else key
-            if key not in block:
-                raise BenchError(f"{source}: field {where!r} is missing")
-            value = block[key]
-            if isinstance(value, bool) and typ is not bool:
-                raise BenchError(f"{source}: field {where!r} must be {_tname(typ)}, got a boolean")
-            if not isinstance(value, typ):
-                raise BenchError(f"{source}: field {where!r} must be {_tname(typ)}, got {type(value).__name__}")
+    validate_model(Record, record, owner=source)
     proto = record["protocol"]
-    if proto["setting"] not in ("full", "pal", "ppl", "spl"):
-        raise BenchError(f"{source}: field 'protocol.setting' is {proto['setting']!r}; expected full, pal, ppl or spl")
-    if not 0 < float(proto["known"]) <= 1:
-        raise BenchError(f"{source}: field 'protocol.known' is {proto['known']}; expected a proportion in (0, 1]")
-    if not re.fullmatch(r"[0-9a-f]{64}", proto["mask_fingerprint"]):
-        raise BenchError(f"{source}: field 'protocol.mask_fingerprint' must be a sha256 hex digest")
-    test = record["metrics"].get("test")
-    if not isinstance(test, dict):
-        raise BenchError(f"{source}: field 'metrics.test' is missing")
-    for name in ("mAP", "OF1", "CF1"):
-        value = test.get(name)
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or not 0 <= value <= 100):
-            raise BenchError(f"{source}: field 'metrics.test.{name}' is {value!r}; expected a percentage in [0, 100]")
-        if name not in test:
-            raise BenchError(f"{source}: field 'metrics.test.{name}' is missing")
-    expected_id = make_run_id(record["method"]["name"], record["dataset"]["name"], proto["setting"], float(proto["known"]), proto["seed"])
+    expected_id = make_run_id(record["method"]["name"], record["dataset"]["name"], proto["setting"], proto["known"],
+                              proto["seed"])
     if record["run_id"] != expected_id:
         raise BenchError(f"{source}: field 'run_id' is {record['run_id']!r} but method/dataset/protocol say {expected_id!r}")
     return record
-
-
-def _tname(typ) -> str:
-    if isinstance(typ, tuple):
-        return " or ".join(t.__name__ for t in typ)
-    return {"dict": "an object", "str": "a string", "int": "an integer", "float": "a number", "list": "a list"}.get(typ.__name__, typ.__name__)
 
 
 def upgrade_record(record: dict, *, source: str = "record") -> dict:
@@ -158,54 +142,162 @@ def upgrade_record(record: dict, *, source: str = "record") -> dict:
     Version 1 is the first published version, so today this only refuses unknown versions.
     """
     version = record.get("schema_version")
-    if version == SCHEMA_VERSION:
+    if version == SCHEMA_VERSION and not isinstance(version, bool):
         return record
     if not isinstance(version, int) or isinstance(version, bool):
-        raise BenchError(f"{source}: field 'schema_version' is missing or not an integer")
+        raise BenchError(f"{source}: field 'schema_version' is missing or not an integer; is this a results record "
+                         "(runs/<run>/record.json)?")
     if version > SCHEMA_VERSION:
         raise BenchError(f"{source}: schema_version {version} is newer than this mlrpl-bench understands ({SCHEMA_VERSION}); upgrade mlrpl-bench")
     raise BenchError(f"{source}: schema_version {version} is not supported (no upgrade path to {SCHEMA_VERSION})")
 
 
-def to_json_safe(value: Any) -> Any:
-    """Replace NaN/inf by None and numpy scalars/arrays by Python values, recursively."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover
-        np = None
+def plain(value: Any, *, nan_to_none: bool = False) -> Any:
+    """``value`` with numpy scalars/arrays and tuples turned into Python values and lists.
+
+    :param nan_to_none: also turn NaN/inf into None -- for logs and printed metrics, never for
+        records (a record with a non-finite number is refused instead).
+    """
     if isinstance(value, dict):
-        return {str(k): to_json_safe(v) for k, v in value.items()}
+        return {str(k): plain(v, nan_to_none=nan_to_none) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [to_json_safe(v) for v in value]
-    if np is not None:
-        if isinstance(value, np.ndarray):
-            return to_json_safe(value.tolist())
-        if isinstance(value, np.generic):
-            value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
+        return [plain(v, nan_to_none=nan_to_none) for v in value]
+    if hasattr(value, "tolist") and type(value).__module__ == "numpy":
+        return plain(value.tolist(), nan_to_none=nan_to_none)
+    if nan_to_none and isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
-def dumps_record(record: dict) -> str:
-    return json.dumps(to_json_safe(record), indent=2, sort_keys=False, allow_nan=False) + "\n"
+def to_json_safe(value: Any) -> Any:
+    """:func:`plain` with NaN/inf as None (epoch logs, ``evaluate --json``)."""
+    return plain(value, nan_to_none=True)
 
 
-def write_record(path: str | Path, record: dict) -> Path:
-    """Validate and write a record atomically (temp file + rename)."""
+def dumps_record(record: dict, *, source: str = "record") -> str:
+    """The record as JSON text; a NaN or infinity anywhere is refused (naming where)."""
+    return dumps_strict(plain(record), source=source) + "\n"
+
+
+def write_record(path: str | Path, record: dict, *, exclusive: bool = False) -> Path:
+    """Validate and write a record atomically.
+
+    :param exclusive: create the file only if it does not exist (two writers of one run cannot
+        both succeed; the second gets :class:`~mlrpl_bench.atomic.AlreadyExists`).
+    """
     path = Path(path)
-    validate_record(to_json_safe(record), source=str(path))
-    atomic_write_bytes(path, dumps_record(record).encode())
+    record = plain(record)
+    validate_record(record, source=str(path))
+    data = dumps_record(record, source=str(path)).encode()
+    if exclusive:
+        create_exclusive(path, data)
+    else:
+        atomic_write_bytes(path, data)
     return path
 
 
+def read_record_text(data: str | bytes, *, source: str) -> dict:
+    """Parse (strict JSON) and validate a record's text. Never unpickles or executes anything."""
+    return validate_record(loads_strict(data, source=source), source=source)
+
+
 def read_record(path: str | Path) -> dict:
-    """Read and validate a record file. Never unpickles or executes anything."""
+    """Read and validate a record file."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = path.read_bytes()
     except FileNotFoundError:
         raise BenchError(f"{path}: record file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BenchError(f"{path}: not valid JSON ({exc}); results records are JSON files written by mlrpl-bench run") from None
-    return validate_record(data, source=str(path))
+    except IsADirectoryError:
+        raise BenchError(f"{path}: is a directory; pass the record JSON files (e.g. runs/*/record.json)") from None
+    return read_record_text(data, source=str(path))
+
+
+def is_record_path(path: str | Path) -> bool:
+    """Whether a file under a runs tree is a results record (``<run>/record.json``), not a
+    protocol cache (``_protocol/*.json``), an epoch log or a checkpoint."""
+    path = Path(path)
+    return path.name == "record.json" and not any(part.startswith("_") for part in path.parts[:-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """What one run measured, in plain values (the engine's result and the harness's facts)."""
+
+    run_id: str
+    known: float
+    seed: int
+    sizes: dict[str, int]
+    fingerprint: dict[str, str]
+    class_names: list[str]
+    mask_fingerprint: str
+    val_fingerprint: str
+    best_epoch: int
+    epochs_run: int
+    val_metrics: dict[str, Any]
+    test_metrics: dict[str, Any]
+    bad_images: list[str]
+    resumed_from_epoch: int | None
+    seconds: float
+    started: datetime
+    device: str
+    device_description: str
+    world_size: int
+    environment: dict[str, Any]
+    tuning: dict[str, Any] | None = None
+    per_class_known_positives: list[int] | None = None  # known positives per class in the training rows
+    scores_file: dict[str, Any] | None = None           # where the saved test scores are (mlrpl_bench.scores)
+
+
+def build_record(prepared: PreparedRun, outcome: RunOutcome, *, config_hash: str | None = None) -> dict[str, Any]:
+    """The results record of one run of ``prepared`` (schema: :class:`Record`).
+
+    :param config_hash: the configuration's hash when ``prepared`` is one candidate of a tuned
+        configuration (the record carries the tuned configuration's, which names the grid).
+    """
+    config, train = prepared.config, prepared.train
+    test = dict(outcome.test_metrics)
+    per_class = test.pop("per_class_ap", None)
+    test.pop("per_class_ap_noninterp", None)
+    entry = prepared.method_entry
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": outcome.run_id,
+        "config_hash": config_hash or prepared.config_hash,
+        "method": {"name": prepared.method_cls.name, "version": prepared.method_cls.version,
+                   "options": dataclasses.asdict(prepared.method_options), "profile": config.profile or "default",
+                   "citation": prepared.method_cls.citation, "distribution": entry.distribution,
+                   "distribution_version": entry.version},
+        "dataset": {"name": prepared.dataset_name, "options": prepared.dataset_options_dict(),
+                    "num_classes": len(outcome.class_names), "class_names": list(outcome.class_names),
+                    "sizes": dict(outcome.sizes), "fingerprint": dict(outcome.fingerprint)},
+        "protocol": {"setting": config.setting, "known": float(outcome.known), "seed": int(outcome.seed),
+                     "scheme": config.scheme, "val_fraction": train.val_fraction,
+                     "mask_fingerprint": outcome.mask_fingerprint, "val_fingerprint": outcome.val_fingerprint},
+        "train": {**dataclasses.asdict(train), "device": outcome.device, "world_size": outcome.world_size,
+                  "word_embeddings": config.word_embeddings or "fallback"},
+        "selection": {"metric": "mAP", "best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
+                      "split": "validation"},
+        "metrics": {"val": outcome.val_metrics, "test": test},
+        "per_class_ap": {"test": per_class},
+        "runtime": {"seconds": round(outcome.seconds, 3), "started": outcome.started.isoformat(timespec="seconds"),
+                    "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "device": outcome.device_description, "resumed_from_epoch": outcome.resumed_from_epoch},
+        "environment": outcome.environment,
+        "data_issues": {"bad_images_skipped": len(outcome.bad_images), "bad_images": outcome.bad_images[:100]},
+        "epoch_log": "epochs.jsonl",
+    }
+    # Always present (null for weights that are no file: none), so the leaderboard can tell runs
+    # from scratch from runs of older records that did not say.
+    record["train"]["backbone_weights_sha256"] = prepared.weights_sha256
+    family = getattr(prepared.method_cls, "family", None)
+    if family:
+        record["method"]["family"] = family
+    if outcome.per_class_known_positives is not None:
+        # the leaderboard's class-frequency bins
+        record["protocol"]["per_class_known_positives"] = list(outcome.per_class_known_positives)
+    if outcome.tuning is not None:
+        record["tuning"] = outcome.tuning
+    if outcome.scores_file is not None:
+        record["scores_file"] = outcome.scores_file
+    return plain(record)

@@ -9,12 +9,11 @@ they ship with the code (no package data to forget).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from .errors import BenchError
+from .vocabulary import is_registry_name
 
-NAME_RE = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 
 PYPROJECT = '''\
 [build-system]
@@ -139,7 +138,7 @@ mlrpl-bench run --plugin {name} --dataset voc2007 --data-root ~/data/VOC2007
 
 def check_plugin_name(name: str) -> str:
     """Validate a plugin name (lower-case letters, digits, single dashes) and return it."""
-    if not NAME_RE.fullmatch(name or ""):
+    if not is_registry_name(name or ""):
         raise BenchError(f"plugin name {name!r} is not valid; use lower-case letters, digits and single dashes, "
                          "starting with a letter (e.g. my-method)")
     return name

@@ -23,7 +23,13 @@ model generated from it (:func:`options_model`). Values come in two kinds:
 
 Unknown names, NaN and infinities are always refused. A failure raises :class:`SchemaError`, a
 :class:`~mlrpl_bench.errors.BenchError` whose message is one line naming the owner, the field,
-the value and what is allowed.
+the value and what is allowed (``flags=True``: named as the command-line flag, ``--lr -1: ...``).
+
+The same layer serves the typed records and JSON files of the suite: :func:`validate_model`
+(a pydantic model such as :class:`mlrpl_bench.results.Record`, strictly, one line naming the
+dotted field), :func:`loads_strict` / :func:`dumps_strict` (JSON without ``NaN``/``Infinity``:
+refused with where they are, never turned into ``null``) and :func:`diff_fields` (the leaves two
+JSON values differ in, ``train.epochs: 8 (filed) vs 2 (new)``: submit collisions, refused resumes).
 """
 
 from __future__ import annotations
@@ -127,8 +133,13 @@ def _type_words(annotation: Any) -> str:
     return {bool: "boolean (true/false)", int: "integer", float: "number", str: "string"}.get(annotation, str(annotation))
 
 
-def format_error(exc: ValidationError, model: type[BaseModel], *, owner: str, values: Mapping[str, Any]) -> str:
-    """One line for the first error of ``exc``: owner, field, value, what is allowed."""
+def format_error(exc: ValidationError, model: type[BaseModel], *, owner: str, values: Mapping[str, Any],
+                 flags: bool = False) -> str:
+    """One line for the first error of ``exc``: owner, field, value, what is allowed.
+
+    :param flags: name fields as command-line flags (``--val-fraction 0: ...``) instead of
+        ``<owner>: option val_fraction=0 ...``.
+    """
     error = exc.errors()[0]
     loc = error.get("loc") or ()
     key = str(loc[0]) if loc else ""
@@ -138,12 +149,22 @@ def format_error(exc: ValidationError, model: type[BaseModel], *, owner: str, va
         return f"{owner}: unknown option {key!r}; valid options: {valid}"
     value = values.get(key, error.get("input"))
     allowed = _allowed(model, key, error)
-    message = error.get("msg", "invalid value")
-    return f"{owner}: option {where}={value!r} is not valid ({message[0].lower() + message[1:]})" + (
-        f"; expected {allowed}" if allowed else "")
+    if error.get("type") == "value_error":  # a vocabulary or field check: its message says what is allowed
+        message, allowed = str((error.get("ctx") or {}).get("error", error.get("msg", ""))), ""
+    else:
+        message = error.get("msg", "invalid value")
+        message = message[0].lower() + message[1:]
+    tail = f"; expected {allowed}" if allowed and not allowed.startswith("a value of type a list") else ""
+    if flags and error.get("type") in ("literal_error", "finite_number", "greater_than", "greater_than_equal",
+                                        "less_than", "less_than_equal"):
+        tail = ""  # pydantic's message already says what is allowed
+    if flags:
+        return f"--{key.replace('_', '-')} {value}: {message}{tail}"
+    return f"{owner}: option {where}={value!r} is not valid ({message})" + tail
 
 
-def build_options(options_cls: type, values: Mapping[str, Any] | None = None, *, owner: str, strings: bool = True):
+def build_options(options_cls: type, values: Mapping[str, Any] | None = None, *, owner: str, strings: bool = True,
+                  flags: bool = False):
     """An instance of ``options_cls`` from its defaults and ``values``.
 
     :param values: overrides by field name.
@@ -157,6 +178,8 @@ def build_options(options_cls: type, values: Mapping[str, Any] | None = None, *,
     model = options_model(options_cls)
     for key, value in values.items():
         if _non_finite(value):
+            if flags:
+                raise SchemaError(f"--{key.replace('_', '-')} {value}: not a finite number")
             raise SchemaError(f"{owner}: option {key}={value!r} is not valid; expected a finite number")
     text = {k: v for k, v in values.items() if isinstance(v, str)} if strings else {}
     typed = {k: v for k, v in values.items() if k not in text}
@@ -166,7 +189,7 @@ def build_options(options_cls: type, values: Mapping[str, Any] | None = None, *,
         merged = {**{k: getattr(checked, k) for k in typed}, **_split_text(model, text)}
         instance = model.model_validate(merged, strict=False) if text else checked
     except ValidationError as exc:
-        raise SchemaError(format_error(exc, model, owner=owner, values=values)) from None
+        raise SchemaError(format_error(exc, model, owner=owner, values=values, flags=flags)) from None
     except (TypeError, ValueError) as exc:  # e.g. a value json cannot encode
         raise SchemaError(f"{owner}: {exc}") from None
     kwargs = {name: getattr(instance, name) for name in model.model_fields}
@@ -174,6 +197,110 @@ def build_options(options_cls: type, values: Mapping[str, Any] | None = None, *,
         if f.name in kwargs and isinstance(field_default(f), tuple) and isinstance(kwargs[f.name], list):
             kwargs[f.name] = tuple(kwargs[f.name])
     return options_cls(**kwargs)
+
+
+def validate_model(model: type[BaseModel], data: Any, *, owner: str) -> BaseModel:
+    """Validate ``data`` (decoded JSON) against a pydantic ``model`` strictly, as JSON types.
+
+    :raises SchemaError: one line, ``<owner>: field <a.b.c> is <value>; expected <what>``.
+    """
+    try:
+        return model.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise SchemaError(format_field_error(exc, owner=owner)) from None
+
+
+def format_field_error(exc: ValidationError, *, owner: str) -> str:
+    """One line for the first error of a (possibly nested) model: owner, field path, value, rule."""
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error.get("loc") or ()) or "(value)"
+    kind = error.get("type", "")
+    if kind == "missing":
+        return f"{owner}: field {where!r} is missing"
+    if kind == "extra_forbidden":
+        return f"{owner}: field {where!r} is not part of the schema; remove it"
+    message = error.get("msg", "invalid value")
+    if kind == "value_error":  # a vocabulary check: its message already says what is allowed
+        message = str((error.get("ctx") or {}).get("error", message))
+    return f"{owner}: field {where!r} is {error.get('input')!r}; {message[0].lower() + message[1:]}"
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str):
+    raise _NonFinite(name)
+
+
+def loads_strict(text: str | bytes, *, source: str) -> Any:
+    """Parse JSON text, refusing ``NaN``/``Infinity`` (not JSON) instead of reading them as floats.
+
+    :raises BenchError: one line naming ``source`` and the problem.
+    """
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except _NonFinite as exc:
+        raise SchemaError(f"{source}: contains {exc} (not a JSON number); records and config files hold finite "
+                          "numbers only -- write null for a missing value") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"{source}: not valid JSON ({exc})") from None
+
+
+def non_finite_path(value: Any, path: str = "") -> str | None:
+    """The path (``metrics.test.mAP``) of the first NaN or infinity inside ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "(value)"
+    if isinstance(value, Mapping):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub_path, sub in items:
+        found = non_finite_path(sub, sub_path)
+        if found is not None:
+            return found
+    return None
+
+
+def dumps_strict(value: Any, *, source: str, indent: int | None = 2) -> str:
+    """JSON text of ``value``; a NaN or infinity is refused with the path where it is."""
+    where = non_finite_path(value)
+    if where is not None:
+        raise SchemaError(f"{source}: field {where!r} is not a finite number; nothing was written")
+    return json.dumps(value, indent=indent, allow_nan=False)
+
+
+def diff_fields(before: Any, after: Any, *, old: str = "old", new: str = "new", path: str = "",
+                ignore: tuple[str, ...] = ()) -> list[str]:
+    """The leaves where two JSON-like values differ, as ``train.epochs: 8 (filed) vs 2 (new)``.
+
+    :param old: / :param new: how the two sides are named in the lines.
+    :param ignore: dotted paths (and their subtrees) left out, e.g. ``("runtime", "submission")``.
+    """
+    if path in ignore:
+        return []
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        out: list[str] = []
+        for key in list(before) + [k for k in after if k not in before]:
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in after:
+                out += [] if sub in ignore else [f"{sub}: {before[key]!r} ({old}) vs missing ({new})"]
+            elif key not in before:
+                out += [] if sub in ignore else [f"{sub}: missing ({old}) vs {after[key]!r} ({new})"]
+            else:
+                out += diff_fields(before[key], after[key], old=old, new=new, path=sub, ignore=ignore)
+        return out
+    if isinstance(before, (list, tuple)) and isinstance(after, (list, tuple)) and list(before) == list(after):
+        return []
+    if before == after and type(before) is type(after):
+        return []
+    if isinstance(before, (int, float)) and isinstance(after, (int, float)) and not isinstance(before, bool) \
+            and not isinstance(after, bool) and before == after:
+        return []
+    shown = (lambda v: repr(v) if not isinstance(v, (list, dict)) or len(repr(v)) <= 60 else f"{type(v).__name__} of {len(v)}")
+    return [f"{path or '(value)'}: {shown(before)} ({old}) vs {shown(after)} ({new})"]
 
 
 def describe_field(options_cls: type, name: str) -> str:
@@ -192,4 +319,5 @@ def describe_field(options_cls: type, name: str) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["SchemaError", "build_options", "describe_field", "field_default", "format_error", "options_model"]
+__all__ = ["SchemaError", "build_options", "describe_field", "dumps_strict", "field_default", "format_error",
+           "diff_fields", "format_field_error", "loads_strict", "non_finite_path", "options_model", "validate_model"]

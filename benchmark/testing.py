@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .conformance import CHECKS, CheckSkipped, check_method, resolve_method, skip_reason
+from .conformance import CHECKS, CheckSkipped, check_method, skip_reason
+from .plugin_manager import method_class
 from .conformance_harness import single_thread
 from .method import Method
 
@@ -41,7 +42,7 @@ class PytestCheck:
 
         try:
             with single_thread():
-                self.check(resolve_method(method), self.options)
+                self.check(method_class(method), self.options)
         except CheckSkipped as exc:
             pytest.skip(str(exc))
 
@@ -60,7 +61,7 @@ def parametrize_with_checks(methods: Iterable[str | type[Method]], *, options: d
 
     params = []
     for method in methods:
-        cls = resolve_method(method)
+        cls = method_class(method)
         label = getattr(cls, "name", "") or cls.__name__
         for check in CHECKS:
             reason = skip_reason(cls, check.__name__)
@@ -72,3 +73,4 @@ def parametrize_with_checks(methods: Iterable[str | type[Method]], *, options: d
 def assert_conforms(method: str | type[Method], *, options: dict[str, Any] | None = None) -> None:
     """Run every check and raise one ``AssertionError`` listing all failures (for a single test)."""
     check_method(method, options=options, raise_on_failure=True)
+

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from mlrpl_bench.errors import BenchError
+from mlrpl_bench.vocabulary import SETTINGS, known_text
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
@@ -27,7 +28,6 @@ FIELDS = ("paper", "table", "dataset", "setting", "backbone", "method", "plugin"
           "known", "mAP", "OF1", "CF1", "note")
 
 REFERENCE_METRICS = ("mAP", "OF1", "CF1")
-SETTINGS = ("full", "pal", "ppl", "spl")
 #: The literal in the ``known`` column that marks a table's "Ave." column.
 AVERAGE = "ave"
 
@@ -79,9 +79,7 @@ class ReferenceRow:
 
 def known_key(known: float | None) -> str:
     """The canonical text of a known proportion used to join rows ("0.3", "1", "ave" ...)."""
-    if known is None:
-        return ""
-    return f"{round(float(known), 4):g}"
+    return "" if known is None else known_text(known)
 
 
 def parse_variant(text: str) -> list[dict[str, str]]:

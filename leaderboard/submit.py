@@ -11,29 +11,31 @@ The mask fingerprint in the name keeps runs of different protocols apart, and th
 hash of the method's version, profile and options) runs of different method configurations —
 an ablation (``-o ablation=ist-only``) or ``hst -o feature_blending=true`` is filed beside the
 default method, never over it. Re-submitting an identical record is a no-op; a different record
-at the same path is refused unless ``replace=True``. If a write fails half-way, the files
-this batch created are removed and the ones it replaced are restored.
+at the same path is refused, naming the fields that differ (``train.epochs: 8 (filed) vs 2
+(new)``), unless ``replace=True``. New files are created with an atomic create-if-absent, so of
+two processes filing different records of one run exactly one succeeds and the other is told
+"already filed". If a write fails half-way, the files this batch created are removed and the
+ones it replaced are restored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mlrpl_bench.atomic import AlreadyExists, atomic_write_bytes, create_exclusive
 from mlrpl_bench.errors import BenchError
-from mlrpl_bench.labels import atomic_write_bytes
-from mlrpl_bench.results import dumps_record, validate_record
+from mlrpl_bench.results import dumps_record, read_record, validate_record
+from mlrpl_bench.schema import diff_fields, loads_strict
+from mlrpl_bench.vocabulary import is_sha256, path_component  # noqa: F401 - path_component re-exported
 
 from .aggregate import method_signature, short_hash
 
 DEFAULT_RESULTS_DIR = Path("leaderboard") / "results"
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: code_version values that do not identify the code that produced a record.
 _NO_CODE_VERSION = {"", "unknown", "none", "null"}
 
@@ -55,14 +57,6 @@ class Filed:
     target: Path
     status: str  # "filed", "unchanged" (identical record already filed) or "replaced"
     warnings: list[str] = field(default_factory=list)
-
-
-def path_component(name: str) -> str:
-    """A single safe path component for a name from a record (no separators, never '.' or '..')."""
-    safe = _UNSAFE.sub("-", str(name)).strip("-")
-    if not safe or safe.startswith("."):
-        safe = "_" + safe
-    return safe[:120]
 
 
 def canonical_path(record: dict, results_dir: str | Path = DEFAULT_RESULTS_DIR) -> Path:
@@ -89,14 +83,14 @@ def check_provenance(record: dict, source: str) -> list[str]:
     fingerprint = record["dataset"]["fingerprint"]
     for split in ("train", "test"):
         value = fingerprint.get(split)
-        if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        if not is_sha256(value):
             raise BenchError(f"{source}: field 'dataset.fingerprint.{split}' is {value!r}; expected the sha256 "
                              "hex digest mlrpl-bench run writes")
     for key in ("mask_fingerprint", "val_fingerprint"):
         value = record["protocol"].get(key)
         if key == "val_fingerprint" and value is None:
             continue
-        if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        if not is_sha256(value):
             raise BenchError(f"{source}: field 'protocol.{key}' is {value!r}; expected a sha256 hex digest")
     if not record["method"]["name"].strip() or not record["dataset"]["name"].strip():
         raise BenchError(f"{source}: field 'method.name' or 'dataset.name' is empty")
@@ -132,15 +126,7 @@ def _check_per_class_ap(record: dict, source: str) -> None:
 def load_submission(path: str | Path) -> tuple[dict, list[str]]:
     """Read, validate and provenance-check one record file; returns (record, warnings)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise BenchError(f"{path}: record file not found") from None
-    except IsADirectoryError:
-        raise BenchError(f"{path}: is a directory; pass the record JSON files (e.g. runs/*/record.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BenchError(f"{path}: not valid JSON ({exc}); results records are JSON files written by mlrpl-bench run") from None
-    record = validate_record(data, source=str(path))
+    record = read_record(path)
     return record, check_provenance(record, str(path))
 
 
@@ -148,14 +134,52 @@ def _content(record: dict) -> bytes:
     return dumps_record(record).encode()
 
 
-def _same_record(existing: bytes, new: dict) -> bool:
+#: Record parts that may differ between two submissions of the same result.
+_VOLATILE = ("submission",)
+#: Record parts left out of a collision message (they always differ between two runs).
+_NOT_SHOWN = ("submission", "runtime", "environment", "config_hash")
+
+
+def _differences(existing: bytes, new: dict) -> list[str] | None:
+    """The fields where a filed record differs from ``new`` (``[]`` when it is the same record),
+    or None when the filed file is not a readable record."""
     try:
-        old = json.loads(existing)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    old.pop("submission", None)
-    new = {k: v for k, v in new.items() if k != "submission"}
-    return json.loads(dumps_record(old)) == json.loads(dumps_record(new))
+        old = loads_strict(existing, source="filed record")
+    except BenchError:
+        return None
+    old = {k: v for k, v in old.items() if k not in _VOLATILE}
+    new = json.loads(dumps_record({k: v for k, v in new.items() if k not in _VOLATILE}))
+    if old == new:
+        return []
+    shown = diff_fields(old, new, old="filed", new="new", ignore=_NOT_SHOWN)
+    return shown or ["runtime or environment"]
+
+
+def _same_record(existing: bytes, new: dict) -> bool:
+    return _differences(existing, new) == []
+
+
+def _collision(path: Path, target: Path, differences: list[str] | None) -> str:
+    what = "; ".join((differences or ["unreadable file"])[:4])
+    more = f" and {len(differences) - 4} more" if differences and len(differences) > 4 else ""
+    return (f"{path}: {target} already holds a different record for this run and protocol ({what}{more}); "
+            "pass --replace to overwrite it")
+
+
+def expand_runs(paths: list[str | Path]) -> list[Path]:
+    """Record files as given; a folder stands for every ``<run>/record.json`` below it (a runs tree),
+    leaving out protocol caches (``_protocol/``), epoch logs, checkpoints and tuning candidates."""
+    from mlrpl_bench.results import is_record_path
+
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("record.json") if is_record_path(p.relative_to(path)))
+            out.extend(found or [path])  # a folder without records is refused as one, with the others
+        else:
+            out.append(path)
+    return out
 
 
 def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RESULTS_DIR, *,
@@ -165,8 +189,9 @@ def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RE
     :raises SubmissionRefused: when any record is invalid or would overwrite a different
         record (without ``replace``); nothing is written in that case.
     """
+    paths = expand_runs(paths)
     if not paths:
-        raise BenchError("no record files given; pass one or more RECORD.json files")
+        raise BenchError("no record files given; pass one or more RECORD.json files or a runs/ folder")
     results_dir = Path(results_dir)
     errors: list[str] = []
     planned: dict[Path, tuple[Path, dict, list[str]]] = {}
@@ -194,12 +219,12 @@ def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RE
         stored["submission"] = {"submitted": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                 "source_name": path.name, "source_sha256": hashlib.sha256(original).hexdigest()}
         previous = target.read_bytes() if target.exists() else None
-        if previous is not None and _same_record(previous, record):
+        differences = _differences(previous, record) if previous is not None else None
+        if previous is not None and differences == []:
             actions.append((Filed(path, target, "unchanged", warnings), previous, b""))
             continue
         if previous is not None and not replace:
-            errors.append(f"{path}: {target} already holds a different record for this run and protocol; "
-                          "pass --replace to overwrite it")
+            errors.append(_collision(path, target, differences))
             continue
         actions.append((Filed(path, target, "replaced" if previous is not None else "filed", warnings), previous,
                         _content(stored)))
@@ -211,12 +236,30 @@ def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RE
         for filed, previous, data in actions:
             if filed.status == "unchanged":
                 continue
-            atomic_write_bytes(filed.target, data)
-            done.append((filed, previous))
+            if filed.status == "filed":
+                _create(filed, data)
+            else:
+                atomic_write_bytes(filed.target, data)
+            if filed.status != "unchanged":  # never roll back a file another process wrote
+                done.append((filed, previous))
     except BaseException:
         _roll_back(done)
         raise
     return [filed for filed, _, _ in actions]
+
+
+def _create(filed: Filed, data: bytes) -> None:
+    """File a new record with create-if-absent: a concurrent writer of the same run loses cleanly."""
+    try:
+        create_exclusive(filed.target, data)
+    except AlreadyExists:
+        existing = filed.target.read_bytes()
+        differences = _differences(existing, json.loads(data))
+        if differences == []:
+            filed.status = "unchanged"
+            return
+        raise BenchError(_collision(filed.source, filed.target, differences).replace(
+            "already holds", "was filed meanwhile by another process and holds")) from None
 
 
 def _roll_back(done: list[tuple[Filed, bytes | None]]) -> None:

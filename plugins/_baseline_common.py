@@ -12,8 +12,11 @@ special treatment (what "removing the restriction on the number of positive labe
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import numpy as np
 import torch
+from pydantic import Field
 
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.losses import known_mask, masked_per_image_mean
@@ -21,6 +24,13 @@ from mlrpl_bench.method import Method
 from mlrpl_bench.models.heads import PooledLinearClassifier
 
 UNKNOWN_MODES = ("ignore", "negative")
+#: The ``unknown`` option's type: how a loss-only baseline treats unknown entries.
+UnknownMode = Literal[UNKNOWN_MODES]
+#: A probability-like option in [0, 1].
+Unit = Annotated[float, Field(ge=0, le=1)]
+
+COLE_CITATION = ("Cole, Mac Aodha, Lorieul, Perona, Morris, Jojic. Multi-Label Learning from Single Positive "
+                 "Labels. CVPR 2021")
 
 #: The seed papers' training recipe (SST/HST/DSRB implementation details, DESIGN.md): the
 #: baselines of their tables (SSGRL, SSGRL w/ PL, mixups, ASL, curriculum labeling) ran with it.
@@ -44,18 +54,6 @@ class LinearHeadMethod(Method):
 
     def build_model(self, backbone):
         return PooledLinearClassifier(backbone, self.ctx.num_classes)
-
-
-def check_choice(method: str, option: str, value, choices) -> None:
-    """Raise a one-line :class:`BenchError` when ``value`` is not one of ``choices``."""
-    if value not in choices:
-        raise BenchError(f"method {method} option {option}={value!r}: use one of {', '.join(map(str, choices))}")
-
-
-def check_range(method: str, option: str, value: float, low: float, high: float) -> None:
-    """Raise a one-line :class:`BenchError` when ``value`` is outside ``[low, high]``."""
-    if not (low <= value <= high):
-        raise BenchError(f"method {method} option {option}={value!r}: must be in [{low}, {high}]")
 
 
 def reduce_partial(per_entry: torch.Tensor, labels: torch.Tensor, unknown: str) -> torch.Tensor:
@@ -94,3 +92,17 @@ def estimate_expected_positives(train_labels: np.ndarray, setting: str = "pal", 
     if setting == "ppl" and 0.0 < known <= 1.0:
         return mean_pos / known
     return mean_pos
+
+
+def resolve_expected_positives(method, option_value: float) -> float:
+    """k for EPR and ROLE: the option if positive, else the estimate from the partial training labels.
+
+    The option's upper bound is the number of classes, which only the run knows: checked here.
+    """
+    ctx = method.ctx
+    if option_value > ctx.num_classes:
+        raise BenchError(f"method {method.name} option expected_positives={option_value!r}: at most the number of "
+                         f"classes ({ctx.num_classes})")
+    if option_value > 0:
+        return float(option_value)
+    return estimate_expected_positives(ctx.train_labels, ctx.setting, ctx.known)

@@ -1,4 +1,4 @@
-"""Mixup (Zhang, Cisse, Dauphin, Lopez-Paz, ICLR 2018) adapted to partial labels; shared by
+"""Mixup (Zhang, Cisse, Dauphin, Lopez-Paz, ICLR 2018) adapted to partial labels, and the base class shared by
 ``ip-mixup`` and ``fm-mixup`` (private module, registers nothing).
 
 Mixup trains on convex combinations ``x~ = lam x_a + (1 - lam) x_b`` with ``lam ~ Beta(a, a)``,
@@ -18,10 +18,18 @@ still trains with that image's share of the weight.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
 import numpy as np
 import torch
+from pydantic import Field
 
 from mlrpl_bench.losses import hard_targets, known_mask, masked_per_image_mean, partial_bce, soft_bce_with_logits
+from mlrpl_bench.method import Method
+from mlrpl_bench.models.heads import PooledLinearClassifier
+
+from ._sarl.model import GnnSteps, SarlKind, build_ssgrl, gnn_steps_field, sarl_field
 
 LABEL_RULES = ("both", "loss-mix")
 
@@ -52,3 +60,27 @@ def sample_mixup(batch_size: int, alpha: float, generator: torch.Generator) -> t
     perm = torch.randperm(batch_size, generator=generator)
     return lam, perm
 
+
+MIXUP_CITATION = ("Zhang, Cisse, Dauphin, Lopez-Paz. mixup: Beyond Empirical Risk Minimization. ICLR 2018; "
+                  "as a partial-label baseline in Pu, Chen et al., Dual-Perspective Semantic-Aware "
+                  "Representation Blending for Multi-Label Image Recognition with Partial Labels")
+
+
+class MixupMethod(Method):
+    """Options and model building shared by the two mixup methods."""
+
+    version = "2.0"  # 2.0: the SARL model follows the official code (docs/fidelity.md)
+
+    @dataclass
+    class Options:
+        alpha: Annotated[float, Field(ge=0, le=1e3)] = field(default=1.0, metadata={"help": "lam ~ Beta(alpha, alpha) (Zhang et al.: 1.0 on CIFAR, 0.1-0.4 on ImageNet); 0 disables mixing"})
+        label_rule: Literal[LABEL_RULES] = field(default="both", metadata={"help": "both: mixed targets only where known in both images; loss-mix: lam*L(y_a)+(1-lam)*L(y_b)"})
+        start_epoch: Annotated[int, Field(ge=0)] = field(default=0, metadata={"help": "first (0-based) epoch that mixes; earlier epochs use partial BCE"})
+        model: Literal["ssgrl", "linear"] = field(default="ssgrl", metadata={"help": "ssgrl: SSGRL with partial BCE (the DSRB paper's 'SSGRL w/ Mixup'); linear: pooled linear classifier"})
+        sarl: SarlKind = sarl_field()
+        gnn_steps: GnnSteps = gnn_steps_field()
+
+    def build_model(self, backbone):
+        if self.options.model == "ssgrl":
+            return build_ssgrl(self, backbone)
+        return PooledLinearClassifier(backbone, self.ctx.num_classes)

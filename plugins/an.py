@@ -15,10 +15,7 @@ from mlrpl_bench.hookspecs import hookimpl
 from mlrpl_bench.losses import hard_targets, soft_bce_with_logits
 from mlrpl_bench.method import Batch
 
-from ._baseline_common import COLE_RECIPE, LinearHeadMethod
-
-COLE_CITATION = ("Cole, Mac Aodha, Lorieul, Perona, Morris, Jojic. Multi-Label Learning from Single Positive "
-                 "Labels. CVPR 2021")
+from ._baseline_common import COLE_CITATION, COLE_RECIPE, LinearHeadMethod
 
 
 def an_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,7 @@ from mlrpl_bench.hookspecs import hookimpl
 from mlrpl_bench.losses import hard_targets, smoothed_targets, soft_bce_with_logits
 from mlrpl_bench.method import Batch
 
-from ._baseline_common import COLE_RECIPE, LinearHeadMethod, check_range
-from .an import COLE_CITATION
+from ._baseline_common import COLE_CITATION, COLE_RECIPE, LinearHeadMethod, Unit
 
 
 def an_ls_loss(logits: torch.Tensor, labels: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -33,11 +32,7 @@ class AssumeNegativeLS(LinearHeadMethod):
 
     @dataclass
     class Options:
-        epsilon: float = field(default=0.1, metadata={"help": "label-smoothing coefficient (Cole et al.: 0.1)"})
-
-    def __init__(self, options, ctx):
-        super().__init__(options, ctx)
-        check_range(self.name, "epsilon", options.epsilon, 0.0, 1.0)
+        epsilon: Unit = field(default=0.1, metadata={"help": "label-smoothing coefficient (Cole et al.: 0.1)"})
 
     def training_step(self, model, batch: Batch, epoch: int):
         return {"loss": an_ls_loss(model(batch.inputs), batch.labels, self.options.epsilon)}

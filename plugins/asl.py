@@ -14,14 +14,17 @@ paper's adaptation).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import Field
 
 from mlrpl_bench.hookspecs import hookimpl
 from mlrpl_bench.losses import asymmetric_loss, hard_targets
 from mlrpl_bench.method import Batch
 
-from ._baseline_common import (
-    LinearHeadMethod, SEED_RECIPE, UNKNOWN_MODES, check_choice, check_range, reduce_partial,
-)
+from ._baseline_common import LinearHeadMethod, SEED_RECIPE, Unit, UnknownMode, reduce_partial
+
+Focusing = Annotated[float, Field(ge=0, le=100)]
 
 
 class ASL(LinearHeadMethod):
@@ -33,17 +36,10 @@ class ASL(LinearHeadMethod):
 
     @dataclass
     class Options:
-        gamma_neg: float = field(default=4.0, metadata={"help": "focusing exponent on negatives (paper: 4)"})
-        gamma_pos: float = field(default=0.0, metadata={"help": "focusing exponent on positives (paper: 0; official class default: 1)"})
-        margin: float = field(default=0.05, metadata={"help": "probability margin m of the negative shift (paper: 0.05)"})
-        unknown: str = field(default="ignore", metadata={"help": "ignore: known labels only (seeds' adaptation); negative: unknowns are negatives"})
-
-    def __init__(self, options, ctx):
-        super().__init__(options, ctx)
-        check_range(self.name, "gamma_neg", options.gamma_neg, 0.0, 100.0)
-        check_range(self.name, "gamma_pos", options.gamma_pos, 0.0, 100.0)
-        check_range(self.name, "margin", options.margin, 0.0, 1.0)
-        check_choice(self.name, "unknown", options.unknown, UNKNOWN_MODES)
+        gamma_neg: Focusing = field(default=4.0, metadata={"help": "focusing exponent on negatives (paper: 4)"})
+        gamma_pos: Focusing = field(default=0.0, metadata={"help": "focusing exponent on positives (paper: 0; official class default: 1)"})
+        margin: Unit = field(default=0.05, metadata={"help": "probability margin m of the negative shift (paper: 0.05)"})
+        unknown: UnknownMode = field(default="ignore", metadata={"help": "ignore: known labels only (seeds' adaptation); negative: unknowns are negatives"})
 
     def training_step(self, model, batch: Batch, epoch: int):
         logits = model(batch.inputs)

@@ -14,14 +14,13 @@ normalised by its number of known labels as in partial BCE (the seed papers' ada
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from mlrpl_bench.hookspecs import hookimpl
 from mlrpl_bench.losses import hard_targets, smoothed_targets, soft_bce_with_logits
 from mlrpl_bench.method import Batch
 
-from ._baseline_common import (
-    IPL_RECIPE, LinearHeadMethod, UNKNOWN_MODES, check_choice, check_range, reduce_partial,
-)
+from ._baseline_common import IPL_RECIPE, LinearHeadMethod, Unit, UnknownMode, reduce_partial
 
 
 class BCELabelSmoothing(LinearHeadMethod):
@@ -34,15 +33,9 @@ class BCELabelSmoothing(LinearHeadMethod):
 
     @dataclass
     class Options:
-        epsilon: float = field(default=0.1, metadata={"help": "label-smoothing coefficient eps (Cole et al.: 0.1)"})
-        scheme: str = field(default="cole", metadata={"help": "cole: targets 1-eps / eps; szegedy: 1-eps/2 / eps/2"})
-        unknown: str = field(default="ignore", metadata={"help": "ignore: train on known labels only (seeds' adaptation); negative: unknowns are negatives"})
-
-    def __init__(self, options, ctx):
-        super().__init__(options, ctx)
-        check_range(self.name, "epsilon", options.epsilon, 0.0, 1.0)
-        check_choice(self.name, "scheme", options.scheme, ("cole", "szegedy"))
-        check_choice(self.name, "unknown", options.unknown, UNKNOWN_MODES)
+        epsilon: Unit = field(default=0.1, metadata={"help": "label-smoothing coefficient eps (Cole et al.: 0.1)"})
+        scheme: Literal["cole", "szegedy"] = field(default="cole", metadata={"help": "cole: targets 1-eps / eps; szegedy: 1-eps/2 / eps/2"})
+        unknown: UnknownMode = field(default="ignore", metadata={"help": "ignore: train on known labels only (seeds' adaptation); negative: unknowns are negatives"})
 
     def training_step(self, model, batch: Batch, epoch: int):
         logits = model(batch.inputs)

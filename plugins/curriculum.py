@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 import torch
 
@@ -30,7 +33,7 @@ from mlrpl_bench.hookspecs import hookimpl
 from mlrpl_bench.losses import partial_bce
 from mlrpl_bench.method import Batch
 
-from ._baseline_common import LinearHeadMethod, SEED_RECIPE, check_choice, check_range
+from ._baseline_common import LinearHeadMethod, SEED_RECIPE, Unit
 
 
 def select_curriculum_labels(probs: torch.Tensor, candidates: torch.Tensor, *, strategy: str = "proportion",
@@ -68,18 +71,14 @@ class CurriculumLabeling(LinearHeadMethod):
 
     @dataclass
     class Options:
-        warmup_epochs: int = field(default=1, metadata={"help": "epochs trained on the known labels before the first labelling step"})
-        strategy: str = field(default="proportion", metadata={"help": "proportion: label a fixed share per epoch; threshold: label every confident entry"})
-        proportion: float = field(default=0.1, metadata={"help": "share of the originally unknown entries labelled per step (strategy=proportion)"})
-        threshold: float = field(default=0.9, metadata={"help": "label p >= t as positive, p <= 1-t as negative (strategy=threshold)"})
+        warmup_epochs: Annotated[int, Field(ge=0)] = field(default=1, metadata={"help": "epochs trained on the known labels before the first labelling step"})
+        strategy: Literal["proportion", "threshold"] = field(default="proportion", metadata={"help": "proportion: label a fixed share per epoch; threshold: label every confident entry"})
+        proportion: Unit = field(default=0.1, metadata={"help": "share of the originally unknown entries labelled per step (strategy=proportion)"})
+        threshold: Annotated[float, Field(ge=0.5, le=1)] = field(default=0.9, metadata={"help": "label p >= t as positive, p <= 1-t as negative (strategy=threshold)"})
         only_positive: bool = field(default=False, metadata={"help": "add positive pseudo labels only"})
 
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
-        check_choice(self.name, "strategy", options.strategy, ("proportion", "threshold"))
-        check_range(self.name, "proportion", options.proportion, 0.0, 1.0)
-        check_range(self.name, "threshold", options.threshold, 0.5, 1.0)
-        check_range(self.name, "warmup_epochs", options.warmup_epochs, 0, 10**6)
         self.train_labels = torch.from_numpy(ctx.train_labels.astype("int8"))
         self.pseudo = torch.zeros_like(self.train_labels)
 

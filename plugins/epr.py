@@ -17,6 +17,9 @@ over the kept proportion under PPL, the mean known positives â€” a lower bound â
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import Field
 
 import torch
 
@@ -24,8 +27,7 @@ from mlrpl_bench.hookspecs import hookimpl
 from mlrpl_bench.losses import expected_positive_regularizer, hard_targets, known_mask, soft_bce_with_logits
 from mlrpl_bench.method import Batch
 
-from ._baseline_common import COLE_RECIPE, LinearHeadMethod, check_range, estimate_expected_positives
-from .an import COLE_CITATION
+from ._baseline_common import COLE_CITATION, COLE_RECIPE, LinearHeadMethod, resolve_expected_positives
 
 
 def observed_bce_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -40,14 +42,6 @@ def epr_loss(logits: torch.Tensor, labels: torch.Tensor, expected_positives: flo
     return observed_bce_sum(logits, labels), weight * reg
 
 
-def resolve_expected_positives(method, option_value: float) -> float:
-    """The option if positive, else the estimate from the method's partial training labels."""
-    if option_value > 0:
-        return float(option_value)
-    ctx = method.ctx
-    return estimate_expected_positives(ctx.train_labels, ctx.setting, ctx.known)
-
-
 class ExpectedPositiveRegularization(LinearHeadMethod):
     name = "epr"
     summary = "BCE on observed labels + expected-positive regulariser on the predicted label count"
@@ -56,13 +50,11 @@ class ExpectedPositiveRegularization(LinearHeadMethod):
 
     @dataclass
     class Options:
-        expected_positives: float = field(default=0.0, metadata={"help": "k, expected positives per image; 0 estimates it from the partial labels"})
-        reg_weight: float = field(default=1.0, metadata={"help": "weight of the regulariser (official code: 1)"})
+        expected_positives: Annotated[float, Field(ge=0)] = field(default=0.0, metadata={"help": "k, expected positives per image; 0 estimates it from the partial labels"})
+        reg_weight: Annotated[float, Field(ge=0, le=1e6)] = field(default=1.0, metadata={"help": "weight of the regulariser (official code: 1)"})
 
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
-        check_range(self.name, "expected_positives", options.expected_positives, 0.0, float(ctx.num_classes))
-        check_range(self.name, "reg_weight", options.reg_weight, 0.0, 1e6)
         self.expected_positives = resolve_expected_positives(self, options.expected_positives)
 
     def training_step(self, model, batch: Batch, epoch: int):

@@ -15,9 +15,8 @@ from mlrpl_bench.losses import partial_bce
 from mlrpl_bench.method import Batch
 
 from ._baseline_common import SEED_RECIPE
-from ._mixup import mixup_loss, sample_mixup
+from ._mixup import MIXUP_CITATION, MixupMethod, mixup_loss, sample_mixup
 from ._sarl.model import ssgrl_logits_from_backbone_maps
-from .ip_mixup import MIXUP_CITATION, MixupMethod
 
 
 class FeatureMapMixup(MixupMethod):

@@ -13,14 +13,15 @@ treats unknowns as negatives (how the imbalance-aware pseudo-labeling paper ran 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import Field
 
 from mlrpl_bench.hookspecs import hookimpl
 from mlrpl_bench.losses import focal_loss, hard_targets
 from mlrpl_bench.method import Batch
 
-from ._baseline_common import (
-    IPL_RECIPE, LinearHeadMethod, UNKNOWN_MODES, check_choice, check_range, reduce_partial,
-)
+from ._baseline_common import IPL_RECIPE, LinearHeadMethod, UnknownMode, reduce_partial
 
 
 class Focal(LinearHeadMethod):
@@ -31,16 +32,9 @@ class Focal(LinearHeadMethod):
 
     @dataclass
     class Options:
-        gamma: float = field(default=2.0, metadata={"help": "focusing parameter gamma (paper: 2)"})
-        alpha: float = field(default=0.25, metadata={"help": "weight of positives, 1-alpha for negatives (paper: 0.25); negative to disable"})
-        unknown: str = field(default="ignore", metadata={"help": "ignore: known labels only (seeds' adaptation); negative: unknowns are negatives"})
-
-    def __init__(self, options, ctx):
-        super().__init__(options, ctx)
-        check_range(self.name, "gamma", options.gamma, 0.0, 100.0)
-        if options.alpha >= 0:
-            check_range(self.name, "alpha", options.alpha, 0.0, 1.0)
-        check_choice(self.name, "unknown", options.unknown, UNKNOWN_MODES)
+        gamma: Annotated[float, Field(ge=0, le=100)] = field(default=2.0, metadata={"help": "focusing parameter gamma (paper: 2)"})
+        alpha: Annotated[float, Field(le=1)] = field(default=0.25, metadata={"help": "weight of positives, 1-alpha for negatives (paper: 0.25); negative to disable"})
+        unknown: UnknownMode = field(default="ignore", metadata={"help": "ignore: known labels only (seeds' adaptation); negative: unknowns are negatives"})
 
     def training_step(self, model, batch: Batch, epoch: int):
         logits = model(batch.inputs)

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 import torch
 
@@ -32,7 +35,7 @@ from mlrpl_bench.hookspecs import hookimpl
 from mlrpl_bench.losses import hard_targets, soft_bce_with_logits
 from mlrpl_bench.method import Batch
 
-from ._baseline_common import LinearHeadMethod, check_choice, check_range
+from ._baseline_common import LinearHeadMethod
 
 LLR_RECIPE = {"backbone": "resnet50", "backbone_weights": "imagenet", "image_size": 448, "batch_size": 16,
               "lr": 1e-5, "weight_decay": 0.0, "lr_step": 10**6, "epochs": 10, "classifier_lr_mult": 10.0}
@@ -90,17 +93,13 @@ class LargeLossRejection(LinearHeadMethod):
 
     @dataclass
     class Options:
-        delta_rel: float = field(default=0.2, metadata={"help": "rejection rate increase per epoch, in percent (official grid 0.1-0.5)"})
-        rate_of: str = field(default="all", metadata={"help": "all: k = rate x B x C (official code); unknown: k = rate x number of unknown entries"})
-        classifier_lr_mult: float = field(default=1.0, metadata={"help": "learning-rate factor of the classifier layer (official code: 10)"})
-        mode: str = field(default="reject", metadata={"help": "reject: LL-R; ct: LL-Ct, flip the selected labels for this step; cp: LL-Cp, flip them permanently (delta_rel% of the batch per step)"})
+        delta_rel: Annotated[float, Field(ge=0, le=100)] = field(default=0.2, metadata={"help": "rejection rate increase per epoch, in percent (official grid 0.1-0.5)"})
+        rate_of: Literal["all", "unknown"] = field(default="all", metadata={"help": "all: k = rate x B x C (official code); unknown: k = rate x number of unknown entries"})
+        classifier_lr_mult: Annotated[float, Field(ge=0, le=1e6)] = field(default=1.0, metadata={"help": "learning-rate factor of the classifier layer (official code: 10)"})
+        mode: Literal["reject", "ct", "cp"] = field(default="reject", metadata={"help": "reject: LL-R; ct: LL-Ct, flip the selected labels for this step; cp: LL-Cp, flip them permanently (delta_rel% of the batch per step)"})
 
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
-        check_range(self.name, "delta_rel", options.delta_rel, 0.0, 100.0)
-        check_choice(self.name, "rate_of", options.rate_of, ("all", "unknown"))
-        check_range(self.name, "classifier_lr_mult", options.classifier_lr_mult, 0.0, 1e6)
-        check_choice(self.name, "mode", options.mode, ("reject", "ct", "cp"))
         # LL-Cp's permanent corrections, per image (1 = flipped to positive), read via batch.indices.
         self.corrected = torch.zeros(ctx.train_labels.shape, dtype=torch.int8)
 

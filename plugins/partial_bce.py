@@ -9,10 +9,10 @@ scaled by ``g(p) = alpha * p**gamma + beta`` of the proportion ``p`` of known la
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
-from mlrpl_bench.errors import BenchError
 from mlrpl_bench.hookspecs import hookimpl
 from mlrpl_bench.losses import partial_bce
 from mlrpl_bench.method import Batch, Method
@@ -34,13 +34,8 @@ class PartialBCE(Method):
 
     @dataclass
     class Options:
-        normalization: str = field(default="known", metadata={"help": "known: divide by the known count (SST eq. 9); durand: g(p)/C weighting (Durand et al. 2019)"})
+        normalization: Literal["known", "durand"] = field(default="known", metadata={"help": "known: divide by the known count (SST eq. 9); durand: g(p)/C weighting (Durand et al. 2019)"})
         gamma: float = field(default=1.0, metadata={"help": "exponent of Durand's g(p) (only with normalization=durand)"})
-
-    def __init__(self, options, ctx):
-        super().__init__(options, ctx)
-        if options.normalization not in ("known", "durand"):
-            raise BenchError(f"method partial-bce option normalization={options.normalization!r}: use known or durand")
 
     def build_model(self, backbone):
         return PooledLinearClassifier(backbone, self.ctx.num_classes)

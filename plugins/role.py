@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import Field
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +38,7 @@ from mlrpl_bench.losses import expected_positive_regularizer, hard_targets, know
 from mlrpl_bench.method import Batch, Method
 from mlrpl_bench.models.heads import PooledLinearClassifier
 
-from ._baseline_common import COLE_RECIPE, check_range
-from .an import COLE_CITATION
-from .epr import resolve_expected_positives
+from ._baseline_common import COLE_CITATION, COLE_RECIPE, resolve_expected_positives
 
 
 def _logit(p: float) -> float:
@@ -108,15 +109,12 @@ class ROLE(Method):
 
     @dataclass
     class Options:
-        expected_positives: float = field(default=0.0, metadata={"help": "k, expected positives per image; 0 estimates it from the partial labels"})
-        lr_mult: float = field(default=10.0, metadata={"help": "estimator learning rate / classifier learning rate (official code: 10)"})
-        init_width: float = field(default=0.1, metadata={"help": "unknown entries start with sigmoid in [0.5-w, 0.5+w] (official: 0.1)"})
+        expected_positives: Annotated[float, Field(ge=0)] = field(default=0.0, metadata={"help": "k, expected positives per image; 0 estimates it from the partial labels"})
+        lr_mult: Annotated[float, Field(ge=0, le=1e6)] = field(default=10.0, metadata={"help": "estimator learning rate / classifier learning rate (official code: 10)"})
+        init_width: Annotated[float, Field(ge=0, le=0.49)] = field(default=0.1, metadata={"help": "unknown entries start with sigmoid in [0.5-w, 0.5+w] (official: 0.1)"})
 
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
-        check_range(self.name, "expected_positives", options.expected_positives, 0.0, float(ctx.num_classes))
-        check_range(self.name, "lr_mult", options.lr_mult, 0.0, 1e6)
-        check_range(self.name, "init_width", options.init_width, 0.0, 0.49)
         self.expected_positives = resolve_expected_positives(self, options.expected_positives)
 
     def build_model(self, backbone):

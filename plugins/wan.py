@@ -16,8 +16,7 @@ from mlrpl_bench.hookspecs import hookimpl
 from mlrpl_bench.losses import hard_targets, soft_bce_with_logits
 from mlrpl_bench.method import Batch
 
-from ._baseline_common import COLE_RECIPE, LinearHeadMethod, check_range
-from .an import COLE_CITATION
+from ._baseline_common import COLE_CITATION, COLE_RECIPE, LinearHeadMethod, Unit
 
 
 def wan_weights(labels: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -40,11 +39,10 @@ class WeakAssumeNegative(LinearHeadMethod):
 
     @dataclass
     class Options:
-        gamma: float = field(default=0.0, metadata={"help": "weight of assumed negatives; 0 means the paper's 1/(C-1)"})
+        gamma: Unit = field(default=0.0, metadata={"help": "weight of assumed negatives; 0 means the paper's 1/(C-1)"})
 
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
-        check_range(self.name, "gamma", options.gamma, 0.0, 1.0)
         c = ctx.num_classes
         self.gamma = options.gamma if options.gamma > 0 else (1.0 / (c - 1) if c > 1 else 1.0)
 

@@ -51,3 +51,29 @@ def cli(capsys):
 @pytest.fixture(scope="session")
 def session_cache() -> Path:
     return _SESSION_CACHE
+
+
+@pytest.fixture
+def register_hooks(monkeypatch):
+    """Register a plugin module made of the given hook functions for one test (``register_hooks(name, f, g)``)."""
+    import sys
+    import types
+
+    from mlrpl_bench import plugin_manager as P
+
+    registered = []
+
+    def register(name: str, *functions):
+        module = types.ModuleType(name.replace("-", "_"))
+        for function in functions:
+            setattr(module, function.__name__, function)
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        P.reset_registries()
+        P.get_plugin_manager().register(module, name=name)
+        registered.append(module)
+        return module
+
+    yield register
+    for module in registered:
+        P.get_plugin_manager().unregister(module)
+    P.reset_registries()

@@ -49,3 +49,29 @@ def test_unwritable_directory_is_a_one_line_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(BenchError, match="cannot write here"):
         atomic_write_text(blocker / "sub" / "record.json", "{}")
+
+
+def test_create_exclusive_creates_once_and_leaves_no_temporary_files(tmp_path):
+    from mlrpl_bench.atomic import AlreadyExists, create_exclusive
+
+    target = tmp_path / "d" / "r.json"
+    create_exclusive(target, b"first")
+    with pytest.raises(AlreadyExists, match="already filed"):
+        create_exclusive(target, b"second")
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["r.json"]
+
+
+def test_same_file_sees_paths_hard_links_and_symlinks(tmp_path):
+    import os
+
+    from mlrpl_bench.atomic import refuse_overwriting_inputs, same_file
+
+    a = tmp_path / "a.npy"
+    a.write_bytes(b"x")
+    os.link(a, tmp_path / "hard.npy")
+    (tmp_path / "soft.npy").symlink_to(a)
+    assert same_file(a, tmp_path / "." / "a.npy") and same_file(a, tmp_path / "hard.npy") and same_file(a, tmp_path / "soft.npy")
+    assert not same_file(a, tmp_path / "new.npy")
+    with pytest.raises(BenchError, match="--out .* is the same file as --labels"):
+        refuse_overwriting_inputs(tmp_path / "soft.npy", {"--labels": a})

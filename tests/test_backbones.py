@@ -17,7 +17,7 @@ from mlrpl_bench.errors import BenchError
 from mlrpl_bench.models import backbones as B
 from mlrpl_bench.models.backbones import ResNetTrunk, SmallCNN, load_state_dict_file
 from mlrpl_bench.results import read_record
-from mlrpl_bench.runner import RunRequest, resolve
+from mlrpl_bench.run_config import make_run_config, prepare_run
 
 
 def _trainable_blocks(model: SmallCNN) -> list[bool]:
@@ -63,8 +63,8 @@ def test_resnet_official_freezes_stem_and_layers_1_to_3_with_their_batchnorm():
 
 
 def test_unknown_freeze_mode_is_refused_by_the_train_settings():
-    with pytest.raises(BenchError, match=r"freeze_backbone='half' is not valid.*expected one of none, official or all"):
-        resolve(RunRequest(method="partial-bce", train_overrides={"freeze_backbone": "half"}))
+    with pytest.raises(BenchError, match=r"--freeze-backbone half: input should be 'none', 'official' or 'all'"):
+        _prepare(freeze_backbone="half")
 
 
 # -- --backbone-weights PATH wrappings -----------------------------------------------------------
@@ -191,10 +191,14 @@ def test_default_weights_are_the_datasets_for_its_default_backbone_only():
     assert B.default_weights(DigitScenes, "small-cnn") == "builtin"
     assert B.default_weights(DigitScenes, "resnet50") == "none"
     assert B.default_weights(VOC2007, "resnet101") == "none"
-    assert resolve(RunRequest(method="partial-bce")).train.backbone_weights == "builtin"
-    assert resolve(RunRequest(method="partial-bce", train_overrides={"backbone": "resnet50"})).train.backbone_weights == "none"
-    explicit = resolve(RunRequest(method="partial-bce", train_overrides={"backbone_weights": "none"}))
-    assert explicit.train.backbone_weights == "none"
+    assert _prepare().train.backbone_weights == "builtin"
+    assert _prepare(backbone="resnet50").train.backbone_weights == "none"
+    assert _prepare(backbone_weights="none").train.backbone_weights == "none"
+
+
+def _prepare(**train):
+    """The resolved run configuration of ``mlrpl-bench run --plugin partial-bce`` with these train flags."""
+    return prepare_run(make_run_config({"plugin": "partial-bce", "train": train}))
 
 
 def test_weights_sha256(tmp_path):

@@ -154,8 +154,10 @@ def test_check_plugin_options_reach_the_method(capsys):
     assert code == 0 and json.loads(out)["results"][0]["status"] == "passed"
     code, _, err = cli(capsys, "check-plugin", "partial-bce", "-o", "normalization=nonsense", "--check",
                        "check_follows_lifecycle")
-    # The method rejects the option in __init__: the lifecycle check reports it.
-    assert code == 1
+    # A bad option is the user's input: one line naming it and what is allowed, exit 2 (issue 12).
+    assert code == 2 and "normalization='nonsense'" in err and "known" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli(capsys, "check-plugin", "partial-bce", "-o", "nosuch=1")
+    assert code == 2 and "unknown option 'nosuch'" in err
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -197,7 +199,7 @@ def test_plugins_json_has_options_profiles_and_citations(capsys):
     assert [b["name"] for b in data["backbones"]] == list(backbone_registry())
     pbce = next(m for m in data["methods"] if m["name"] == "partial-bce")
     assert pbce["distribution"] == "mlrpl-bench" and pbce["plugin"] == "mlrpl_bench.plugins.partial_bce"
-    assert pbce["options"][0] == {"name": "normalization", "type": "str", "default": "known",
+    assert pbce["options"][0] == {"name": "normalization", "type": "known|durand", "default": "known",
                                   "help": pbce["options"][0]["help"]}
     assert "SST eq. 9" in pbce["options"][0]["help"] and "Durand" in pbce["citation"]
     with_profiles = [m for m in data["methods"] if m["profiles"]]
@@ -211,7 +213,7 @@ def test_plugins_name_shows_details(capsys):
     code, out, _ = cli(capsys, "plugins", "partial-bce")
     assert code == 0
     assert out.startswith(f"method partial-bce  (mlrpl-bench {__version__}, mlrpl_bench.plugins.partial_bce.PartialBCE)")
-    assert "    normalization (str, default 'known'): known: divide by the known count" in out
+    assert "    normalization (known|durand, default 'known'): known: divide by the known count" in out
     code, out, _ = cli(capsys, "plugins", "small-cnn", "--json")
     assert json.loads(out)["out_channels"] == 128
     code, _, err = cli(capsys, "plugins", "nope")

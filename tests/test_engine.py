@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from mlrpl_bench.checkpoint import load_checkpoint
 from mlrpl_bench.engine import Engine, EngineConfig, NonFiniteLossError
 from mlrpl_bench.method import MethodContext, TrainConfig
 from mlrpl_bench.metrics import compute_metrics
@@ -55,14 +56,20 @@ def build_engine(tmp_path=None, epochs=3, resume=False, method_name="partial-bce
     model = method.build_model(SmallCNN(width=8, out_channels=16))
     opt, sched = method.configure_optimizers(model, TrainConfig(lr=lr))
     cfg = EngineConfig(epochs=epochs, batch_size=8, seed=seed, device=torch.device("cpu"), progress=False,
-                       checkpoint_path=(tmp_path / "ckpt.pt") if tmp_path else None, resume=resume)
-    return Engine(method, model, opt, sched, train_rows=TensorRows(tr_x, partial), val_rows=TensorRows(va_x, va_y),
+                       checkpoint_path=(tmp_path / "ckpt.pt") if tmp_path else None)
+    engine = Engine(method, model, opt, sched, train_rows=TensorRows(tr_x, partial), val_rows=TensorRows(va_x, va_y),
                   test_rows=TensorRows(te_x, te_y), val_targets=va_y, test_targets=te_y, metric_fn=compute_metrics,
                   config=cfg, on_epoch_end=on_epoch_end)
+    engine.resume_state = load_checkpoint(tmp_path / "ckpt.pt") if resume else None
+    return engine
+
+
+def fit(engine):
+    return engine.fit(engine.resume_state)
 
 
 def test_every_test_image_is_scored_once_and_best_epoch_is_chosen_on_validation():
-    result = build_engine(epochs=3).fit()
+    result = fit(build_engine(epochs=3))
     assert result.test_scores.shape == (23, C)
     assert np.isfinite(result.test_scores).all()
     val_maps = [log["val/mAP"] for log in result.epoch_logs]
@@ -73,14 +80,14 @@ def test_every_test_image_is_scored_once_and_best_epoch_is_chosen_on_validation(
 
 
 def test_same_seed_gives_identical_results():
-    a = build_engine(epochs=2).fit()
-    b = build_engine(epochs=2).fit()
+    a = fit(build_engine(epochs=2))
+    b = fit(build_engine(epochs=2))
     np.testing.assert_array_equal(a.test_scores, b.test_scores)
     assert a.test_metrics["mAP"] == b.test_metrics["mAP"]
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
-    full = build_engine(epochs=3).fit()
+    full = fit(build_engine(epochs=3))
 
     class Killed(Exception):
         pass
@@ -90,9 +97,9 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        build_engine(tmp_path, epochs=3, on_epoch_end=die_after_second_epoch).fit()
+        fit(build_engine(tmp_path, epochs=3, on_epoch_end=die_after_second_epoch))
     # the checkpoint holds epoch 0 (epoch 1 died before its checkpoint): resume trains 1 and 2
-    resumed = build_engine(tmp_path, epochs=3, resume=True).fit()
+    resumed = fit(build_engine(tmp_path, epochs=3, resume=True))
     assert resumed.resumed_from_epoch == 1
     np.testing.assert_array_equal(resumed.test_scores, full.test_scores)
     assert [log["val/mAP"] for log in resumed.epoch_logs] == [log["val/mAP"] for log in full.epoch_logs]

@@ -334,11 +334,15 @@ def _engine(tmp_path, epochs, resume=False, on_epoch_end=None):
     model = method.build_model(SmallCNN(width=4, out_channels=8))
     opt, sched = method.configure_optimizers(model, TrainConfig(lr=3e-3))
     cfg = EngineConfig(epochs=epochs, batch_size=8, seed=0, device=torch.device("cpu"), progress=False,
-                       checkpoint_path=tmp_path / "ckpt.pt", resume=resume)
+                       checkpoint_path=tmp_path / "ckpt.pt")
     engine = Engine(method, model, opt, sched, train_rows=_Rows(tr_x, partial), val_rows=_Rows(va_x, va_y),
                     test_rows=_Rows(te_x, te_y), val_targets=va_y, test_targets=te_y, metric_fn=compute_metrics,
                     config=cfg, on_epoch_end=on_epoch_end)
-    ctx.feature_batches = engine.feature_batches
+    from mlrpl_bench.checkpoint import load_checkpoint
+    from mlrpl_bench.data.loading import FeatureBatches
+
+    ctx.feature_batches = FeatureBatches(_Rows(tr_x, partial), batch_size=8, device=torch.device("cpu"))
+    engine.resume_state = load_checkpoint(tmp_path / "ckpt.pt") if resume else None
     return engine, method
 
 
@@ -363,7 +367,7 @@ def test_engine_resume_restores_prototypes_and_thresholds(tmp_path):
     # the checkpoint holds epoch 1: its prototypes and learned thresholds come back on resume,
     # and nothing is recomputed from the resumed model (which would change the result).
     engine, _ = _engine(tmp_path / "b", 4, resume=True)
-    resumed = engine.fit()
+    resumed = engine.fit(engine.resume_state)
     assert resumed.resumed_from_epoch == 2
     assert load_checkpoint(tmp_path / "b" / "ckpt.pt")["method"]["prototype_epoch"] == 1
     np.testing.assert_array_equal(resumed.test_scores, full.test_scores)

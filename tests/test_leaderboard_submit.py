@@ -79,7 +79,7 @@ INVALID = [
     ("method.version", _DELETE, "'method.version' is missing"),
     ("dataset.fingerprint", {"train": "abc"}, "'dataset.fingerprint.train' is 'abc'"),
     ("dataset.fingerprint", {"train": "a" * 64}, "'dataset.fingerprint.test' is None"),
-    ("protocol.mask_fingerprint", "not-a-digest", "'protocol.mask_fingerprint' must be a sha256"),
+    ("protocol.mask_fingerprint", "not-a-digest", "'protocol.mask_fingerprint' is 'not-a-digest'; must be a sha256"),
     ("protocol.val_fingerprint", "ABC", "'protocol.val_fingerprint' is 'ABC'"),
     ("schema_version", 99, "schema_version 99 is newer"),
     ("schema_version", 0, "schema_version 0 is not supported"),
@@ -148,16 +148,19 @@ def test_a_failed_write_rolls_back_the_batch(tmp_path, monkeypatch):
     submit_records([old], results)
     before = {p: p.read_bytes() for p in files_under(results)}
     new = [write_record_file(tmp_path / "in", make_record(known=k, mAP=60.0), f"{k}.json") for k in (0.1, 0.3, 0.5)]
-    real_write = submit_mod.atomic_write_bytes
+    real_write, real_create = submit_mod.atomic_write_bytes, submit_mod.create_exclusive
     calls = []
 
-    def flaky(path, data):
-        calls.append(path)
-        if len(calls) == 3:
-            raise OSError("disk full")
-        real_write(path, data)
+    def flaky(real):
+        def write(path, data):
+            calls.append(path)
+            if len(calls) == 3:
+                raise OSError("disk full")
+            real(path, data)
+        return write
 
-    monkeypatch.setattr(submit_mod, "atomic_write_bytes", flaky)
+    monkeypatch.setattr(submit_mod, "atomic_write_bytes", flaky(real_write))
+    monkeypatch.setattr(submit_mod, "create_exclusive", flaky(real_create))
     with pytest.raises(OSError, match="disk full"):
         submit_records(new, results, replace=True)
     monkeypatch.setattr(submit_mod, "atomic_write_bytes", real_write)

@@ -72,7 +72,7 @@ def test_an_ablation_runs_beside_the_default_in_one_output_directory(cli, tmp_pa
 
 
 def test_variant_suffix_names_changed_options_and_hashes_long_ones():
-    from mlrpl_bench.runner import variant_suffix
+    from mlrpl_bench.run_config import variant_suffix
 
     defaults = {"a": 1, "b": "x", "c": False}
     assert variant_suffix("default", {"a": 1, "b": "x", "c": False}, defaults) == ""
@@ -87,9 +87,9 @@ def test_variant_suffix_names_changed_options_and_hashes_long_ones():
 @pytest.mark.parametrize("args, message", [
     (["--plugin", "no-such-method"], "unknown plugin 'no-such-method'; choose one of:"),
     (["--plugin", "partial-bce", "--dataset", "nope"], "unknown dataset 'nope'"),
-    (["--plugin", "partial-bce", "--known", "1.5"], "--known 1.5: known-label proportions must be in (0, 1]"),
+    (["--plugin", "partial-bce", "--known", "1.5"], "--known 1.5: known is 1.5; a known-label proportion must be in (0, 1]"),
     (["--plugin", "partial-bce", "--known", "0"], "must be in (0, 1]"),
-    (["--plugin", "partial-bce", "--setting", "half"], "--setting 'half' is not one of"),
+    (["--plugin", "partial-bce", "--setting", "half"], "--setting half: input should be 'full', 'pal', 'ppl' or 'spl'"),
     (["--plugin", "partial-bce", "-o", "nonsense=1"], "unknown option 'nonsense'"),
     (["--plugin", "partial-bce", "--profile", "gpu-monster"], "has no profile 'gpu-monster'"),
     (["--plugin", "partial-bce", "--backbone", "vgg"], "unknown backbone 'vgg'"),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from mlrpl_bench.runner import RunRequest, planned_runs
+from mlrpl_bench.run_config import RunConfig as RunRequest
+from mlrpl_bench.runner import planned_runs
 
 
 def test_shards_are_disjoint_deterministic_and_cover_the_sweep():
-    base = dict(method="partial-bce", known=(0.1, 0.3, 0.5, 0.7, 0.9), seeds=(0, 1, 2))
+    base = dict(plugin="partial-bce", known=(0.1, 0.3, 0.5, 0.7, 0.9), seeds=(0, 1, 2))
     everything = planned_runs(RunRequest(**base))
     assert len(everything) == 15
     shards = [planned_runs(RunRequest(**base, shard=(i, 4))) for i in range(4)]
@@ -17,5 +18,5 @@ def test_shards_are_disjoint_deterministic_and_cover_the_sweep():
 
 
 def test_full_setting_runs_once_per_seed_whatever_the_proportions():
-    runs = planned_runs(RunRequest(method="partial-bce", setting="full", known=(0.1, 0.5), seeds=(0, 1)))
+    runs = planned_runs(RunRequest(plugin="partial-bce", setting="full", known=(0.1, 0.5), seeds=(0, 1)))
     assert runs == [(1.0, 0), (1.0, 1)]

@@ -27,6 +27,19 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` options as a mapping; values stay text (the schema parses them by type)."""
+    from ..errors import BenchError
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise BenchError(f"{flag} {pair!r}: expected KEY=VALUE")
+        key, value = pair.split("=", 1)
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import BenchError
+from . import parse_pairs
 
 
 @click.command("new-plugin")
@@ -39,9 +40,9 @@ def new_plugin(name: str, directory: str | None) -> None:
 def _load_method(target: str):
     """A registered name, or ``module:Class`` for a class that is not installed yet."""
     if ":" not in target:
-        from ..conformance import resolve_method
+        from ..plugin_manager import get_method
 
-        return resolve_method(target)
+        return get_method(target)
     module_name, _, attr = target.partition(":")
     sys.path.insert(0, str(Path.cwd()))  # like `python -m`: modules in the current directory import
     try:
@@ -52,17 +53,13 @@ def _load_method(target: str):
         sys.path.pop(0)
     if not hasattr(module, attr):
         raise BenchError(f"check-plugin {target}: module {module_name!r} has no attribute {attr!r}")
-    return getattr(module, attr)
+    obj = getattr(module, attr)
+    from ..method import Method
 
-
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise BenchError(f"--option {pair!r}: expected KEY=VALUE")
-        key, value = pair.split("=", 1)
-        out[key.strip().replace("-", "_")] = value
-    return out
+    if not (isinstance(obj, type) and issubclass(obj, Method)):
+        raise BenchError(f"check-plugin {target}: {module_name}.{attr} is not a Method subclass; give NAME or "
+                         "module:Class of a subclass of mlrpl_bench.method.Method")
+    return obj
 
 
 @click.command("check-plugin")
@@ -83,7 +80,11 @@ def check_plugin(name: str, checks: tuple[str, ...], options: tuple[str, ...], a
     for check in checks:
         if check not in CHECKS_BY_NAME:
             raise BenchError(f"--check {check!r} is not a check; choose from {', '.join(CHECKS_BY_NAME)}")
-    results = check_method(method_cls, checks=list(checks) or None, options=_parse_options(options))
+    overrides = parse_pairs(options, "--option")
+    if overrides and hasattr(method_cls, "make_options"):
+        # A bad -o is the user's input error (exit 2), not a failure of some check.
+        method_cls.make_options({**(getattr(method_cls, "conformance_options", None) or {}), **overrides})
+    results = check_method(method_cls, checks=list(checks) or None, options=overrides)
     failed = [r for r in results if r.status == "failed"]
     if as_json:
         click.echo(json.dumps({"method": getattr(method_cls, "name", ""), "class": f"{method_cls.__module__}.{method_cls.__qualname__}",

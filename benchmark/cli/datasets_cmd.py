@@ -11,22 +11,12 @@ import sys
 
 import click
 
-from ..errors import BenchError
+from . import parse_pairs
 
 _data_root = click.option("--data-root", type=click.Path(file_okay=False), default=None,
                           help="Folder holding the dataset's files (see `mlrpl-bench datasets`).")
 _option = click.option("-o", "--dataset-option", "dataset_option", multiple=True, metavar="KEY=VALUE",
                        help="Loader option (repeatable), e.g. -o difficult=ignore.")
-
-
-def _pairs(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise BenchError(f"--dataset-option {pair!r}: expected KEY=VALUE")
-        key, value = pair.split("=", 1)
-        out[key.strip().replace("-", "_")] = value
-    return out
 
 
 @click.group("datasets", invoke_without_command=True)
@@ -97,7 +87,7 @@ def verify_cmd(name, data_root, dataset_option, no_images, decode, as_json) -> N
     """Check a dataset's layout: counts, positives per image, missing/unreadable files."""
     from ..data.verify import format_verify, verify
 
-    report = verify(name, data_root, _pairs(dataset_option), check_images=not no_images, decode=decode, progress=True)
+    report = verify(name, data_root, parse_pairs(dataset_option, "--dataset-option"), check_images=not no_images, decode=decode, progress=True)
     click.echo(json.dumps(report, indent=2, default=str) if as_json else format_verify(report))
     if not report["ok"]:
         sys.exit(1)
@@ -114,7 +104,7 @@ def stats_cmd(name, data_root, dataset_option, split, top, as_json) -> None:
     """Print the label co-occurrence summary (class frequencies, most frequent pairs)."""
     from ..data.verify import format_stats, label_stats, open_dataset
 
-    dataset = open_dataset(name, data_root, _pairs(dataset_option))
+    dataset = open_dataset(name, data_root, parse_pairs(dataset_option, "--dataset-option"))
     splits = ["train", "test"] if split == "both" else [split]
     results = [label_stats(dataset.load_split(s), top) for s in splits]
     if as_json:
@@ -136,6 +126,6 @@ def labels_cmd(name, data_root, dataset_option, split, out, classes_out) -> None
     """Write a split's full label matrix (loader row order), its class list and image ids."""
     from ..data.verify import export_labels
 
-    info = export_labels(name, data_root, _pairs(dataset_option), split, out, classes_out)
+    info = export_labels(name, data_root, parse_pairs(dataset_option, "--dataset-option"), split, out, classes_out)
     n, c = info["shape"]
     click.echo(f"wrote {info['labels']} ({n} images x {c} classes), {info['classes']}, {info['ids']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+import numpy as np
 
 from ..errors import BenchError
 
@@ -50,7 +51,10 @@ def format_table(metrics: dict, *, threshold: float, top_k: int, per_class: bool
 @click.option("--top-k", "top_k", default="3", show_default=True, help="Predict the k highest scores of each image (the _top3 metrics).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table (undefined values are null).")
 @click.option("--per-class", is_flag=True, help="Also list the AP of every class in the table.")
-def evaluate(scores_path: str, targets_path: str, threshold: str, top_k: str, as_json: bool, per_class: bool) -> None:
+@click.option("--score-type", type=click.Choice(["probabilities", "logits"]), default="probabilities", show_default=True,
+              help="probabilities: scores must be in [0, 1]; logits: a sigmoid turns them into probabilities first.")
+def evaluate(scores_path: str, targets_path: str, threshold: str, top_k: str, as_json: bool, per_class: bool,
+             score_type: str) -> None:
     """Score predictions against targets: mAP, OP/OR/OF1, CP/CR/CF1 and their top-k variants.
 
     \b
@@ -64,6 +68,12 @@ def evaluate(scores_path: str, targets_path: str, threshold: str, top_k: str, as
     threshold_value = _parse_number(threshold, "--threshold")
     k = _parse_number(top_k, "--top-k", int)
     scores = read_score_file(scores_path)
+    if score_type == "logits":
+        scores = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
+    elif scores.min() < 0 or scores.max() > 1:
+        # AP would be right (it only ranks), but every thresholded metric would be meaningless.
+        raise BenchError(f"{scores_path}: scores range over [{scores.min():.4g}, {scores.max():.4g}], not probabilities in "
+                         "[0, 1]; pass --score-type logits for logits, or divide percentages by 100")
     targets = read_label_file(targets_path)
     metrics = compute_metrics(scores, targets, threshold=threshold_value, top_k=k,
                               scores_source=str(scores_path), targets_source=str(targets_path))

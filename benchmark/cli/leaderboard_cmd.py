@@ -53,7 +53,9 @@ def build(results_dirs: tuple[Path, ...], out_dir: Path | None, baseline: str | 
     from mlrpl_bench.leaderboard.build import DEFAULT_OUT_DIR, build_leaderboard
     from mlrpl_bench.leaderboard.submit import DEFAULT_RESULTS_DIR
 
-    result = build_leaderboard(list(results_dirs) or [DEFAULT_RESULTS_DIR], out_dir or DEFAULT_OUT_DIR,
+    results, out = list(results_dirs) or [DEFAULT_RESULTS_DIR], out_dir or DEFAULT_OUT_DIR
+    _refuse_output_inside_inputs(results, out)
+    result = build_leaderboard(results, out,
                                baseline=baseline or DEFAULT_BASELINE, explicit_baseline=baseline is not None)
     rows = sum(len(t.rows) for t in result.tables)
     click.echo(f"built {len(result.tables)} table(s), {rows} row(s) from {result.n_records} record(s) -> {result.out_dir}")
@@ -76,8 +78,20 @@ def export(results_dirs: tuple[Path, ...], fmt: str, out_dir: Path, baseline: st
     from mlrpl_bench.leaderboard.export import export_tables, write_export
     from mlrpl_bench.leaderboard.submit import DEFAULT_RESULTS_DIR
 
+    _refuse_output_inside_inputs(list(results_dirs) or [DEFAULT_RESULTS_DIR], out_dir)
     tables = export_tables(list(results_dirs) or [DEFAULT_RESULTS_DIR], baseline=baseline or DEFAULT_BASELINE,
                            explicit_baseline=baseline is not None)
     for path in write_export(tables, out_dir, fmt):
         click.echo(f"wrote {path}")
     click.echo(f"{len(tables['runs'])} run(s), {len(tables['aggregated'])} aggregated line(s)")
+
+
+def _refuse_output_inside_inputs(results: list[Path], out: Path) -> None:
+    """An --out that is (inside) a --results folder would be read as records next time: refuse it."""
+    from mlrpl_bench.atomic import same_file
+    from mlrpl_bench.errors import BenchError
+
+    for folder in results:
+        if same_file(folder, out) or Path(folder).resolve() in Path(out).resolve().parents:
+            raise BenchError(f"--out {out} is (inside) the --results folder {folder}; the written files would be read "
+                             "as records next time -- choose another --out")

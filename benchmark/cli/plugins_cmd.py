@@ -26,9 +26,24 @@ def _options(options_cls) -> list[dict[str, Any]]:
     out = []
     for f in dataclasses.fields(options_cls):
         default = field_default(f)
-        type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        type_name = _type_name(options_cls, f)
         out.append({"name": f.name, "type": type_name, "default": _json_value(default), "help": f.metadata.get("help", "")})
     return out
+
+
+def _type_name(options_cls, f) -> str:
+    """A field's type in words: ``float``, ``float, >= 0, <= 1``, ``known|durand``."""
+    import typing
+
+    from ..schema import describe_field
+
+    hint = typing.get_type_hints(options_cls, include_extras=True).get(f.name, f.type)
+    base = typing.get_args(hint)[0] if typing.get_origin(hint) is typing.Annotated else hint
+    allowed = describe_field(options_cls, f.name)
+    if typing.get_origin(base) is typing.Literal:
+        return allowed
+    name = getattr(base, "__name__", str(base))
+    return f"{name}, {allowed}" if allowed else name
 
 
 def _source(entry) -> dict[str, str]:
@@ -100,6 +115,9 @@ def _details(item: dict[str, Any]) -> list[str]:
                      f"{item['default_image_size']}   default backbone: {item['default_backbone']}")
     if item["kind"] == "backbone":
         lines.append(f"  out_channels: {item['out_channels']}")
+    if item["kind"] == "plugin":
+        lines.append(f"  hooks: {', '.join(item['hooks']) or '(none)'}")
+        return lines
     if item.get("options"):
         lines.append("  options:")
         for opt in item["options"]:
@@ -125,8 +143,10 @@ def plugins(name: str | None, as_json: bool) -> None:
     data = collect()
     if name is not None:
         items = [i for kind in ("methods", "datasets", "backbones") for i in data[kind] if i["name"] == name]
+        if not items:  # a plugin that registers no method, dataset or backbone (e.g. a logger)
+            items = [{"kind": "plugin", "plugin": p["name"], **p} for p in data["plugins"] if p["name"] == name]
         if not items:
-            every = {i["name"] for kind in ("methods", "datasets", "backbones") for i in data[kind]}
+            every = {i["name"] for kind in ("methods", "datasets", "backbones", "plugins") for i in data[kind]}
             raise UnknownNameError("plugin, dataset or backbone", name, every)
         if as_json:
             click.echo(json.dumps(items if len(items) > 1 else items[0], indent=2))

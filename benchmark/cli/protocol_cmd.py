@@ -7,14 +7,14 @@ import click
 from ..errors import BenchError
 
 
-def _parse_int(text: str, flag: str) -> int:
+def _parse_seed(text: str) -> int:
+    """``--seed`` text as a seed (the vocabulary's rule), or one line saying what is allowed."""
+    from ..vocabulary import VocabularyError, check_seed
+
     try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise BenchError(f"{flag} {text!r}: expected an integer in [0, 2**32), e.g. {flag} 0")
-    return value
+        return check_seed(int(text))
+    except (ValueError, VocabularyError):
+        raise BenchError(f"--seed {text!r}: expected an integer in [0, 2**32), e.g. --seed 0") from None
 
 
 @click.command("protocol")
@@ -36,17 +36,20 @@ def protocol(labels_path: str, out_path: str, setting: str, known: str | None, s
     Example (30% of the labels known, official masks):
       mlrpl-bench protocol --labels train_full.npy --out train_pal_0.3.txt --setting pal --known 0.3 --scheme hcp
     """
+    from ..atomic import refuse_overwriting_inputs
     from ..labels import read_label_file, write_label_file
-    from ..protocol import check_proportion, check_setting, fingerprint_array, make_partial_labels, protocol_summary
+    from ..protocol import fingerprint_array, make_partial_labels, protocol_summary
+    from ..vocabulary import check_proportion, check_setting_scheme, known_text
 
-    check_setting(setting, scheme)
+    check_setting_scheme(setting, scheme)
+    refuse_overwriting_inputs(out_path, {"--labels": labels_path})
     if known is None:
         if setting in ("pal", "ppl"):
             raise BenchError(f"--known is required for setting {setting!r}; e.g. --known 0.3 for 30% known labels")
         known = "1.0"
     # Options are checked before any file is touched.
     known_value = check_proportion(known, name="--known")
-    seed_value = _parse_int(seed, "--seed")
+    seed_value = _parse_seed(seed)
     full = read_label_file(labels_path)
     partial = make_partial_labels(full, setting, known_value, seed_value, scheme=scheme, key=key)
     try:
@@ -56,7 +59,7 @@ def protocol(labels_path: str, out_path: str, setting: str, known: str | None, s
     s = protocol_summary(partial)
     n = s["images"]
     click.echo(
-        f"{setting} known={known_value:g} seed={seed_value} scheme={scheme}: {n}x{s['classes']} labels, "
+        f"{setting} known={known_text(known_value)} seed={seed_value} scheme={scheme}: {n}x{s['classes']} labels, "
         f"{s['known_fraction']:.1%} known; {s['images_no_known_label_count']}/{n} images "
         f"({s['images_no_known_label']:.1%}) without a known label, {s['images_no_known_positive_count']} "
         f"({s['images_no_known_positive']:.1%}) without a known positive; "

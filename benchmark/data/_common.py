@@ -174,13 +174,6 @@ def file_identity(path: Path) -> list:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def check_choice(dataset: str, option: str, value: str, choices: tuple[str, ...]) -> str:
-    """Validate an enumerated option."""
-    if value not in choices:
-        raise BenchError(f"dataset {dataset} option {option}={value!r}: use one of {', '.join(choices)}")
-    return value
-
-
 def check_split(dataset: str, split: str) -> str:
     """Validate a split name."""
     if split not in ("train", "test"):

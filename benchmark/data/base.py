@@ -81,16 +81,44 @@ class DatasetSplit:
 
     def open_image(self, index: int):
         """Open image ``index`` as an RGB ``PIL.Image``; :class:`BadImageError` names the file."""
-        from PIL import Image, UnidentifiedImageError
+        return open_image_file(self.image_paths[index])
 
-        path = self.image_paths[index]
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except FileNotFoundError:
-            raise BadImageError(path, "file not found") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise BadImageError(path, f"corrupt or unsupported: {exc}") from None
+    def image_opener(self):
+        """A callable ``index -> image`` that holds the image paths only, never the labels.
+
+        The harness gives methods views built on it (``ctx.feature_batches``), so that nothing a
+        method receives can reach the split's full labels. A split that overrides
+        :meth:`open_image` should override this too; the default then falls back to the bound
+        method (which does reach the split).
+        """
+        if type(self).open_image is DatasetSplit.open_image:
+            return ImageFiles(tuple(self.image_paths))
+        return self.open_image
+
+
+def open_image_file(path: Path | str):
+    """Open an image file as an RGB ``PIL.Image``; :class:`BadImageError` names the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise BadImageError(path, "file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise BadImageError(path, f"corrupt or unsupported: {exc}") from None
+
+
+class ImageFiles:
+    """``index -> RGB image`` over a tuple of image paths (and nothing else)."""
+
+    __slots__ = ("paths",)
+
+    def __init__(self, paths: tuple[Path, ...]):
+        self.paths = paths
+
+    def __call__(self, index: int):
+        return open_image_file(self.paths[index])
 
 
 class Dataset:
@@ -119,7 +147,13 @@ class Dataset:
         if self.needs_data_root and root is None:
             raise BenchError(f"dataset {self.name!r} needs --data-root pointing at its files on disk")
         self.root = Path(root).expanduser() if root is not None else None
-        self.options = options if options is not None else self.Options()
+        if options is None:
+            options = self.Options()
+        elif dataclasses.is_dataclass(options):  # built in Python: check it like command-line options
+            from ..schema import build_options
+
+            options = build_options(type(options), dataclasses.asdict(options), owner=f"dataset {self.name}", strings=False)
+        self.options = options
 
     def load_split(self, split: str) -> DatasetSplit:
         """Read ``split`` (``train`` or ``test``) from disk and return it. Must not download."""

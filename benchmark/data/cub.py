@@ -17,6 +17,7 @@ the file is 0. Rows follow ``images.txt``; columns the attribute ids.
 
 from __future__ import annotations
 
+from typing import Literal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..errors import BenchError
 from ..hookspecs import hookimpl
-from ._common import check_choice, check_split, first_existing, read_lines, require_file
+from ._common import check_split, first_existing, read_lines, require_file
 from .base import Dataset, DatasetSplit
 
 _FIX = "restore it from CUB_200_2011.tgz"
@@ -111,12 +112,11 @@ class CUB200(Dataset):
 
     @dataclass
     class Options:
-        not_visible: str = field(default="negative", metadata={
+        not_visible: Literal["negative", "unknown"] = field(default="negative", metadata={
             "help": "attributes annotated with certainty 1 (not visible): negative (as is_present says) or unknown (0)"})
 
     def __init__(self, root, options=None):
         super().__init__(root, options)
-        check_choice(self.name, "not_visible", self.options.not_visible, ("negative", "unknown"))
 
     def load_split(self, split: str) -> DatasetSplit:
         """Read one split (official ``train_test_split.txt``) with the attribute matrix."""

@@ -29,13 +29,13 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal, Any
 
 import numpy as np
 
 from ..errors import BenchError
 from ..hookspecs import hookimpl
-from ._common import atomic_write_text, check_choice, check_split, derived_dir, file_key, read_lines, user_cache_dir
+from ._common import atomic_write_text, check_split, derived_dir, file_key, read_lines, user_cache_dir
 from .base import Dataset, DatasetSplit
 
 _FIX = "save it with DatasetDict({'train': ..., 'test': ...}).save_to_disk(DIR)"
@@ -86,7 +86,7 @@ class HFDataset(Dataset):
     class Options:
         image_column: str = field(default="image", metadata={"help": "column holding the images (Image feature or path)"})
         label_column: str = field(default="labels", metadata={"help": "column holding the labels"})
-        label_format: str = field(default="auto", metadata={"help": "auto, indices (lists of class indices) or multihot"})
+        label_format: Literal["auto", "indices", "multihot"] = field(default="auto", metadata={"help": "auto, indices (lists of class indices) or multihot"})
         class_names: str = field(default="", metadata={"help": "comma-separated class names, or a text file with one a line"})
         train_split: str = field(default="train", metadata={"help": "name of the split used for training"})
         test_split: str = field(default="test", metadata={"help": "name of the split used for testing"})
@@ -96,7 +96,6 @@ class HFDataset(Dataset):
 
     def __init__(self, root, options=None):
         super().__init__(root, options)
-        check_choice(self.name, "label_format", self.options.label_format, ("auto", "indices", "multihot"))
         if self.root is None and not self.options.hub_name:
             raise BenchError("dataset 'hf' needs --data-root (a dataset saved with save_to_disk) or --dataset-option hub_name=ORG/NAME")
         self._dict = None

@@ -21,7 +21,10 @@ from .base import BadImageError, DatasetSplit
 class SplitRows(Dataset):
     """Selected rows of a split: item ``i`` is ``(image_tensor, labels[i], i)`` or a bad-image marker.
 
-    :param split: the loaded split.
+    Only the split's image opener is kept (:meth:`DatasetSplit.image_opener`), never the split:
+    rows that serve partial labels cannot reach the full ones.
+
+    :param split: the loaded split (or an ``index -> image`` callable).
     :param rows: which rows of ``split`` (positions into ``split.image_paths``).
     :param labels: ``(len(rows), C)`` labels to serve with them (partial for training,
         full for validation and test).
@@ -31,7 +34,7 @@ class SplitRows(Dataset):
 
     def __init__(self, split: DatasetSplit, rows: Sequence[int], labels: np.ndarray, transform: Callable,
                  skip_bad_images: bool = False):
-        self.split = split
+        self.open_image = split.image_opener() if isinstance(split, DatasetSplit) else split
         self.rows = np.asarray(rows, dtype=np.int64)
         self.labels = torch.as_tensor(np.asarray(labels, dtype=np.float32))
         if len(self.rows) != len(self.labels):
@@ -44,7 +47,7 @@ class SplitRows(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            image = self.transform(self.split.open_image(int(self.rows[i])))
+            image = self.transform(self.open_image(int(self.rows[i])))
         except BadImageError as exc:
             if not self.skip_bad_images:
                 raise
@@ -100,6 +103,37 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return -(-self.n // self.world_size)
+
+
+class FeatureBatches:
+    """``ctx.feature_batches``: call it for one un-augmented pass over this process's share of the
+    training rows, as :class:`Batch` objects on ``device`` (for prototypes and pseudo labels).
+
+    A narrow view by construction: it holds the rows (images or cached features, and the
+    *partial* labels), the loader settings and a list that collects the paths of skipped images
+    -- no dataset split, no engine, nothing that holds the hidden labels.
+    """
+
+    def __init__(self, rows: Dataset, *, batch_size: int, device: torch.device, rank: int = 0, world_size: int = 1,
+                 workers: int = 0, bad_images: list[str] | None = None, progress: bool = False):
+        self.rows, self.batch_size, self.device, self.progress = rows, batch_size, device, progress
+        self.rank, self.world_size, self.workers = rank, world_size, workers
+        self.bad_images = bad_images if bad_images is not None else []
+
+    def __call__(self):
+        n = len(self.rows)
+        indices = range(self.rank, n, self.world_size)
+        pin = self.device.type == "cuda"
+        from tqdm.auto import tqdm
+
+        loader = make_loader(self.rows, indices, self.batch_size, workers=self.workers, pin_memory=pin)
+        # The bar (shown with progress on rank 0) is tqdm.auto's, like the engine's own loops: it
+        # starts the loader's iterator once more, which draws from the global RNG as theirs do.
+        for batch, bad in tqdm(loader, desc="features", leave=False, dynamic_ncols=True,
+                               disable=not (self.progress and self.rank == 0)):
+            self.bad_images.extend(bad)
+            if batch is not None:
+                yield batch.to(self.device, non_blocking=pin)
 
 
 def make_loader(rows: Dataset, sampler: Sampler, batch_size: int, *, workers: int = 0,

@@ -24,6 +24,7 @@ The class list is saved under ``<data root>/mlrpl_bench_cache/openimages/`` and 
 from __future__ import annotations
 
 from collections import Counter
+from typing import Literal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import numpy as np
 
 from ..errors import BenchError
 from ..hookspecs import hookimpl
-from ._common import (PathList, atomic_write_text, check_choice, check_split, derived_dir, file_identity, file_key, first_existing,
+from ._common import (PathList, atomic_write_text, check_split, derived_dir, file_identity, file_key, first_existing,
                       read_lines)
 from .base import Dataset, DatasetSplit
 
@@ -115,14 +116,13 @@ class OpenImages(Dataset):
         num_classes: int = field(default=0, metadata={"help": "keep the N most frequent trainable classes (0: all)"})
         train_list: str = field(default="", metadata={"help": "file of train ImageIDs to use (default train_list.txt if present)"})
         test_list: str = field(default="", metadata={"help": "file of test ImageIDs to use (default test_list.txt if present)"})
-        unknown_labels: str = field(default="auto", metadata={
+        unknown_labels: Literal["auto", "error", "ignore"] = field(default="auto", metadata={
             "help": "train labels whose class is not in the class file: error, ignore, or auto (ignore with the "
                     "boxable subset, error otherwise)"})
         cache_dir: str = field(default="", metadata={"help": "where the class list is saved"})
 
     def __init__(self, root, options=None):
         super().__init__(root, options)
-        check_choice(self.name, "unknown_labels", self.options.unknown_labels, ("auto", "error", "ignore"))
 
     def _classes_file(self) -> Path:
         if self.options.classes_file:

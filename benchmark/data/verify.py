@@ -219,11 +219,27 @@ def export_labels(name: str, root, options: dict | None, split: str, out: str | 
     stem = out.with_suffix("") if out.suffix else out
     classes_path = Path(classes_out).expanduser() if classes_out else stem.with_name(stem.name + ".classes.txt")
     ids_path = stem.with_name(stem.name + ".ids.txt")
+    _refuse_clobbering(out, classes_path, ids_path, data)
     write_label_file(out, data.labels)
     atomic_write_text(classes_path, "".join(f"{c}\n" for c in data.class_names))
     atomic_write_text(ids_path, "".join(f"{i}\n" for i in data.image_ids))
     return {"labels": str(out), "classes": str(classes_path), "ids": str(ids_path),
             "shape": list(data.labels.shape), "fingerprint": data.fingerprint()}
+
+
+def _refuse_clobbering(out: Path, classes_path: Path, ids_path: Path, data) -> None:
+    """The three outputs are three files, and none of them is one of the dataset's own files."""
+    from ..atomic import same_file
+
+    if same_file(classes_path, out) or same_file(ids_path, out) or same_file(classes_path, ids_path):
+        raise BenchError(f"--classes-out {classes_path} would overwrite another output ({out} / {ids_path}); "
+                         "choose another --classes-out")
+    # An existing file among the dataset's images is one of its inputs (the annotation files a
+    # loader reads are not listed, so a path outside the dataset is the safe advice).
+    folders = {Path(p).parent.resolve() for p in data.image_paths}
+    for path, flag in ((out, "--out"), (classes_path, "--classes-out"), (ids_path, "--out")):
+        if path.exists() and path.resolve().parent in folders:
+            raise BenchError(f"{flag} {path} is a file in the dataset's image folder; choose a path outside the dataset")
 
 
 def describe_datasets() -> list[dict[str, Any]]:

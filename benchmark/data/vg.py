@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from typing import Literal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ import numpy as np
 from ..errors import BenchError
 from ..hookspecs import hookimpl
 from ..labels import write_label_file
-from ._common import (atomic_write_text, check_choice, check_split, derived_dir, file_identity, file_key,
+from ._common import (atomic_write_text, check_split, derived_dir, file_identity, file_key,
                       read_json, read_lines, require_dir)
 from .base import Dataset, DatasetSplit
 
@@ -119,7 +120,7 @@ class VG200(Dataset):
 
     @dataclass
     class Options:
-        source: str = field(default="auto", metadata={
+        source: Literal["auto", "objects", "ssgrl"] = field(default="auto", metadata={
             "help": "auto (ssgrl files when present, else objects.json), objects or ssgrl"})
         num_classes: int = field(default=200, metadata={"help": "number of most frequent categories kept"})
         test_size: int = field(default=10000, metadata={"help": "images in the seeded test split (objects source)"})
@@ -130,7 +131,6 @@ class VG200(Dataset):
 
     def __init__(self, root, options=None):
         super().__init__(root, options)
-        check_choice(self.name, "source", self.options.source, ("auto", "objects", "ssgrl"))
         if self.options.num_classes < 1 or self.options.test_size < 1:
             raise BenchError(f"dataset {self.name}: num_classes and test_size must be positive integers")
 

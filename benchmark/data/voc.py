@@ -16,6 +16,7 @@ on train, left out of the metrics on test) or ``positive``.
 
 from __future__ import annotations
 
+from typing import Literal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from ..errors import BenchError
 from ..hookspecs import hookimpl
-from ._common import check_choice, check_split, parse_xml, read_lines, require_dir, require_file
+from ._common import check_split, parse_xml, read_lines, require_dir, require_file
 from .base import Dataset, DatasetSplit
 
 #: The 20 VOC classes in the standard (alphabetical) order used by every published table.
@@ -73,7 +74,7 @@ class VOC2007(Dataset):
 
     @dataclass
     class Options:
-        difficult: str = field(default="negative", metadata={
+        difficult: Literal[DIFFICULT_CHOICES] = field(default="negative", metadata={
             "help": "classes present only as difficult objects: negative (official, -1), ignore (0, left out "
                     "of the metrics) or positive"})
         train_set: str = field(default="trainval", metadata={
@@ -83,7 +84,6 @@ class VOC2007(Dataset):
 
     def __init__(self, root, options=None):
         super().__init__(root, options)
-        check_choice(self.name, "difficult", self.options.difficult, DIFFICULT_CHOICES)
 
     def load_split(self, split: str) -> DatasetSplit:
         """Read one split: rows in the image-set file's order, the 20 classes in standard order."""

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from ..errors import BenchError
+from ..train_config import FreezeMode
 
 #: ``--freeze-backbone``: the choices, declared once (the train settings' field type).
-FreezeMode = Literal["none", "official", "all"]
 FREEZE_MODES: tuple[str, ...] = typing.get_args(FreezeMode)
 
 #: Where the shipped weights live (package data) and their pinned sha256, per backbone name.

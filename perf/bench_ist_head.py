@@ -1,6 +1,6 @@
 """Factorised vs naive IST co-occurrence head φ_intra: time and peak memory per training batch.
 
-    python benchmarks/bench_ist_head.py [--classes 20,80,200] [--batch 2] [--dim 1024]
+    python perf/bench_ist_head.py [--classes 20,80,200] [--batch 2] [--dim 1024]
                                         [--hidden 512,1024] [--repeats 5] [--threads 1]
 
 Both variants are :class:`mlrpl_bench.plugins._semantic_transfer.model.CooccurrenceHead` with the same weights:

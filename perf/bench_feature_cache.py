@@ -1,6 +1,6 @@
 """Feature cache: per-epoch time of ``--track frozen`` on the cache against recomputing the frozen backbone.
 
-Run:  python benchmarks/bench_feature_cache.py [--repeats 3] [--epochs 2] [--frozen-features maps|pooled] [--quick]
+Run:  python perf/bench_feature_cache.py [--repeats 3] [--epochs 2] [--frozen-features maps|pooled] [--quick]
 
 Both variants are complete ``mlrpl-bench run --plugin partial-bce --track frozen`` runs on the
 built-in ``digit-scenes`` dataset, made through ``runner.run_sweep`` (what the CLI calls), one
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     from mlrpl_bench.data.transforms import describe
     from mlrpl_bench.feature_cache import cache_key, load_or_compute, module_fingerprint
     from mlrpl_bench.models.backbones import FrozenBackbone
-    from mlrpl_bench.runner import RunRequest, run_sweep
+    from mlrpl_bench.run_config import make_run_config
+    from mlrpl_bench.runner import run_sweep
 
     _instrument_engine()
     work = Path(tempfile.mkdtemp(prefix="mlrpl-bench-feature-cache-"))
@@ -99,17 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         """One run; returns (train-epoch seconds, epoch-log seconds)."""
         counter["n"] += 1
         os.environ["MLRPL_BENCH_CACHE"] = str(warm_cache)
-        request = RunRequest(method="partial-bce", dataset="digit-scenes", dataset_options=dict(dataset_options),
-                             known=(0.5,), seeds=(0,), device="cpu", output=work / f"out{counter['n']}",
-                             progress=False, train_overrides={
-                                 "track": "frozen", "feature_cache": feature_cache, "epochs": args.epochs,
-                                 "batch_size": args.batch_size, "image_size": args.image_size,
-                                 "frozen_features": args.frozen_features})
+        request = make_run_config(file={
+            "plugin": "partial-bce", "dataset": "digit-scenes", "dataset_options": dict(dataset_options),
+            "known": [0.5], "seeds": [0], "device": "cpu", "output": str(work / f"out{counter['n']}"),
+            "train": {"track": "frozen", "feature_cache": feature_cache, "epochs": args.epochs,
+                      "batch_size": args.batch_size, "image_size": args.image_size,
+                      "frozen_features": args.frozen_features}})
+        request.progress = False
         first = len(_TRAIN_EPOCHS)
         with contextlib.redirect_stdout(io.StringIO()):  # the run's one-line summary
             (record,) = run_sweep(request)
-        logs = [json.loads(line) for line in (request.output / record["run_id"] / "epochs.jsonl").read_text().splitlines()]
-        shutil.rmtree(request.output, ignore_errors=True)
+        logs = [json.loads(line) for line in (request.output_dir / record["run_id"] / "epochs.jsonl").read_text().splitlines()]
+        shutil.rmtree(request.output_dir, ignore_errors=True)
         return _TRAIN_EPOCHS[first:], [float(e["time"]) for e in logs]
 
     epochs: dict[str, dict[str, list[float]]] = {"cache": {"train": [], "epoch": []},

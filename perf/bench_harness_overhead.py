@@ -1,6 +1,6 @@
 """Harness overhead: one training epoch of ``partial-bce`` through the Engine against a plain PyTorch loop.
 
-Run:  python benchmarks/bench_harness_overhead.py [--repeats 5] [--batch-size 32] [--quick] [--profile]
+Run:  python perf/bench_harness_overhead.py [--repeats 5] [--batch-size 32] [--quick] [--profile]
 
 The Engine is built the way ``benchmark/runner.py`` builds it for ``mlrpl-bench run --plugin
 partial-bce`` on the built-in ``digit-scenes`` dataset: the protocol's partial labels and training

@@ -1,6 +1,6 @@
 """Data loading: images/s of the VOC and COCO loaders with the paper transforms against the backbone's appetite.
 
-Run:  python benchmarks/bench_data_loading.py [--sizes 448,224] [--workers 0,1,2] [--images 160] [--repeats 3] [--quick]
+Run:  python perf/bench_data_loading.py [--sizes 448,224] [--workers 0,1,2] [--images 160] [--repeats 3] [--quick]
 
 A synthetic VOC2007 tree (``VOCdevkit/VOC2007``: Annotations, ImageSets/Main, JPEGImages) and a
 COCO 2014 tree (``annotations/instances_train2014.json``, ``train2014/``) are written into a

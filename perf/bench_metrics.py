@@ -1,6 +1,6 @@
 """Speed of ``compute_metrics`` at MS-COCO val scale, beside a per-class sklearn loop and an argsort floor.
 
-Run:  python benchmarks/bench_metrics.py [--n 40504] [--c 80] [--repeats 5] [--dtype float32] [--check]
+Run:  python perf/bench_metrics.py [--n 40504] [--c 80] [--repeats 5] [--dtype float32] [--check]
 
 Three things are timed side by side in one process, interleaved repeat by repeat (so a
 neighbour's load hits all of them alike), and the median of each is reported:

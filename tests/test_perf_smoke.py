@@ -1,8 +1,8 @@
-"""Smoke tests of the speed benchmarks (benchmarks/bench_*.py): each runs its --quick configuration.
+"""Smoke tests of the speed benchmarks (perf/bench_*.py): each runs its --quick configuration.
 
 They check behaviour only - the script exits 0 and prints every ratio line it promises with a
 finite number - never a wall-clock figure (the machine is shared; timings belong in
-benchmarks/README.md, measured side by side).
+perf/README.md, measured side by side).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+PERF = Path(__file__).resolve().parent.parent / "perf"
 RATIO = re.compile(r"^\s*ratio (?P<what>[^:]+): (?P<label>.+?) = (?P<value>[0-9.]+|inf)x?\b", re.M)
 
 
 def run_quick(script: str, *extra: str) -> str:
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    proc = subprocess.run([sys.executable, str(BENCHMARKS / script), "--quick", *extra], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, str(PERF / script), "--quick", *extra], capture_output=True, text=True,
                           env=env, timeout=600)
     assert proc.returncode == 0, f"{script} --quick exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
@@ -64,3 +64,8 @@ def test_data_loading_quick_prints_loader_vs_consumer_ratios():
         for workers in (0, 1):
             assert f"{name} 64px {workers} worker(s): loader / consumer" in found, out
     assert "load average" in out and "VOC mean JPEG" in out
+
+
+def test_score_check_quick_prints_its_ratio():
+    out = run_quick("bench_score_check.py")
+    assert "score check: checked / unchecked" in ratios(out), out

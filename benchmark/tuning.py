@@ -1,0 +1,97 @@
+"""``--tune``: an equal tuning budget for every method, selected on the validation split only.
+
+For one (known, seed) cell, every point of the grid (the product of the ``--tune KEY=V1,V2``
+lists, train settings or method options) is trained as a *candidate* under
+``<run dir>/candidates/<values>/`` (its own epoch log and checkpoint; ``--resume`` continues each).
+A candidate's score is its best epoch's validation metric (``--tune-metric``, default mAP); the
+test split is never looked at while choosing. Only the chosen candidate is then scored on the test
+split -- from its own checkpoint, without training again -- and the record says what was tried
+(``record["tuning"]``: the grid, every candidate's validation score and best epoch, the choice).
+The grid is part of the run's identity (its configuration hash).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import distributed as D
+from .checkpoint import load_checkpoint
+from .results import build_record
+from .run_config import PreparedRun, TrainConfig
+from .single_run import SweepData, cell_paths, existing_record, file_record, outcome_of, scores_dir, summary_line, train_cell
+from .vocabulary import safe_name
+
+
+def candidates(prepared: PreparedRun) -> list[dict[str, Any]]:
+    """Every grid point, in a deterministic order (keys sorted, values as given)."""
+    keys = sorted(prepared.tune_grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(prepared.tune_grid[k] for k in keys))]
+
+
+def candidate_name(values: dict[str, Any]) -> str:
+    """The directory name of a candidate: ``lr-0.001_weight_decay-0``."""
+    return safe_name("_".join(f"{k}-{v}" for k, v in sorted(values.items())))
+
+
+def with_values(prepared: PreparedRun, values: dict[str, Any]) -> PreparedRun:
+    """``prepared`` with a candidate's train settings and method options set."""
+    train = {k: v for k, v in values.items() if k in TrainConfig.field_names()}
+    options = {k: v for k, v in values.items() if k not in train}
+    return dataclasses.replace(prepared, train=dataclasses.replace(prepared.train, **train),
+                               method_options=dataclasses.replace(prepared.method_options, **options))
+
+
+def run_tuned(prepared: PreparedRun, data: SweepData, known: float, seed: int, *, device: torch.device,
+              dist: D.DistInfo, output: Path, hooks: Any = None,
+              log: Callable[[str], None] = print) -> tuple[dict[str, Any] | None, Path]:
+    """Tune on validation, score the chosen candidate on test, write one record with ``tuning``."""
+    run_id, run_dir, record_path = cell_paths(prepared, output, known, seed)
+    existing = existing_record(prepared, record_path, run_id, dist=dist, log=log)
+    if existing is not None:
+        return existing, record_path
+    metric = prepared.config.tune_metric
+    tried, seconds, resumed = [], 0.0, {}
+    for values in candidates(prepared):
+        name = candidate_name(values)
+        cell = train_cell(with_values(prepared, values), data, run_id, known, seed, device=device, dist=dist, output=output,
+                          run_dir=run_dir / "candidates" / name, log=log, score_test=False)
+        score = cell.result.val_metrics.get(metric)
+        if score is None:
+            from .errors import BenchError
+
+            raise BenchError(f"--tune-metric {metric!r} is not a validation metric; use one of "
+                             f"{', '.join(sorted(cell.result.val_metrics))}")
+        seconds += cell.seconds
+        resumed[name] = cell.result.resumed_from_epoch
+        tried.append({"values": values, "name": name, "val": score, "best_epoch": cell.result.best_epoch,
+                      "epoch_log": f"candidates/{name}/epochs.jsonl"})
+        if dist.is_main:
+            log(f"{run_id}: candidate {name}: validation {metric} {score:.2f} (best epoch {cell.result.best_epoch + 1})")
+    # The highest validation score wins; ties go to the earlier grid point (a fixed, data-free rule).
+    best = max(range(len(tried)), key=lambda i: (tried[i]["val"] if math.isfinite(tried[i]["val"]) else -math.inf, -i))
+    chosen = tried[best]
+    chosen_prepared = with_values(prepared, chosen["values"])
+    chosen_dir = run_dir / "candidates" / chosen["name"]
+    # Scored on test from its own last checkpoint: no epoch is trained again.
+    final = train_cell(chosen_prepared, data, run_id, known, seed, device=device, dist=dist, output=output, run_dir=chosen_dir,
+                       log=log, resume_state=load_checkpoint(chosen_dir / "checkpoint.pt"))
+    if not dist.is_main:
+        return None, record_path
+    tuning = {"grid": {k: list(v) for k, v in sorted(prepared.tune_grid.items())}, "metric": metric,
+              "split": "validation", "candidates": tried, "chosen": chosen["values"]}
+    outcome = outcome_of(final, data, run_id, known, seed, device, dist, tuning=tuning,
+                         scores_dir=scores_dir(prepared, run_dir))
+    # Runtime: every candidate's training plus the test pass; resumed: the chosen candidate's own.
+    outcome = dataclasses.replace(outcome, seconds=seconds + final.seconds, resumed_from_epoch=resumed[chosen["name"]])
+    record = build_record(chosen_prepared, outcome, config_hash=prepared.config_hash)
+    file_record(record, record_path, overwrite=prepared.config.overwrite)
+    if hooks is not None:
+        hooks.mlrpl_run_end(run={**final.run_info, "output_dir": str(run_dir)}, record=record, path=str(record_path))
+    log(summary_line(record, record_path))
+    return record, record_path
