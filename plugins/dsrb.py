@@ -97,7 +97,7 @@ class DSRB(Method):
     @dataclass
     class Options:
         sarl: SarlKind = field(default="sd", metadata={"help": "category-specific representation learning: sd (semantic decoupling, the paper's) | sa (semantic attention)"})
-        feature_dim: Annotated[int, Field(ge=0)] = field(default=0, metadata={"help": "channels of the category maps; 0 = automatic (1024 for ResNet, the backbone's own for small-cnn)"})
+        feature_dim: Annotated[int, Field(ge=0)] = field(default=0, metadata={"help": "channels of the category maps; 0 = automatic: half the backbone's channels, the official ratio (1024 for ResNet, 64 for small-cnn)"})
         graph_diagonal: GraphDiagonal = graph_diagonal_field()
         modules: Literal["both", "iprb", "pprb", "none"] = field(default="both", metadata={"help": "blending modules"})
         space: Literal["maps", "vectors"] = field(default="maps", metadata={"help": "blend category feature maps (maps) or pooled vectors with K-means prototypes (vectors: the RV / RV-Mixup ablations)"})

@@ -244,7 +244,7 @@ def test_model_maps_pool_to_the_sarl_features(sarl):
     model.eval()
     x = torch.randn(2, 3, 24, 24)
     out = model(x, return_all=True)
-    assert out.maps.shape == (2, 3, 8, 3, 3)
+    assert out.maps.shape == (2, 3, 4, 3, 3)  # D = 8 // 2
     assert torch.allclose(model.pool(out.maps), out.features, atol=1e-5)
     assert torch.allclose(model(x), out.logits, atol=1e-5)
     assert torch.allclose(model.classify(out.features), out.logits, atol=1e-6)
@@ -306,9 +306,9 @@ def test_lifecycle_blends_from_the_start_epoch_and_predicts_probabilities(overri
     assert all("pprb_blended" in row for row in logs[per_epoch:])
     assert method.blender.prototype_epoch == 2 and bool(method.blender.prototype_valid.any())
     if method.options.space == "maps":
-        assert method.blender.prototypes.shape == (4, 4, 8, 2, 2)
+        assert method.blender.prototypes.shape == (4, 4, 4, 2, 2)  # D = half the backbone's 8
     else:
-        assert method.blender.prototypes.shape == (4, 10, 8)
+        assert method.blender.prototypes.shape == (4, 10, 4)
     if overrides.get("fixed_beta"):
         assert model.beta.tolist() == [0.5] * 4
     else:

@@ -84,7 +84,7 @@ class FixedTransfer(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def ssgrl_model(labels=((1, 1, 0), (1, -1, 0)), overrides=None, channels=4):
+def ssgrl_model(labels=((1, 1, 0), (1, -1, 0)), overrides=None, channels=8):  # D = 8 // 2 = 4
     method = method_of(SSGRL, labels, overrides)
     torch.manual_seed(0)
     return method, method.build_model(SmallCNN(width=4, out_channels=channels))
@@ -137,9 +137,12 @@ def test_label_graph_keeps_the_diagonal():
 
 
 def test_channel_reduction_only_when_dims_differ():
-    method = method_of(SST, [[1, 0], [0, 1]])
-    assert isinstance(method.build_model(SmallCNN(width=4, out_channels=8)).reduce, nn.Identity)
-    always = method_of(SST, [[1, 0], [0, 1]], {"channel_reduction": "always"})
+    # The default D is half the backbone's channels (the official 2048 -> 1024 ratio): 8 -> 4.
+    default = method_of(SST, [[1, 0], [0, 1]]).build_model(SmallCNN(width=4, out_channels=8))
+    assert isinstance(default.reduce, ChannelReduction) and default.reduce.conv.weight.shape == (4, 8, 1, 1)
+    same = method_of(SST, [[1, 0], [0, 1]], {"feature_dim": 8})
+    assert isinstance(same.build_model(SmallCNN(width=4, out_channels=8)).reduce, nn.Identity)
+    always = method_of(SST, [[1, 0], [0, 1]], {"channel_reduction": "always", "feature_dim": 8})
     assert isinstance(always.build_model(SmallCNN(width=4, out_channels=8)).reduce, ChannelReduction)
 
 
@@ -172,7 +175,7 @@ def test_partial_bce_is_the_mean_over_the_batchs_known_entries():
 def test_ist_head_is_the_official_pairwise_head():
     method = method_of(SST, [[1, 0, 1, 0], [0, 1, 0, 1]])
     torch.manual_seed(0)
-    model = method.build_model(SmallCNN(width=4, out_channels=8))
+    model = method.build_model(SmallCNN(width=4, out_channels=16))  # D = 8
     head = model.ist_head
     assert isinstance(head, OfficialCooccurrenceHead)
     assert head.classifier.weight.shape == (6, 8)  # C(C-1)/2 = 6 pairs, one weight vector each

@@ -353,7 +353,7 @@ def test_engine_resume_restores_prototypes_and_thresholds(tmp_path):
     from mlrpl_bench.checkpoint import load_checkpoint
 
     last = load_checkpoint(tmp_path / "a" / "ckpt.pt")["method"]  # after the last epoch
-    assert last["prototype_epoch"] == 1 and last["prototypes"].shape == (3, 2, 8)
+    assert last["prototype_epoch"] == 1 and last["prototypes"].shape == (3, 2, 4)  # D = half the backbone's 8
 
     class Killed(Exception):
         pass

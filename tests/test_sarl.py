@@ -86,12 +86,12 @@ def test_sarl_model_forward_backward(sarl):
     assert logits.shape == (2, 3)
     out = model(x, return_all=True)
     assert torch.allclose(out.logits, logits)
-    assert out.features.shape == (2, 3, 16) and out.outputs.shape == (2, 3, 16)
+    assert out.features.shape == (2, 3, 8) and out.outputs.shape == (2, 3, 8)  # D = 16 // 2
     assert (out.cam_logits is None) == (sarl == "sd")
     loss = logits.sum() + cam_loss(out, torch.tensor([[1.0, 0, -1], [1, 1, 0]]))
     loss.backward()
     assert model.backbone.features[0][0].weight.grad is not None
-    assert isinstance(model.reduce, nn.Identity)  # 16 channels < 1024: no reduction by default
+    assert isinstance(model.reduce, ChannelReduction)  # the official ratio: a 1x1 conv + BN halves the 16 channels
 
 
 def test_channel_reduction_official_size():
@@ -116,7 +116,8 @@ def test_sarl_model_rejects_bad_inputs():
 
 def test_reduction_always_builds_conv_bn_at_equal_size_and_gives_signed_features():
     torch.manual_seed(0)
-    model = SARLModel(SmallCNN(width=4, out_channels=16), 3, np.random.rand(3, 7), np.zeros((3, 3)), reduction="always")
+    model = SARLModel(SmallCNN(width=4, out_channels=16), 3, np.random.rand(3, 7), np.zeros((3, 3)), feature_dim=16,
+                      reduction="always")
     assert isinstance(model.reduce, ChannelReduction) and model.reduce.conv.weight.shape == (16, 16, 1, 1)
     feats = model(torch.randn(4, 3, 32, 32), return_all=True).features
     assert (feats < 0).any()  # the small CNN ends with a ReLU; after conv+BN the features are signed
@@ -148,8 +149,8 @@ def test_semantic_decoupling_attention_is_not_uniform_when_features_differ_by_lo
     torch.manual_seed(0)
     words = np.random.default_rng(0).normal(size=(3, 300)).astype(np.float32)
     model = SARLModel(_FrozenMaps(), 3, words, np.eye(3))  # as the plugins build it, at initialisation
-    fmap = torch.zeros(1, 16, 2, 2)
-    fmap[0, :, 0, 0] = torch.rand(16, generator=torch.Generator().manual_seed(1)) * 3  # one distinct location
+    fmap = torch.zeros(1, model.feature_dim, 2, 2)  # the maps after the channel reduction
+    fmap[0, :, 0, 0] = torch.rand(model.feature_dim, generator=torch.Generator().manual_seed(1)) * 3  # one distinct location
     _, att = model.semantic(fmap, model.word_embeddings)
     att = att.flatten(2)[0]  # (C, 4)
     others = att[:, 1:]

@@ -252,7 +252,8 @@ def test_ablation_presets(ablation, ist, cst, head):
     assert (method.use_ist, method.use_cst) == (ist, cst)
     assert (model.ist_head is not None) == head
     assert model.thresholds is None  # SST: scheduled, not learned
-    assert type(model.reduce).__name__ == "Identity"  # official: no 1x1 conv + BN when D equals the backbone's 8
+    # official ratio: D is half the backbone's 8 channels, through a 1x1 conv + BN
+    assert type(model.reduce).__name__ == "ChannelReduction" and model.feature_dim == 4
 
 
 def test_sa_ablation_and_bad_options():

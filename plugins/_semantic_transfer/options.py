@@ -41,7 +41,7 @@ _OPTION_SPECS: list[tuple[str, Any, str]] = [
     ("ablation", Literal[tuple(ABLATIONS)], "preset named after a paper table row (overrides the options it sets; empty = the full method)"),
     ("modules", Literal["ist+cst", "ist", "cst", "none"], "transfer modules: ist+cst (full), ist (Ours IST), cst (Ours CST), none (SSGRL baseline)"),
     ("sarl", SarlKind, "category features: sd = semantic decoupling (paper), sa = semantic attention / class activation maps"),
-    ("feature_dim", NonNegInt, "D of category features after the 1x1 conv+BN reduction; 0 = auto (ResNet 2048->1024, small CNN keeps 128)"),
+    ("feature_dim", NonNegInt, "D of category features after the 1x1 conv+BN reduction; 0 = auto: half the backbone's channels, the official ratio (ResNet 2048->1024, small CNN 128->64)"),
     ("channel_reduction", Literal["auto", "always"], "auto = a 1x1 conv+BN after the backbone only when D differs from its channels "
      "(official code); always = also when they are equal"),
     ("graph_diagonal", GraphDiagonal, GRAPH_DIAGONAL_HELP),
