@@ -61,6 +61,7 @@ class RunRequest:
     shard: tuple[int, int] = (0, 1)
     progress: bool = True
     save_scores: bool | None = None  # None: scores.save_by_default(dataset)
+    loggers: tuple[str, ...] = ()  # built-in experiment trackers to report to (mlrpl_bench.loggers)
 
 
 @dataclass
@@ -178,13 +179,12 @@ def run_sweep(request: RunRequest) -> list[dict[str, Any]]:
 
     embeddings = load_word_embeddings(train_split.class_names, request.word_embeddings)
     records = []
-    pm = P.get_plugin_manager()
     for known, seed in planned_runs(request):
         record = run_single(resolved, dataset, train_split, test_split, embeddings, known, seed, device, dist, output)
         if record is not None and dist.is_main:
             records.append(record)
     if dist.is_main:
-        pm.hook.mlrpl_sweep_end(records=records)
+        P.call_run_event("mlrpl_sweep_end", records=records)
     return records
 
 
@@ -288,19 +288,19 @@ def run_single(resolved: ResolvedRun, dataset, train_split: DatasetSplit, test_s
         model.backbone = torch.nn.Identity()  # the contract: models apply model.backbone first
     optimizer, scheduler = method.configure_optimizers(model, train)
 
-    pm = P.get_plugin_manager()
     run_info = {"run_id": run_id, "method": method_cls.name, "dataset": dataset.name, "setting": request.setting,
-                "known": known, "seed": seed, "config": resolved.config_dict(), "output_dir": str(run_dir)}
+                "known": known, "seed": seed, "config": resolved.config_dict(), "output_dir": str(run_dir),
+                "loggers": list(request.loggers)}
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        pm.hook.mlrpl_run_start(run=run_info)
+        P.call_run_event("mlrpl_run_start", run=run_info)
     log_path = run_dir / "epochs.jsonl"
     epoch_logs: list[dict] = []
 
     def on_epoch_end(epoch: int, logs: dict) -> None:
         epoch_logs[:] = engine.epoch_logs_so_far(logs)
         atomic_write_bytes(log_path, "".join(json.dumps(_json_safe(e)) + "\n" for e in epoch_logs).encode())
-        pm.hook.mlrpl_epoch_end(run=run_info, epoch=epoch, logs=logs)
+        P.call_run_event("mlrpl_epoch_end", run=run_info, epoch=epoch, logs=logs)
 
     engine = Engine(method, model, optimizer, scheduler, train_rows=train_rows, val_rows=val_rows, test_rows=test_rows,
                     feature_rows=feature_rows, val_targets=val_targets, test_targets=test_targets,
@@ -325,7 +325,7 @@ def run_single(resolved: ResolvedRun, dataset, train_split: DatasetSplit, test_s
     if should_save_scores(request.save_scores, dataset.name):  # test scores beside the record (benchmark/scores.py)
         record[SCORES_FIELD] = write_scores(run_dir, result.test_scores, test_targets)
     write_record(record_path, record)
-    pm.hook.mlrpl_run_end(run=run_info, record=record, path=str(record_path))
+    P.call_run_event("mlrpl_run_end", run=run_info, record=record, path=str(record_path))
     test = result.test_metrics
     print(f"{run_id}: test mAP {test['mAP']:.2f}  OF1 {_fmt(test.get('OF1'))}  CF1 {_fmt(test.get('CF1'))}  "
           f"(best epoch {result.best_epoch + 1}/{result.epochs_run}, {seconds:.1f} s) -> {record_path}")

@@ -61,7 +61,7 @@ def _read_config(path: str) -> dict:
     if not isinstance(data, dict):
         raise BenchError(f"--config {p}: expected a mapping at the top level")
     allowed = {"plugin", "dataset", "data_root", "setting", "known", "seeds", "scheme", "profile", "device", "output",
-               "word_embeddings", "method_options", "train", "dataset_options"}
+               "word_embeddings", "method_options", "train", "dataset_options", "log"}
     unknown = set(data) - allowed
     if unknown:
         raise BenchError(f"--config {p}: unknown key {sorted(unknown)[0]!r}; allowed keys: {', '.join(sorted(allowed))}")
@@ -100,13 +100,16 @@ def _read_config(path: str) -> dict:
 @click.option("--overwrite", is_flag=True, help="Re-run runs whose record already exists.")
 @click.option("--skip-bad-images", is_flag=True, help="Skip unreadable images (counted in the record) instead of stopping.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--log", "log", default=None, metavar="NAMES",
+              help="Report to experiment trackers: tensorboard, wandb, mlflow (comma-separated; wandb/mlflow need their pip extra).")
 @click.option("--save-scores/--no-save-scores", default=None,
               help="Keep the test scores beside each record (test_scores.npz) [default: on for digit-scenes only].")
 def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, scheme, profile, option, epochs, batch_size, lr,
         image_size, backbone, backbone_weights, freeze_backbone, val_fraction, workers, track, frozen_features,
         no_feature_cache, device, output, config_file,
-        word_embeddings, shard, resume, overwrite, skip_bad_images, no_progress, save_scores):
+        word_embeddings, shard, resume, overwrite, skip_bad_images, no_progress, log, save_scores):
     """Train a method over the known-label sweep and write one results record per run."""
+    from ..loggers import check_available, parse_log
     from ..runner import RunRequest, run_sweep
     from ..summary import sweep_table
 
@@ -144,7 +147,8 @@ def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, schem
         method_options=method_options, train_overrides=train_overrides, device=device or cfg.get("device", "auto"),
         output=Path(output or cfg.get("output", "runs")), resume=resume, overwrite=overwrite,
         skip_bad_images=skip_bad_images, word_embeddings=word_embeddings or cfg.get("word_embeddings"),
-        shard=shard_tuple, progress=not no_progress, save_scores=save_scores)
+        shard=shard_tuple, progress=not no_progress, save_scores=save_scores,
+        loggers=check_available(parse_log(log if log is not None else cfg.get("log"))))
     records = run_sweep(request)
     if records:
         click.echo("")
