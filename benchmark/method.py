@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -122,7 +122,9 @@ class TrainConfig:
     freeze_backbone: FreezeMode = "none"  # none | official (early stages + their BN frozen) | all
     val_fraction: float = 0.1
     workers: int = 0
-    amp: bool = True  # mixed precision on CUDA only
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast; auto: bf16 (fp16 on old GPUs) on CUDA, fp32 on CPU
+    channels_last: bool = False  # NHWC images and convolution weights (tensor-core friendly)
+    compile: bool = False  # torch.compile the backbone
     track: str = "finetune"  # finetune | frozen (backbone frozen, its outputs cached on disk)
     frozen_features: str = "maps"  # frozen track: cache feature maps, or pooled (1x1) maps
     feature_cache: bool = True  # frozen track: False recomputes the frozen backbone every step

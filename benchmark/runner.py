@@ -306,7 +306,8 @@ def run_single(resolved: ResolvedRun, dataset, train_split: DatasetSplit, test_s
                     feature_rows=feature_rows, val_targets=val_targets, test_targets=test_targets,
                     metric_fn=compute_metrics,
                     config=EngineConfig(epochs=train.epochs, batch_size=train.batch_size, seed=seed, device=device,
-                                        workers=train.workers, amp=train.amp, checkpoint_path=run_dir / "checkpoint.pt",
+                                        workers=train.workers, precision=train.precision, channels_last=train.channels_last,
+                                        compile=train.compile, checkpoint_path=run_dir / "checkpoint.pt",
                                         resume=request.resume, progress=request.progress,
                                         description=f"{method_cls.name} {request.setting} {known:g} s{seed}"),
                     dist=dist, on_epoch_end=on_epoch_end)
@@ -322,6 +323,7 @@ def run_single(resolved: ResolvedRun, dataset, train_split: DatasetSplit, test_s
     entry = P.method_registry()[method_cls.name]
     record = build_record(resolved, dataset, train_split, test_split, protocol, known, seed, result, device, dist,
                           seconds, started, entry, config_hash)
+    record["train"]["precision_used"] = engine.precision  # what "auto" became on this device
     if should_save_scores(request.save_scores, dataset.name):  # test scores beside the record (benchmark/scores.py)
         record[SCORES_FIELD] = write_scores(run_dir, result.test_scores, test_targets)
     write_record(record_path, record)

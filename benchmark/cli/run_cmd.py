@@ -88,6 +88,9 @@ def _read_config(path: str) -> dict:
 @click.option("--freeze-backbone", default=None, help="none, official (ResNet layers 1-3 / small-cnn stages 1-2 frozen) or all.")
 @click.option("--val-fraction", type=float, default=None, help="Validation split carved from training [default: 0.1].")
 @click.option("--workers", type=int, default=None, help="DataLoader worker processes [default: 0].")
+@click.option("--precision", default=None, help="Autocast: auto (bf16 on CUDA, fp16 on GPUs without bf16, fp32 on CPU), fp32, bf16 or fp16.")
+@click.option("--channels-last", is_flag=True, default=None, help="NHWC memory format for images and convolutions (GPU speed).")
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the backbone (needs a C compiler on CPU).")
 @click.option("--track", default=None, help="finetune (default) or frozen: backbone frozen, its outputs cached on disk.")
 @click.option("--frozen-features", default=None, help="Frozen track: cache feature maps (default) or pooled vectors.")
 @click.option("--no-feature-cache", is_flag=True, default=None, help="Frozen track: recompute the frozen backbone every step.")
@@ -105,7 +108,8 @@ def _read_config(path: str) -> dict:
 @click.option("--save-scores/--no-save-scores", default=None,
               help="Keep the test scores beside each record (test_scores.npz) [default: on for digit-scenes only].")
 def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, scheme, profile, option, epochs, batch_size, lr,
-        image_size, backbone, backbone_weights, freeze_backbone, val_fraction, workers, track, frozen_features,
+        image_size, backbone, backbone_weights, freeze_backbone, val_fraction, workers, precision, channels_last, compile_,
+        track, frozen_features,
         no_feature_cache, device, output, config_file,
         word_embeddings, shard, resume, overwrite, skip_bad_images, no_progress, log, save_scores):
     """Train a method over the known-label sweep and write one results record per run."""
@@ -119,7 +123,8 @@ def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, schem
         raise BenchError("--plugin is required (see `mlrpl-bench plugins` for the choices)")
     flags = dict(epochs=epochs, batch_size=batch_size, lr=lr, image_size=image_size, backbone=backbone,
                  backbone_weights=backbone_weights, freeze_backbone=freeze_backbone, val_fraction=val_fraction,
-                 workers=workers, track=track, frozen_features=frozen_features,
+                 workers=workers, precision=precision, channels_last=channels_last, compile=compile_, track=track,
+                 frozen_features=frozen_features,
                  feature_cache=False if no_feature_cache else None)
     train_overrides = dict(cfg.get("train", {}))
     train_overrides.update({k: v for k, v in flags.items() if v is not None})
