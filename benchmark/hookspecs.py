@@ -75,7 +75,8 @@ def mlrpl_run_start(run: dict[str, Any]) -> None:
     """Called on rank 0 when one run (method, dataset, setting, known proportion, seed) starts.
 
     :param run: the run's identity and resolved configuration (``run_id``, ``method``,
-        ``dataset``, ``setting``, ``known``, ``seed``, ``config``, ``output_dir``).
+        ``dataset``, ``setting``, ``known``, ``seed``, ``config``, ``output_dir``, ``loggers``: the
+        built-in trackers chosen with ``--log``, see :mod:`mlrpl_bench.loggers`).
     """
 
 

@@ -13,8 +13,19 @@ Launchers (both through submitit):
   partition, time limit, GPUs per job and array parallelism from options or the config file.
   A job with ``--gpus-per-job N`` gets ``N`` tasks (one per GPU) that join one DDP process group.
 
+Several GPUs per job: ``--gpus-per-job N`` asks Slurm for ``N`` GPUs and ``N`` tasks on one node
+(``gpus_per_node = ntasks_per_node = N``); each task runs the same command, and
+:func:`mlrpl_bench.sweep_job._export_torch_distributed` turns submitit's job environment into
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT``, which is what
+``distributed.init_from_env`` reads under ``torchrun`` too: the run joins one NCCL group, rank
+``r`` trains on ``cuda:r``, ``--batch-size`` stays the global batch and rank 0 writes the record.
+``--tasks-per-job N`` without GPUs does the same on CPUs (gloo), which is how it is tested.
+
 Jobs are requeued on preemption or time-out (submitit's checkpointing hook reruns the same
-command, which carries ``--resume``). Everything ``sweep status`` says comes from files:
+command, which carries ``--resume``): Slurm sends ``USR2`` 120 s before the end, the job marks
+itself ``requeued`` and ``scontrol requeue``\ s itself (the local launcher restarts it). Runs
+checkpoint once per epoch, so the work of a partial epoch is redone: an epoch must fit in
+``--time``. Everything ``sweep status`` says comes from files:
 ``<output>/_sweep/<name>/`` holds ``sweep.json`` (the plan), ``submitted.jsonl`` (which job ran
 which run), ``jobs/<run key>.json`` (each job's state) and ``submitit/`` (submitit's pickles and
 logs). A second ``sweep`` with the same plan submits only what is missing.
