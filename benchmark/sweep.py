@@ -23,7 +23,7 @@ Several GPUs per job: ``--gpus-per-job N`` asks Slurm for ``N`` GPUs and ``N`` t
 
 Jobs are requeued on preemption or time-out (submitit's checkpointing hook reruns the same
 command, which carries ``--resume``): Slurm sends ``USR2`` 120 s before the end, the job marks
-itself ``requeued`` and ``scontrol requeue``\ s itself (the local launcher restarts it). Runs
+itself ``requeued`` and requeues itself with ``scontrol requeue`` (the local launcher restarts it). Runs
 checkpoint once per epoch, so the work of a partial epoch is redone: an epoch must fit in
 ``--time``. Everything ``sweep status`` says comes from files:
 ``<output>/_sweep/<name>/`` holds ``sweep.json`` (the plan), ``submitted.jsonl`` (which job ran
