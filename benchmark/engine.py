@@ -41,7 +41,11 @@ class EngineConfig:
     seed: int
     device: torch.device
     workers: int = 0
-    amp: bool = False
+    precision: str = "fp32"  # auto | fp32 | bf16 | fp16: autocast dtype (fp16 adds loss scaling); see resolve_precision
+    channels_last: bool = False  # images and the model's 4-D weights in NHWC (faster convolutions on tensor cores)
+    compile: bool = False  # torch.compile the backbone (the model when the backbone is an identity)
+    persistent_workers: bool | None = None  # keep DataLoader workers across epochs; None: on CUDA with workers > 0
+    sync_every: int = 50  # steps between host reads of the running losses and the finiteness flag
     selection_metric: str = "mAP"
     checkpoint_path: Path | None = None  # written after every epoch when set
     run_fingerprint: dict[str, Any] | None = None  # stored in every checkpoint (what defines the run)
@@ -66,18 +70,23 @@ class ContractViolation(BenchError):
     """A method broke its contract during a real run (e.g. ``predict`` returned logits)."""
 
 
-def check_scores(scores: Any, shape: tuple[int, int], method: str) -> None:
-    """Stop the run unless ``scores`` are finite probabilities in [0, 1] of ``shape`` (B, C).
-
-    Cheap enough to run on every batch: one fused min/max/finite reduction on the scores,
-    next to a forward pass that costs orders of magnitude more.
-    """
+def check_score_shape(scores: Any, shape: tuple[int, int], method: str) -> None:
+    """Stop the run unless ``scores`` is a tensor of ``shape`` (B, C) (no device sync)."""
     if not isinstance(scores, torch.Tensor):
         raise ContractViolation(f"method {method!r}: predict returned {type(scores).__name__}; return a (B, C) tensor of "
                                 "probabilities in [0, 1]")
     if tuple(scores.shape) != shape:
         raise ContractViolation(f"method {method!r}: predict returned shape {tuple(scores.shape)}, expected {shape} "
                                 "(one row per image, one column per class)")
+
+
+def check_scores(scores: Any, shape: tuple[int, int], method: str) -> None:
+    """Stop the run unless ``scores`` are finite probabilities in [0, 1] of ``shape`` (B, C).
+
+    Cheap enough to stay on: one fused min/max reduction (a single device read-back) over the
+    scores of a whole prediction pass, next to forward passes that cost orders of magnitude more.
+    """
+    check_score_shape(scores, shape, method)
     low, high = torch.aminmax(scores.detach().float())
     low, high = float(low), float(high)
     if not (math.isfinite(low) and math.isfinite(high) and 0.0 <= low and high <= 1.0):
@@ -127,9 +136,17 @@ class Engine:
         self.on_epoch_end = on_epoch_end
         self.bad_images: list[str] = bad_images if bad_images is not None else []
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
-        use_cuda_amp = config.amp and config.device.type == "cuda"
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_cuda_amp else nullcontext
-        self.scaler = torch.amp.GradScaler("cuda") if use_cuda_amp else None
+        self.precision = resolve_precision(config.precision, config.device)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        device_type = config.device.type
+        self.autocast = (lambda: torch.autocast(device_type, dtype=dtype)) if dtype is not None else nullcontext
+        # bf16 keeps fp32's exponent range: only fp16 needs its gradients scaled.
+        self.scaler = torch.amp.GradScaler(device_type) if self.precision == "fp16" else None
+        self.memory_format = torch.channels_last if config.channels_last else None
+        if self.memory_format is not None:
+            model.to(memory_format=self.memory_format)
+        if config.compile:
+            _compile_in_place(model)
         if config.batch_size % dist.world_size:
             raise BenchError(f"--batch-size {config.batch_size} is the global batch and must be divisible by the "
                              f"{dist.world_size} processes")
@@ -137,6 +154,10 @@ class Engine:
         self.local_batch = config.batch_size // dist.world_size
         self.train_sampler = EpochShuffleSampler(len(train_rows), config.seed, rank=dist.rank, world_size=dist.world_size)
         self.pin = config.device.type == "cuda"
+        persistent = config.persistent_workers
+        self.persistent = (self.pin if persistent is None else persistent) and config.workers > 0
+        self._loaders: dict[str, Any] = {}
+        self.data_wait = 0.0
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -144,28 +165,50 @@ class Engine:
         from tqdm.auto import tqdm
 
         bar = tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not (self.cfg.progress and self.dist.is_main))
-        for batch, bad in bar:
+        batches = iter(bar)
+        while True:
+            t0 = time.perf_counter()
+            item = next(batches, None)
+            self.data_wait += time.perf_counter() - t0  # the host blocked on the loader
+            if item is None:
+                return
+            batch, bad = item
             if bad:
                 self.bad_images.extend(bad)
             if batch is None:
                 continue
-            yield batch.to(self.cfg.device, non_blocking=self.pin), bar
+            batch = batch.to(self.cfg.device, non_blocking=self.pin)
+            if self.memory_format is not None and batch.inputs.dim() == 4:
+                batch.inputs = batch.inputs.contiguous(memory_format=self.memory_format)
+            yield batch, bar
+
+    def _loader(self, name: str, rows: Dataset, sampler, batch_size: int):
+        """A loader over ``rows``; with persistent workers, the same loader (and workers) every epoch."""
+        if not self.persistent:
+            return make_loader(rows, sampler, batch_size, workers=self.cfg.workers, pin_memory=self.pin)
+        if name not in self._loaders:
+            self._loaders[name] = make_loader(rows, sampler, batch_size, workers=self.cfg.workers, pin_memory=self.pin,
+                                              persistent_workers=True)
+        return self._loaders[name]
 
     def predict(self, rows: Dataset, desc: str) -> np.ndarray:
         """Scores ``(len(rows), C)`` for every row exactly once (sharded across processes)."""
         sampler = D.shard_indices(len(rows), self.dist)
-        loader = make_loader(rows, sampler, self.cfg.batch_size, workers=self.cfg.workers, pin_memory=self.pin)
+        loader = self._loader(f"predict-{id(rows)}", rows, sampler, self.cfg.batch_size)
         self.model.eval()
         scores, indices = [], []
         num_classes = self.val_targets.shape[1]
         with torch.no_grad(), self.autocast():
             for batch, _ in self._batches(loader, desc):
                 probs = self.method.predict(self.model, batch.inputs)
-                check_scores(probs, (batch.inputs.shape[0], num_classes), self.method.name)
-                scores.append(probs.float().cpu())
-                indices.append(batch.indices.cpu())
+                check_score_shape(probs, (batch.inputs.shape[0], num_classes), self.method.name)
+                scores.append(probs.float())  # stays on the device
+                indices.append(batch.indices)
         local_scores = torch.cat(scores) if scores else torch.zeros(0, num_classes)
-        local_idx = torch.cat(indices) if indices else torch.zeros(0, dtype=torch.int64)
+        # One read-back per pass: the contract check of the whole pass, then the scores themselves.
+        check_scores(local_scores, (local_scores.shape[0], num_classes), self.method.name)
+        local_scores = local_scores.cpu()
+        local_idx = torch.cat(indices).cpu() if indices else torch.zeros(0, dtype=torch.int64)
         all_scores = D.all_gather_cat(local_scores, self.dist)
         all_idx = D.all_gather_cat(local_idx, self.dist)
         out = np.full((len(rows), num_classes), np.nan, dtype=np.float32)
@@ -184,35 +227,20 @@ class Engine:
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         self.train_sampler.set_epoch(epoch)
-        loader = make_loader(self.train_rows, self.train_sampler, self.local_batch, workers=self.cfg.workers,
-                             pin_memory=self.pin)
-        sums: dict[str, float] = {}
-        count = 0
+        loader = self._loader("train", self.train_rows, self.train_sampler, self.local_batch)
+        # The losses stay on the device: no step waits for the GPU to finish the previous one.
+        monitor = _LossMonitor(self.cfg.device, self.last_finite_loss)
         desc = f"{self.cfg.description} epoch {epoch + 1}/{self.cfg.epochs}".strip()
+        self.data_wait, t0, bar = 0.0, time.perf_counter(), None
         for step, (batch, bar) in enumerate(self._batches(loader, desc)):
             with self.autocast():
                 out = self.method.training_step(self.model, batch, epoch)
             if not isinstance(out, dict) or "loss" not in out:
                 raise BenchError(f"method {self.method.name!r}: training_step must return a dict with a 'loss' tensor")
             loss = out["loss"]
-            # One host-device sync per step for the loss and every logged scalar together.
-            logged = {k: v.detach().float().reshape(()) for k, v in out.items()
-                      if isinstance(v, torch.Tensor) and v.numel() == 1}
-            if "loss" not in logged:
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise BenchError(f"method {self.method.name!r}: training_step's 'loss' must be a scalar tensor")
-            logged.update({k: torch.tensor(float(v), device=loss.device) for k, v in out.items()
-                           if isinstance(v, (int, float)) and not isinstance(v, bool)})
-            values = dict(zip(logged, torch.stack(list(logged.values())).tolist()))
-            value = values["loss"]
-            if self.dist.enabled:
-                value = float(D.all_gather_cat(torch.tensor([value]), self.dist).sum())
-            if not math.isfinite(value):
-                last = self.last_finite_loss
-                raise NonFiniteLossError(
-                    f"method {self.method.name!r}: training loss is {value} at epoch {epoch}, step {step} "
-                    f"(last finite loss: {last if last is not None else 'none'}); no record written — "
-                    f"lower the learning rate or check the method's options")
-            self.last_finite_loss = value
+            monitor.add(step, out)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -224,12 +252,30 @@ class Engine:
                 loss.backward()
                 D.average_gradients(self.params, self.dist)
                 self.optimizer.step()
-            for key, val in values.items():
-                sums[key] = sums.get(key, 0.0) + val
-            count += 1
-            if self.cfg.progress:
-                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-        return {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
+            if (step + 1) % self.cfg.sync_every == 0:
+                self._check_finite(monitor, epoch, bar)
+        self._check_finite(monitor, epoch, bar)
+        logs = monitor.means()
+        logs.update({"train_time": time.perf_counter() - t0, "data_wait": self.data_wait})
+        return logs
+
+    def _check_finite(self, monitor: _LossMonitor, epoch: int, bar) -> None:
+        """Read the device-side flags back (one host sync); stop at the first non-finite loss.
+
+        Under several processes every rank reads at the same steps and all stop together, at the
+        earliest bad step of any rank.
+        """
+        first_bad, bad_value, last_good, mean = monitor.read(self.dist)
+        if math.isfinite(last_good):
+            self.last_finite_loss = last_good
+        if first_bad >= 0:
+            last = last_good if math.isfinite(last_good) else None
+            raise NonFiniteLossError(
+                f"method {self.method.name!r}: training loss is {bad_value} at epoch {epoch}, step {first_bad} "
+                f"(last finite loss: {last if last is not None else 'none'}); no record written — "
+                f"lower the learning rate or check the method's options")
+        if self.cfg.progress and bar is not None and mean is not None:
+            bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
 
     def epoch_logs_so_far(self, latest: dict) -> list[dict]:
         """The per-epoch logs up to and including ``latest`` (also those restored on resume)."""
@@ -307,3 +353,85 @@ class Engine:
         return TrainResult(best_epoch=int(best["epoch"]), epochs_run=len(epoch_logs), val_metrics=best["val_metrics"],
                            test_metrics=test_metrics, test_scores=test_scores, epoch_logs=epoch_logs,
                            bad_images=sorted(set(self.bad_images)), resumed_from_epoch=resumed_from)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The autocast precision a run uses on ``device``.
+
+    ``auto``: bf16 on CUDA GPUs that support it (no loss scaling needed), fp16 with a gradient
+    scaler on older GPUs, fp32 on CPUs (where mixed precision rarely pays). An explicit choice is
+    kept: bf16 and fp16 autocast also work on CPUs; bf16 on a GPU without it is refused.
+    """
+    if precision == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise BenchError("--precision bf16: this GPU has no bfloat16 support; use fp16 (with loss scaling) or fp32")
+    return precision
+
+
+def _compile_in_place(model: torch.nn.Module) -> None:
+    """``torch.compile`` the backbone, where the time goes (the whole model when the backbone is an
+    identity, as in the frozen track). ``Module.compile`` works in place: parameter names, state
+    dicts and checkpoints stay those of the plain model, and methods that call ``model.backbone``
+    directly get the compiled one too."""
+    backbone = getattr(model, "backbone", None)
+    target = backbone if backbone is not None and any(True for _ in backbone.parameters()) else model
+    target.compile()
+
+
+class _LossMonitor:
+    """A training epoch's running loss sums and its first non-finite loss, kept on the device.
+
+    Every step adds device tensors only (no ``float(loss)``), so the host can queue the next
+    batch while the GPU still runs this one; :meth:`read` brings everything back in one copy,
+    every ``EngineConfig.sync_every`` steps and at the epoch end. The sums are float64 and add
+    the float32 values in step order, which is what summing their Python floats did.
+    """
+
+    def __init__(self, device: torch.device, last_finite: float | None):
+        self.tensor_sums: dict[str, torch.Tensor] = {}
+        self.number_sums: dict[str, float] = {}
+        self.count = 0
+        self.first_bad = torch.full((), -1, dtype=torch.float64, device=device)
+        self.bad_value = torch.zeros((), dtype=torch.float64, device=device)
+        start = math.nan if last_finite is None else last_finite
+        self.last_good = torch.full((), start, dtype=torch.float64, device=device)
+
+    def add(self, step: int, out: dict[str, Any]) -> None:
+        for key, value in out.items():
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.detach().reshape(()).float().double()
+                self.tensor_sums[key] = self.tensor_sums[key] + value if key in self.tensor_sums else value
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                # logged as float32, as the scalar tensors are
+                self.number_sums[key] = self.number_sums.get(key, 0.0) + float(np.float32(value))
+        loss = out["loss"].detach().reshape(()).float().double()
+        still_good = self.first_bad < 0
+        fresh_bad = still_good & ~torch.isfinite(loss)
+        self.first_bad = torch.where(fresh_bad, torch.full_like(self.first_bad, step), self.first_bad)
+        self.bad_value = torch.where(fresh_bad, loss, self.bad_value)
+        self.last_good = torch.where(still_good & ~fresh_bad, loss, self.last_good)
+        self.count += 1
+
+    def read(self, dist: D.DistInfo) -> tuple[int, float, float, float | None]:
+        """``(first bad step or -1, its loss, last finite loss before it, mean loss so far)``; the
+        step is the earliest of every rank's, so all ranks take the same decision."""
+        total = self.tensor_sums.get("loss", torch.zeros_like(self.bad_value))
+        values = torch.stack([self.first_bad, self.bad_value, self.last_good, total / max(self.count, 1)]).reshape(1, 4)
+        rows = D.all_gather_cat(values.cpu(), dist).tolist()
+        mine = rows[dist.rank] if dist.enabled else rows[0]
+        bad = [row for row in rows if row[0] >= 0]
+        if bad:
+            first = min(bad, key=lambda row: row[0])
+            return int(first[0]), first[1], mine[2], None
+        return -1, 0.0, mine[2], mine[3] if self.count else None
+
+    def means(self) -> dict[str, float]:
+        """The epoch's mean of every logged scalar, as ``train/<name>`` (tensors first, in the order logged)."""
+        names = list(self.tensor_sums)
+        values = torch.stack(list(self.tensor_sums.values())).tolist() if names else []
+        sums = dict(zip(names, values))
+        sums.update(self.number_sums)
+        return {f"train/{k}": v / max(self.count, 1) for k, v in sums.items()}

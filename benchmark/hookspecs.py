@@ -75,8 +75,9 @@ def mlrpl_run_start(run: dict[str, Any]) -> None:
     """Called on rank 0 when one run (method, dataset, setting, known proportion, seed) starts.
 
     :param run: the run's identity and resolved configuration (``run_id``, ``method``,
-        ``dataset``, ``setting``, ``known``, ``seed``, ``config``, ``output_dir``) and ``resumed``
-        (True when the run continues from its checkpoint: its earlier epochs are not reported again).
+        ``dataset``, ``setting``, ``known``, ``seed``, ``config``, ``output_dir``), ``resumed``
+        (True when the run continues from its checkpoint: its earlier epochs are not reported again)
+        and ``loggers`` (the built-in trackers chosen with ``--log``, see :mod:`mlrpl_bench.loggers`).
     """
 
 

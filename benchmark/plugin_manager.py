@@ -53,6 +53,7 @@ DEFAULT_PLUGINS = [
     "mlrpl_bench.plugins.ssgrl_pl",
     "mlrpl_bench.plugins.sst",
     "mlrpl_bench.plugins.hst",
+    "mlrpl_bench.plugins.tensorboard_logger", "mlrpl_bench.plugins.wandb_logger", "mlrpl_bench.plugins.mlflow_logger",
 ]
 
 
@@ -180,3 +181,51 @@ def reset_registries() -> None:
     method_registry.cache_clear()
     dataset_registry.cache_clear()
     backbone_registry.cache_clear()
+
+
+#: Plugins whose run-level hook already failed in this process (each is warned about once).
+_FAILED_RUN_HOOKS: set[str] = set()
+
+
+def call_run_event(hook_name: str, **kwargs: Any) -> None:
+    """Call a run-level event (``mlrpl_run_start`` ...) on every plugin, each in isolation.
+
+    A plugin that raises (a logger whose tracker is down, a full disk) must not stop the run nor
+    lose its record: its exception is caught, reported once per plugin on stderr, and the other
+    plugins and the run go on. ``KeyboardInterrupt`` and ``SystemExit`` (a preempted job being
+    requeued) still propagate.
+    """
+    import sys
+
+    hook = getattr(get_plugin_manager().hook, hook_name)
+    impls = hook.get_hookimpls()
+    if any(impl.hookwrapper or impl.wrapper for impl in impls):  # wrappers need pluggy's own call loop
+        calls = [("hook wrappers", lambda: hook(**kwargs))]
+    else:  # pluggy's order: last registered first
+        calls = [(impl.plugin_name, lambda impl=impl: impl.function(*[kwargs[a] for a in impl.argnames]))
+                 for impl in reversed(impls)]
+    for plugin_name, call in calls:
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - any failure of a reporter is the reporter's, not the run's
+            if plugin_name not in _FAILED_RUN_HOOKS:
+                _FAILED_RUN_HOOKS.add(plugin_name)
+                detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+                print(f"warning: plugin {plugin_name} failed in {hook_name} ({type(exc).__name__}: {detail}); "
+                      f"the run goes on and its later failures are not reported", file=sys.stderr)
+
+
+class RunEvents:
+    """``pm.hook`` for run-level events, each call going through :func:`call_run_event` (a failing
+    reporter never stops a run): ``run_events().mlrpl_run_start(run=...)``."""
+
+    def __getattr__(self, hook_name: str):
+        if not hook_name.startswith("mlrpl_"):
+            raise AttributeError(hook_name)
+        return lambda **kwargs: call_run_event(hook_name, **kwargs)
+
+
+def run_events() -> RunEvents:
+    """The run-level events of the current plugin manager, failure-isolated per plugin."""
+    return RunEvents()
+

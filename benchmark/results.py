@@ -247,6 +247,7 @@ class RunOutcome:
     tuning: dict[str, Any] | None = None
     per_class_known_positives: list[int] | None = None  # known positives per class in the training rows
     scores_file: dict[str, Any] | None = None           # where the saved test scores are (mlrpl_bench.scores)
+    precision_used: str | None = None                   # what the train setting `precision` became on the device
 
 
 def build_record(prepared: PreparedRun, outcome: RunOutcome, *, config_hash: str | None = None) -> dict[str, Any]:
@@ -290,6 +291,8 @@ def build_record(prepared: PreparedRun, outcome: RunOutcome, *, config_hash: str
     # Always present (null for weights that are no file: none), so the leaderboard can tell runs
     # from scratch from runs of older records that did not say.
     record["train"]["backbone_weights_sha256"] = prepared.weights_sha256
+    if outcome.precision_used is not None:
+        record["train"]["precision_used"] = outcome.precision_used
     family = getattr(prepared.method_cls, "family", None)
     if family:
         record["method"]["family"] = family

@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from .errors import BenchError
+from .loggers import LoggerName
 from .schema import build_options, loads_strict
 from .train_config import TrainConfig  # noqa: F401 - part of the run configuration
 from .vocabulary import (DEFAULT_PROPORTIONS, SCHEMES, SETTINGS, check_proportion, check_seed, check_setting_scheme,
@@ -112,6 +113,8 @@ class RunConfig:
     overwrite: bool = field(default=False, metadata={"help": "re-run runs whose record exists"})
     skip_bad_images: bool = field(default=False, metadata={"help": "skip unreadable images"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
+    log: tuple[LoggerName, ...] = field(default=(), metadata={
+        "help": "experiment trackers to report to: tensorboard, wandb, mlflow (not part of the run's identity)"})
     save_scores: bool | None = field(default=None, metadata={
         "help": "keep the test scores beside each record (test_scores.npz); None: on for the built-in dataset only"})
 
@@ -133,7 +136,8 @@ class RunConfig:
 
 #: RunConfig keys a config file may set (run-time switches such as --resume are command-line only).
 FILE_KEYS = ("plugin", "dataset", "data_root", "setting", "known", "seeds", "scheme", "profile", "device", "output",
-             "word_embeddings", "method_options", "train", "dataset_options", "tune", "tune_metric", "shard", "save_scores")
+             "word_embeddings", "method_options", "train", "dataset_options", "tune", "tune_metric", "shard", "save_scores",
+             "log")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -65,21 +65,24 @@ def run_sweep(config: RunConfig | PreparedRun) -> list[dict[str, Any]]:
     output = config.output_dir
     if dist.is_main:
         _check_writable(output)
+    from .loggers import check_available
+
+    check_available(config.log)  # a chosen tracker's package must import before anything trains
     data = load_sweep_data(prepared)
-    pm = P.get_plugin_manager()
+    events = P.run_events()
     records = []
     for known, seed in config.planned_runs():
         if prepared.tune_grid:
             from .tuning import run_tuned
 
             record, path = run_tuned(prepared, data, known, seed, device=device, dist=dist, output=output,
-                                     hooks=pm.hook)
+                                     hooks=events)
         else:
-            record, path = run_single(prepared, data, known, seed, device=device, dist=dist, output=output, hooks=pm.hook)
+            record, path = run_single(prepared, data, known, seed, device=device, dist=dist, output=output, hooks=events)
         if record is not None and dist.is_main:
             records.append(record)
     if dist.is_main:
-        pm.hook.mlrpl_sweep_end(records=records)
+        events.mlrpl_sweep_end(records=records)
     return records
 
 

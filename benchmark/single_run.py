@@ -124,6 +124,7 @@ class CellRun:
     seconds: float
     started: datetime
     run_info: dict[str, Any]
+    precision_used: str = "fp32"  # what the engine's precision ("auto") became on this device
 
 
 def train_cell(prepared: PreparedRun, data: SweepData, run_id: str, known: float, seed: int, *, device: torch.device,
@@ -195,7 +196,7 @@ def train_cell(prepared: PreparedRun, data: SweepData, run_id: str, known: float
 
     run_info = {"run_id": run_id, "method": method_cls.name, "dataset": prepared.dataset_name, "setting": config.setting,
                 "known": known, "seed": seed, "config": prepared.config_dict(), "output_dir": str(run_dir),
-                "resumed": resume_state is not None}
+                "resumed": resume_state is not None, "loggers": list(config.log)}
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         hooks.mlrpl_run_start(run=run_info)
@@ -208,7 +209,9 @@ def train_cell(prepared: PreparedRun, data: SweepData, run_id: str, known: float
     engine = Engine(method, model, optimizer, scheduler, train_rows=train_rows, val_rows=val_rows, test_rows=test_rows,
                     val_targets=val_targets, test_targets=test_targets, metric_fn=compute_metrics,
                     config=EngineConfig(epochs=train.epochs, batch_size=train.batch_size, seed=seed, device=device,
-                                        workers=train.workers, amp=train.amp, checkpoint_path=checkpoint_path,
+                                        workers=train.workers, precision=train.precision,
+                                        channels_last=train.channels_last, compile=train.compile,
+                                        checkpoint_path=checkpoint_path,
                                         run_fingerprint=fingerprint, progress=config.progress, score_test=score_test,
                                         description=f"{method_cls.name} {config.setting} {known_text(known)} s{seed}"),
                     dist=dist, on_epoch_end=on_epoch_end, bad_images=bad_images)
@@ -219,7 +222,7 @@ def train_cell(prepared: PreparedRun, data: SweepData, run_id: str, known: float
     if observe is not None:
         observe(method, {"full training labels": train_split.labels, "validation targets": val_targets,
                          "test targets": test_targets})
-    return CellRun(result, protocol, seconds, started, run_info)
+    return CellRun(result, protocol, seconds, started, run_info, engine.precision)
 
 
 def outcome_of(cell: CellRun, data: SweepData, run_id: str, known: float, seed: int, device: torch.device,
@@ -239,7 +242,7 @@ def outcome_of(cell: CellRun, data: SweepData, run_id: str, known: float, seed: 
         val_metrics=result.val_metrics, test_metrics=result.test_metrics, bad_images=result.bad_images,
         resumed_from_epoch=result.resumed_from_epoch, seconds=cell.seconds, started=cell.started, device=str(device),
         device_description=device_description(device), world_size=dist.world_size, environment=environment_info(),
-        tuning=tuning, scores_file=scores_file,
+        tuning=tuning, scores_file=scores_file, precision_used=cell.precision_used,
         per_class_known_positives=np.count_nonzero(protocol.partial[protocol.train_idx] == 1, axis=0).tolist())
 
 

@@ -39,7 +39,10 @@ class TrainConfig:
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = field(
         default=0.1, metadata={"help": "share of the training images held out for validation"})
     workers: Annotated[int, Field(ge=0)] = field(default=0, metadata={"help": "DataLoader worker processes"})
-    amp: bool = field(default=True, metadata={"help": "mixed precision (on CUDA only)"})
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = field(default="auto", metadata={
+        "help": "autocast dtype: auto = bf16 on CUDA (fp16 on GPUs without bf16), fp32 on CPU"})
+    channels_last: bool = field(default=False, metadata={"help": "NHWC images and convolution weights (GPU speed)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the backbone"})
     track: Literal["finetune", "frozen"] = field(
         default="finetune", metadata={"help": "frozen: the backbone is frozen and its outputs cached on disk"})
     frozen_features: Literal["maps", "pooled"] = field(

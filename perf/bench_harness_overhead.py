@@ -111,7 +111,7 @@ def build_engine(args, split, train_labels, rows, *, progress: bool):
     engine = Engine(method, model, optimizer, scheduler, train_rows=rows, val_rows=empty, test_rows=empty,
                     val_targets=no_targets, test_targets=no_targets, metric_fn=compute_metrics,
                     config=EngineConfig(epochs=1, batch_size=args.batch_size, seed=args.seed, device=torch.device("cpu"),
-                                        workers=0, amp=train.amp, progress=progress, description="bench"))
+                                        workers=0, precision=train.precision, progress=progress, description="bench"))
     engine.last_finite_loss = None  # set by fit(); _train_epoch reads it only on a non-finite loss
     return engine, train
 

@@ -23,9 +23,9 @@ def test_profile_then_file_then_command_line():
 
 
 def test_text_is_parsed_but_file_values_are_strict():
-    assert prepare_run(make_run_config({"plugin": "partial-bce", "train": {"amp": "false"}})).train.amp is False
-    config = make_run_config(file={"plugin": "partial-bce", "train": {"amp": "false"}}, file_name="run.json")
-    with pytest.raises(BenchError, match=r"--config train: option amp='false' is not valid"):
+    assert prepare_run(make_run_config({"plugin": "partial-bce", "train": {"compile": "false"}})).train.compile is False
+    config = make_run_config(file={"plugin": "partial-bce", "train": {"compile": "false"}}, file_name="run.json")
+    with pytest.raises(BenchError, match=r"--config train: option compile='false' is not valid"):
         prepare_run(config)
 
 

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "leaderboard": ("mlrpl_bench.cli.leaderboard_cmd", "leaderboard", "Validate result records and build the leaderboard."),
     "new-plugin": ("mlrpl_bench.cli.contrib_cmd", "new_plugin", "Write a ready-to-install method plugin package."),
     "check-plugin": ("mlrpl_bench.cli.contrib_cmd", "check_plugin", "Run the conformance checks on a registered method."),
+    "sweep": ("mlrpl_bench.cli.sweep_cmd", "sweep", "Run methods x datasets x settings x known x seeds as jobs (local or Slurm)."),
 }
 
 

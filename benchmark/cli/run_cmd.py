@@ -8,7 +8,7 @@ from . import parse_pairs
 
 #: TrainConfig fields that have their own flag (--epochs ...); any field can be set in a config file.
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "image_size", "backbone", "backbone_weights", "freeze_backbone",
-               "val_fraction", "workers", "track", "frozen_features")
+               "val_fraction", "workers", "precision", "track", "frozen_features")
 
 
 def _train_options(command):
@@ -41,6 +41,8 @@ def _train_options(command):
 @click.option("--option", "-o", "option", multiple=True, metavar="KEY=VALUE", help="Method option (repeatable); see `mlrpl-bench plugins`.")
 @_train_options
 @click.option("--no-feature-cache", is_flag=True, default=None, help="Frozen track: recompute the frozen backbone every step.")
+@click.option("--channels-last", is_flag=True, default=None, help="NHWC memory format for images and convolutions (GPU speed).")
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the backbone (needs a C compiler on CPU).")
 @click.option("--device", default=None, help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")
 @click.option("--output", default=None, type=click.Path(), help="Where records go [default: ./runs].")
 @click.option("--config", "config_file", default=None, help="JSON or TOML file with the same settings (CLI wins).")
@@ -53,30 +55,46 @@ def _train_options(command):
 @click.option("--tune", "tune", multiple=True, metavar="KEY=V1,V2",
               help="Try every value of a train setting or method option; select on the validation split (repeatable).")
 @click.option("--tune-metric", default=None, help="Validation metric that selects a --tune candidate [default: mAP].")
+@click.option("--log", "log", default=None, metavar="NAMES",
+              help="Report to experiment trackers: tensorboard, wandb, mlflow (comma-separated; wandb/mlflow need their pip extra).")
 @click.option("--save-scores/--no-save-scores", default=None,
               help="Keep the test scores beside each record (test_scores.npz) [default: on for digit-scenes only].")
 def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, scheme, profile, option, no_feature_cache,
-        device, output, config_file, word_embeddings, shard, resume, overwrite, skip_bad_images, no_progress, tune,
-        tune_metric, save_scores, **train_flags):
+        channels_last, compile_, device, output, config_file, word_embeddings, shard, resume, overwrite, skip_bad_images,
+        no_progress, tune, tune_metric, log, save_scores, **train_flags):
     """Train a method over the known-label sweep and write one results record per run."""
+    params = {**{k: v for k, v in locals().items() if k != "train_flags"}, **train_flags}
     from ..run_config import make_run_config, read_config_file
     from ..runner import run_sweep
     from ..summary import sweep_table
 
-    train = dict(train_flags, feature_cache="false" if no_feature_cache else None)
-    cli = dict(plugin=plugin, dataset=dataset, data_root=data_root, setting=setting, known=known, seeds=seeds,
-               scheme=scheme, profile=profile, device=device, output=output, word_embeddings=word_embeddings,
-               shard=shard, tune_metric=tune_metric,
-               resume="true" if resume else None, overwrite="true" if overwrite else None,
-               skip_bad_images="true" if skip_bad_images else None, progress="false" if no_progress else None,
-               save_scores=None if save_scores is None else str(save_scores).lower())
-    cli = {k: v for k, v in cli.items() if v is not None}
-    cli["train"] = {k: v for k, v in train.items() if v is not None}
-    cli["method_options"] = parse_pairs(option, "--option")
-    cli["dataset_options"] = parse_pairs(dataset_option, "--dataset-option")
-    cli["tune"] = parse_pairs(tune, "--tune")
+    cli = command_line_values(params)
     file_values = read_config_file(config_file) if config_file else {}
     records = run_sweep(make_run_config(cli, file_values, file_name=str(config_file)))
     if records:
         click.echo("")
         click.echo(sweep_table(records))
+
+
+def command_line_values(params: dict) -> dict:
+    """The ``run`` command's parsed click parameters as the command-line layer of a
+    :class:`~mlrpl_bench.run_config.RunConfig` (text values; the schema layer types them)."""
+    p = dict(params)
+    train = {name: p.get(name) for name in TRAIN_FLAGS}
+    train.update(feature_cache="false" if p.get("no_feature_cache") else None,
+                 channels_last="true" if p.get("channels_last") else None, compile="true" if p.get("compile_") else None)
+    save_scores = p.get("save_scores")
+    cli = dict(plugin=p.get("plugin"), dataset=p.get("dataset"), data_root=p.get("data_root"), setting=p.get("setting"),
+               known=p.get("known"), seeds=p.get("seeds"), scheme=p.get("scheme"), profile=p.get("profile"),
+               device=p.get("device"), output=p.get("output"), word_embeddings=p.get("word_embeddings"),
+               shard=p.get("shard"), tune_metric=p.get("tune_metric"),
+               resume="true" if p.get("resume") else None, overwrite="true" if p.get("overwrite") else None,
+               skip_bad_images="true" if p.get("skip_bad_images") else None,
+               progress="false" if p.get("no_progress") else None,
+               save_scores=None if save_scores is None else str(save_scores).lower(), log=p.get("log"))
+    cli = {k: v for k, v in cli.items() if v is not None}
+    cli["train"] = {k: v for k, v in train.items() if v is not None}
+    cli["method_options"] = parse_pairs(p.get("option") or (), "--option")
+    cli["dataset_options"] = parse_pairs(p.get("dataset_option") or (), "--dataset-option")
+    cli["tune"] = parse_pairs(p.get("tune") or (), "--tune")
+    return cli

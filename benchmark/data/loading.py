@@ -68,7 +68,63 @@ def collate_batch(samples) -> tuple[Batch | None, list[str]]:
     images = torch.stack([s[0] for s in good])
     labels = torch.stack([s[1] for s in good])
     indices = torch.as_tensor([s[2] for s in good], dtype=torch.int64)
-    return Batch(images, labels, indices), bad
+    return LoadedBatch(images, labels, indices), bad
+
+
+class LoadedBatch(Batch):
+    """A :class:`Batch` fresh from a loader, which the loader's pin-memory thread can pin (it calls
+    ``pin_memory()`` on what it does not know), so that ``.to(cuda, non_blocking=True)`` is a true
+    asynchronous copy."""
+
+    def pin_memory(self) -> LoadedBatch:
+        return LoadedBatch(self.inputs.pin_memory(), self.labels.pin_memory(), self.indices.pin_memory())
+
+
+class _EpochSeeded(Dataset):
+    """Rows served to persistent workers: each worker reseeds its RNGs when an epoch starts.
+
+    A loader without persistent workers seeds every worker at every epoch with ``base + worker
+    id``, ``base`` drawn from the main process's torch RNG (which the engine reseeds per epoch):
+    that is what makes a resumed run augment exactly like an uninterrupted one. Persistent workers
+    are seeded once; this wrapper gets the same per-epoch ``base`` with every index (see
+    :class:`_SeedTagged`) and reseeds torch and ``random`` the way a fresh worker would.
+    """
+
+    def __init__(self, rows: Dataset):
+        self.rows, self.seen = rows, None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item):
+        index, base = item
+        if base != self.seen:
+            import random
+
+            from torch.utils.data import get_worker_info
+
+            info = get_worker_info()
+            seed = base + (info.id if info is not None else 0)
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            self.seen = base
+        return self.rows[index]
+
+
+class _SeedTagged(Sampler):
+    """Pairs every index of ``sampler`` with one seed drawn per epoch from the main torch RNG
+    (one draw, as a fresh loader iterator makes)."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        base = int(torch.empty((), dtype=torch.int64).random_().item())
+        return ((i, base) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -137,7 +193,18 @@ class FeatureBatches:
 
 
 def make_loader(rows: Dataset, sampler: Sampler, batch_size: int, *, workers: int = 0,
-                pin_memory: bool = False, drop_last: bool = False) -> DataLoader:
-    """A loader yielding ``(Batch or None, bad_image_paths)`` pairs."""
+                pin_memory: bool = False, drop_last: bool = False, persistent_workers: bool = False) -> DataLoader:
+    """A loader yielding ``(Batch or None, bad_image_paths)`` pairs.
+
+    ``persistent_workers`` (with ``workers > 0``) keeps the worker processes from one epoch to the
+    next; iterate the same loader every epoch. Its workers are reseeded per epoch exactly as fresh
+    ones would be, so results do not depend on it.
+    """
+    if persistent_workers and workers > 0:
+        # The loader's own base seed comes from a private generator: the main RNG sees one draw per
+        # epoch (in _SeedTagged), as with fresh workers.
+        return DataLoader(_EpochSeeded(rows), batch_size=batch_size, sampler=_SeedTagged(sampler), num_workers=workers,
+                          collate_fn=collate_batch, pin_memory=pin_memory, drop_last=drop_last, persistent_workers=True,
+                          generator=torch.Generator().manual_seed(0))
     return DataLoader(rows, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_batch,
                       pin_memory=pin_memory, drop_last=drop_last, persistent_workers=False)

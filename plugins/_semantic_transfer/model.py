@@ -24,7 +24,7 @@ of size ``D x H1``) and adds them for each pair by broadcasting, instead of mult
 concatenated ``2D``-vectors (:meth:`CooccurrenceHead.naive_logits`, kept for the equivalence test
 and the benchmark). Layers two and three still run per pair: they act on ``relu(...)``, which does
 not factorise. At C = 200 and D = 1024 this removes two thirds of the head's multiply-adds and
-the ``B·C²·2D`` tensor of concatenated pairs (see ``benchmarks/bench_ist_head.py``). Both paths
+the ``B·C²·2D`` tensor of concatenated pairs (see ``perf/bench_ist_head.py``). Both paths
 share the layers after the first, so the benchmark's ratios measure the factorisation alone.
 """
 
@@ -68,7 +68,7 @@ class CooccurrenceHead(nn.Module):
         return self._tail(self.first_layer(features))
 
     def _tail(self, pre_activation: torch.Tensor) -> torch.Tensor:
-        # Out-of-place ReLUs on purpose: measured with benchmarks/bench_ist_head.py, in-place ones
+        # Out-of-place ReLUs on purpose: measured with perf/bench_ist_head.py, in-place ones
         # on these 4-D linear outputs raise the backward peak (autograd's view bookkeeping) and
         # save nothing, since the backward peak, not the forward one, is the head's peak.
         hidden = torch.relu(self.fc2(torch.relu(pre_activation)))
