@@ -147,10 +147,12 @@ def _noisy_engine(tmp_path=None, persistent=False, resume=False, on_epoch_end=No
     engine = build_engine(tmp_path, epochs=3, resume=resume, on_epoch_end=on_epoch_end)
     engine.cfg.workers, engine.cfg.persistent_workers = 1, persistent
     rows = engine.train_rows
-    return Engine(engine.method, engine.model, engine.optimizer, engine.scheduler,
-                  train_rows=NoisyRows(rows.images, rows.labels.numpy()), val_rows=engine.val_rows,
-                  test_rows=engine.test_rows, val_targets=engine.val_targets, test_targets=engine.test_targets,
-                  metric_fn=engine.metric_fn, config=engine.cfg, on_epoch_end=on_epoch_end)
+    noisy = Engine(engine.method, engine.model, engine.optimizer, engine.scheduler,
+                   train_rows=NoisyRows(rows.images, rows.labels.numpy()), val_rows=engine.val_rows,
+                   test_rows=engine.test_rows, val_targets=engine.val_targets, test_targets=engine.test_targets,
+                   metric_fn=engine.metric_fn, config=engine.cfg, on_epoch_end=on_epoch_end)
+    noisy.resume_state = engine.resume_state  # the checkpoint to continue from (resume=True)
+    return noisy
 
 
 @pytest.mark.slow
@@ -170,6 +172,7 @@ def test_persistent_workers_augment_exactly_like_fresh_workers_also_after_resume
 
     with pytest.raises(Killed):
         _noisy_engine(tmp_path, persistent=True, on_epoch_end=die).fit()
-    resumed = _noisy_engine(tmp_path, persistent=True, resume=True).fit()
+    resuming = _noisy_engine(tmp_path, persistent=True, resume=True)
+    resumed = resuming.fit(resuming.resume_state)
     assert resumed.resumed_from_epoch == 1
     np.testing.assert_array_equal(resumed.test_scores, fresh.test_scores)
