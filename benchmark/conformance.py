@@ -509,7 +509,8 @@ def engine_record(method_cls: type[Method], options: dict | None = None, *,
                                    "setting": data.setting, "known": [KNOWN], "seeds": [0],
                                    "train": {"epochs": train.epochs, "batch_size": train.batch_size, "lr": train.lr,
                                              "image_size": train.image_size, "backbone": train.backbone,
-                                             "precision": train.precision, "val_fraction": 4 / N_TRAIN}})
+                                             "precision": train.precision, "track": train.track,
+                                             "val_fraction": 4 / N_TRAIN}})
     config = dataclasses.replace(config, method_options=values, progress=False)
     try:
         prepared = prepare_run(config, method_entry=entry_for_class(method_cls), dataset_cls=_MemoryDataset)

@@ -112,7 +112,7 @@ def tiny_backbone() -> nn.Module:
 
 def tiny_train_config() -> TrainConfig:
     return TrainConfig(epochs=EPOCHS, batch_size=BATCH_SIZE, lr=1e-3, image_size=IMAGE_SIZE,
-                       backbone="small-cnn", precision="fp32")
+                       backbone="small-cnn", precision="fp32", track="finetune")  # the kit feeds images
 
 
 @contextlib.contextmanager

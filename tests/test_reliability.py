@@ -189,7 +189,7 @@ def test_resume_with_a_changed_configuration_is_refused(cli, tmp_path):
     out = tmp_path / "out"
     base = ["run", "--plugin", "partial-bce", "--known", "0.5", "--output", out, *TINY_SCENES]
     assert cli(*base, "--epochs", "1").exit_code == 0
-    res = cli(*base, "--epochs", "2", "--lr", "0.01", "--resume", "--overwrite")
+    res = cli(*base, "--epochs", "2", "--lr", "0.02", "--resume", "--overwrite")
     _one_line_exit_2(res, "--resume refused", "train.epochs: 1 (checkpoint) vs 2 (this run)", "train.lr")
     # Without --resume, a rerun starts over after saying how to resume instead (a finished run's
     # checkpoint goes with its record, so it is only announced for an interrupted run).

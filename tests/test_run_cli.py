@@ -51,7 +51,7 @@ def test_finished_runs_are_reused_and_a_changed_config_is_refused(cli, tmp_path)
     assert _run(cli, tmp_path, "--known", "0.5").exit_code == 0
     again = _run(cli, tmp_path, "--known", "0.5")
     assert again.exit_code == 0 and "already done" in again.output
-    changed = _run(cli, tmp_path, "--known", "0.5", "--lr", "0.01")
+    changed = _run(cli, tmp_path, "--known", "0.5", "--lr", "0.02")
     assert changed.exit_code == 2
     assert "different configuration" in changed.stderr and "--overwrite" in changed.stderr
 
