@@ -51,7 +51,8 @@ def protocol(labels_path: str, out_path: str, setting: str, known: str | None, s
     known_value = check_proportion(known, name="--known")
     seed_value = _parse_seed(seed)
     full = read_label_file(labels_path)
-    partial = make_partial_labels(full, setting, known_value, seed_value, scheme=scheme, key=key)
+    partial = make_partial_labels(full, setting, known_value, seed_value, scheme=scheme, key=key,
+                                  source=str(labels_path))
     try:
         write_label_file(out_path, partial)
     except OSError as exc:
