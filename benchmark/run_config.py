@@ -31,12 +31,15 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from .errors import BenchError
-from .schema import build_options, loads_strict
+from .metrics import metric_names
+from .schema import build_options, loads_strict, read_text_file
 from .train_config import TrainConfig  # noqa: F401 - part of the run configuration
-from .vocabulary import (DEFAULT_PROPORTIONS, SCHEMES, SETTINGS, check_proportion, check_seed, check_setting_scheme,
-                         make_run_id, parse_proportions, safe_name)
+from .vocabulary import (DEFAULT_PROPORTIONS, SCHEMES, SETTINGS, check_distinct, check_proportion, check_seed,
+                         check_setting_scheme, make_run_id, parse_proportions, parse_seeds, proportion_key, safe_name)
 
 DEFAULT_DATASET = "digit-scenes"
+#: What ``--tune-metric`` may name: the validation metrics every run computes (checked before anything trains).
+TUNE_METRICS = metric_names()
 
 
 # --------------------------------------------------------------------------- the run configuration
@@ -59,26 +62,42 @@ def _proportions(value: Any) -> Any:
     return parse_proportions(value) if isinstance(value, str) else value
 
 
+def _seeds(value: Any) -> Any:
+    """``"0,1,2"`` text (or the schema's comma-split list of it) as seeds."""
+    value = _unsplit(value)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        value = ",".join(value)
+    return parse_seeds(value) if isinstance(value, str) else value
+
+
 def _shard(value: Any) -> Any:
-    """``"i/n"`` text as ``(i, n)``."""
+    """``"i/n"`` text (command line or config file) as ``(i, n)``."""
     value = _unsplit(value)
     if isinstance(value, str):
         i, sep, n = value.partition("/")
-        if not sep:
-            raise ValueError(f"expected i/n, e.g. 0/4, got {value!r}")
-        return (i.strip(), n.strip())
+        if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+            raise ValueError(f"expected i/n with 0 <= i < n, e.g. 0/4, got {value!r}")
+        return (int(i), int(n))
     return value
 
 
 def _check_shard(value: tuple[int, int]) -> tuple[int, int]:
     i, n = value
     if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"shard {i}/{n}: expected i/n with 0 <= i < n")
+        raise ValueError(f"expected i/n with 0 <= i < n, e.g. 0/{max(n, 1)}; got {i}/{n}")
     return value
 
 
 Known = Annotated[float, AfterValidator(check_proportion)]
 Seed = Annotated[int, AfterValidator(check_seed)]
+
+
+def _distinct_known(values: tuple[float, ...]) -> tuple[float, ...]:
+    return check_distinct(values, name="known", key=proportion_key)
+
+
+def _distinct_seeds(values: tuple[int, ...]) -> tuple[int, ...]:
+    return check_distinct(values, name="seeds")
 
 
 @dataclass
@@ -94,15 +113,18 @@ class RunConfig:
     data_root: str | None = field(default=None, metadata={"help": "where the dataset lives on disk"})
     dataset_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "loader options"})
     setting: Literal[SETTINGS] = field(default="pal", metadata={"help": "protocol setting"})  # type: ignore[valid-type]
-    known: Annotated[tuple[Known, ...], BeforeValidator(_proportions), Field(min_length=1)] = field(
+    known: Annotated[tuple[Known, ...], BeforeValidator(_proportions), Field(min_length=1),
+                     AfterValidator(_distinct_known)] = field(
         default=DEFAULT_PROPORTIONS, metadata={"help": "known-label proportions, or 'all'"})
-    seeds: Annotated[tuple[Seed, ...], Field(min_length=1)] = field(default=(0,), metadata={"help": "seeds"})
+    seeds: Annotated[tuple[Seed, ...], BeforeValidator(_seeds), Field(min_length=1),
+                     AfterValidator(_distinct_seeds)] = field(default=(0,), metadata={"help": "seeds"})
     scheme: Literal[SCHEMES] = field(default="generator", metadata={"help": "mask scheme"})  # type: ignore[valid-type]
     profile: str = field(default="default", metadata={"help": "the method's profile"})
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method options"})
     train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig overrides"})
     tune: dict[str, tuple[Any, ...]] = field(default_factory=dict, metadata={"help": "option -> values to try"})
-    tune_metric: str = field(default="mAP", metadata={"help": "validation metric that selects a tuning candidate"})
+    tune_metric: Literal[TUNE_METRICS] = field(  # type: ignore[valid-type]
+        default="mAP", metadata={"help": "validation metric that selects a tuning candidate"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     output: str = field(default="runs", metadata={"help": "where records go"})
     word_embeddings: str | None = field(default=None, metadata={"help": "category word vectors file"})
@@ -139,15 +161,14 @@ FILE_KEYS = ("plugin", "dataset", "data_root", "setting", "known", "seeds", "sch
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping of a ``--config`` file (JSON, or TOML by suffix); unknown keys are refused."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise BenchError(f"--config {p}: cannot read ({exc.strerror or exc})") from None
+    text = read_text_file(p, source=f"--config {p}", what="config file", hint="pass a .json or .toml file")
     if p.suffix == ".toml":
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise BenchError(f"--config {p}: not valid TOML ({exc})") from None
+    elif p.suffix in (".yaml", ".yml", ".ini", ".cfg", ".py"):
+        raise BenchError(f"--config {p}: config files are JSON or TOML (by suffix: .json, .toml); convert it")
     else:
         data = loads_strict(text, source=f"--config {p}")
     if not isinstance(data, dict):

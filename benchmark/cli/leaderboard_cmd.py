@@ -32,8 +32,9 @@ def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -
     try:
         filed = submit_records(list(records), results_dir or DEFAULT_RESULTS_DIR, replace=replace)
     except SubmissionRefused as exc:
-        for line in exc.errors:
-            click.echo(f"refused: {line}", err=True)
+        if len(exc.errors) > 1:  # one line per problem; a single problem is the error line itself
+            for line in exc.errors:
+                click.echo(f"refused: {line}", err=True)
         raise
     for item in filed:
         for warning in item.warnings:
