@@ -14,6 +14,7 @@ the split, the engine or the targets.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from . import distributed as D
-from .atomic import atomic_write_bytes
+from .atomic import AlreadyExists, atomic_write_bytes, exclusive_lock
 from .checkpoint import check_resumable, load_checkpoint
 from .data.base import DatasetSplit
 from .data.loading import FeatureBatches, SplitRows
@@ -106,7 +107,10 @@ def existing_record(prepared: PreparedRun, record_path: Path, run_id: str, *, di
     --overwrite); a record of another configuration at the same place is refused."""
     if not record_path.exists() or prepared.config.overwrite:
         return None
-    existing = read_record(record_path)
+    try:
+        existing = read_record(record_path)
+    except BenchError as exc:
+        raise BenchError(f"{exc}; the run's record is damaged: pass --overwrite to run it again, or move it away") from None
     if existing.get("config_hash") == prepared.config_hash:
         if dist.is_main:
             log(f"{run_id}: already done ({record_path}), skipping; pass --overwrite to run it again")
@@ -251,7 +255,24 @@ def scores_dir(prepared: PreparedRun, run_dir: Path) -> Path | None:
 def file_record(record: dict[str, Any], record_path: Path, *, overwrite: bool) -> None:
     """Write a run's record: create-if-absent unless overwriting, so that of two processes running
     the same run into one output the second to finish is told instead of replacing the first's."""
-    write_record(record_path, record, exclusive=not overwrite)
+    try:
+        write_record(record_path, record, exclusive=not overwrite)
+    except AlreadyExists:
+        raise BenchError(f"{record_path}: another process filed this run's record while this one ran; nothing was "
+                         "replaced -- pass --overwrite to replace it, or choose another --output") from None
+
+
+@contextlib.contextmanager
+def cell_lock(output: Path, run_dir: Path, dist: D.DistInfo):
+    """One process at a time per run directory: a second ``mlrpl-bench run`` of the same run into
+    the same output is refused at once, instead of both writing its checkpoint, epoch log and
+    scores (the lock file sits beside the run directory, so a refused run creates nothing)."""
+    if not dist.is_main:
+        yield
+        return
+    with exclusive_lock(output / f".{run_dir.name}.lock", what=str(run_dir),
+                        fix="wait for that run to finish, or choose another --output"):
+        yield
 
 
 def run_single(prepared: PreparedRun, data: SweepData, known: float, seed: int, *, device: torch.device,
@@ -267,6 +288,15 @@ def run_single(prepared: PreparedRun, data: SweepData, known: float, seed: int, 
     :return: ``(record or None on ranks > 0, record path)``.
     """
     run_id, run_dir, record_path = cell_paths(prepared, output, known, seed)
+    with cell_lock(output, run_dir, dist):
+        return _run_single_locked(prepared, data, known, seed, run_id, run_dir, record_path, device=device, dist=dist,
+                                  output=output, hooks=hooks, build_backbone=build_backbone, log=log, observe=observe)
+
+
+def _run_single_locked(prepared: PreparedRun, data: SweepData, known: float, seed: int, run_id: str, run_dir: Path,
+                       record_path: Path, *, device: torch.device, dist: D.DistInfo, output: Path, hooks: Any,
+                       build_backbone: Callable | None, log: Callable[[str], None],
+                       observe: Callable[..., None] | None) -> tuple[dict[str, Any] | None, Path]:
     existing = existing_record(prepared, record_path, run_id, dist=dist, log=log)
     if existing is not None:
         return existing, record_path
