@@ -34,8 +34,9 @@ from .errors import BenchError
 from .metrics import metric_names
 from .schema import build_options, loads_strict, read_text_file
 from .train_config import TrainConfig  # noqa: F401 - part of the run configuration
-from .vocabulary import (DEFAULT_PROPORTIONS, SCHEMES, SETTINGS, check_distinct, check_proportion, check_seed,
-                         check_setting_scheme, make_run_id, parse_proportions, parse_seeds, proportion_key, safe_name)
+from .vocabulary import (DEFAULT_PROPORTIONS, PROPORTION_FREE_SETTINGS, SCHEMES, SETTINGS, check_distinct,
+                         check_proportion, check_seed, check_setting_scheme, make_run_id, parse_proportions,
+                         parse_seeds, proportion_key, safe_name)
 
 DEFAULT_DATASET = "digit-scenes"
 #: What ``--tune-metric`` may name: the validation metrics every run computes (checked before anything trains).
@@ -146,8 +147,12 @@ class RunConfig:
         return Path(self.output).expanduser()
 
     def planned_runs(self) -> list[tuple[float, int]]:
-        """The (known, seed) pairs of this sweep, restricted to this shard (deterministic order)."""
-        knowns = (1.0,) if self.setting == "full" else tuple(self.known)
+        """The (known, seed) pairs of this sweep, restricted to this shard (deterministic order).
+
+        ``full`` and ``spl`` draw the same mask at every proportion: one run per seed, filed at
+        known 1.0 (where the leaderboard's published SPL and full-label numbers sit).
+        """
+        knowns = (1.0,) if self.setting in PROPORTION_FREE_SETTINGS else tuple(self.known)
         runs = [(k, s) for k in knowns for s in self.seeds]
         i, n = self.shard
         return [r for j, r in enumerate(runs) if j % n == i]
