@@ -35,7 +35,7 @@ from .metrics import metric_names
 from .schema import build_options, loads_strict, read_text_file
 from .train_config import TrainConfig  # noqa: F401 - part of the run configuration
 from .vocabulary import (DEFAULT_PROPORTIONS, PROPORTION_FREE_SETTINGS, SCHEMES, SETTINGS, check_distinct,
-                         check_proportion, check_seed, check_setting_scheme, make_run_id, parse_proportions,
+                         check_path_text, check_proportion, check_seed, check_setting_scheme, make_run_id, parse_proportions,
                          parse_seeds, proportion_key, safe_name)
 
 DEFAULT_DATASET = "digit-scenes"
@@ -93,6 +93,10 @@ Known = Annotated[float, AfterValidator(check_proportion)]
 Seed = Annotated[int, AfterValidator(check_seed)]
 
 
+#: A file or folder path given as text: never empty.
+PathText = Annotated[str, AfterValidator(check_path_text)]
+
+
 def _distinct_known(values: tuple[float, ...]) -> tuple[float, ...]:
     return check_distinct(values, name="known", key=proportion_key)
 
@@ -111,7 +115,7 @@ class RunConfig:
 
     plugin: str = field(default="", metadata={"help": "method to train"})
     dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "dataset name"})
-    data_root: str | None = field(default=None, metadata={"help": "where the dataset lives on disk"})
+    data_root: PathText | None = field(default=None, metadata={"help": "where the dataset lives on disk"})
     dataset_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "loader options"})
     setting: Literal[SETTINGS] = field(default="pal", metadata={"help": "protocol setting"})  # type: ignore[valid-type]
     known: Annotated[tuple[Known, ...], BeforeValidator(_proportions), Field(min_length=1),
@@ -127,8 +131,8 @@ class RunConfig:
     tune_metric: Literal[TUNE_METRICS] = field(  # type: ignore[valid-type]
         default="mAP", metadata={"help": "validation metric that selects a tuning candidate"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
-    output: str = field(default="runs", metadata={"help": "where records go"})
-    word_embeddings: str | None = field(default=None, metadata={"help": "category word vectors file"})
+    output: PathText = field(default="runs", metadata={"help": "where records go"})
+    word_embeddings: PathText | None = field(default=None, metadata={"help": "category word vectors file"})
     shard: Annotated[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]], BeforeValidator(_shard),
                      AfterValidator(_check_shard)] = field(default=(0, 1), metadata={"help": "i/n"})
     resume: bool = field(default=False, metadata={"help": "continue interrupted runs"})
@@ -165,6 +169,10 @@ FILE_KEYS = ("plugin", "dataset", "data_root", "setting", "known", "seeds", "sch
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping of a ``--config`` file (JSON, or TOML by suffix); unknown keys are refused."""
+    try:  # an unset shell variable: running without the file would run the defaults
+        check_path_text(str(path))
+    except BenchError as exc:
+        raise BenchError(f"--config {exc}; pass a .json or .toml file") from None
     p = Path(path)
     text = read_text_file(p, source=f"--config {p}", what="config file", hint="pass a .json or .toml file")
     if p.suffix == ".toml":

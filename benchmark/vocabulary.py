@@ -180,6 +180,14 @@ def check_distinct(values: Any, *, name: str, key: Any = None) -> Any:
     return values
 
 
+def check_path_text(value: Any) -> Any:
+    """``value`` unless it is an empty path: ``""`` (an unset shell variable, ``--out "$OUT"``) would
+    silently mean the current directory."""
+    if isinstance(value, str) and not value.strip():
+        raise VocabularyError(f"{value!r} is an empty path; give a path, or leave the option out for its default")
+    return value
+
+
 def safe_name(text: Any) -> str:
     """``text`` with every run of characters other than letters, digits and ``._-`` replaced by ``-``."""
     return _UNSAFE.sub("-", str(text))
@@ -206,7 +214,8 @@ def make_run_id(method: str, dataset: str, setting: str, known: float, seed: int
 
 __all__ = [
     "DEFAULT_PROPORTIONS", "HCP_SETTINGS", "NAME_PATTERN", "PROPORTION_DECIMALS", "PROPORTION_FREE_SETTINGS",
-    "SCHEMES", "SEED_LIMIT", "SETTINGS", "VocabularyError", "check_distinct", "check_proportion", "check_scheme",
+    "SCHEMES", "SEED_LIMIT", "SETTINGS", "VocabularyError", "check_distinct", "check_path_text", "check_proportion",
+    "check_scheme",
     "check_seed",
     "check_setting", "check_setting_scheme", "check_sha256", "is_registry_name", "is_sha256", "known_percent", "known_text", "make_run_id",
     "parse_proportions", "parse_seeds", "path_component", "proportion_key", "safe_name",

@@ -195,6 +195,29 @@ def test_config_file_mistakes_are_one_line(cli, tmp_path, name, content, fragmen
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("args, flag", [
+    (["protocol", "--labels", "{labels}", "--out", "", "--known", "0.5"], "--out"),
+    (["evaluate", "--scores", "", "--targets", "{labels}"], "--scores"),
+    (["leaderboard", "build", "--results", "{tmp}", "--out", ""], "--out"),
+    (["leaderboard", "submit", "{labels}", "--results", ""], "--results"),
+    (["leaderboard", "export", "--format", "csv", "--out", ""], "--out"),
+    (["new-plugin", "my-thing", "--dir", ""], "--dir"),
+    (["datasets", "labels", "digit-scenes", "--split", "test", "--out", ""], "--out"),
+    (["run", "--plugin", "partial-bce", "--output", ""], "--output"),
+    (["run", "--plugin", "partial-bce", "--config", ""], "--config"),
+])
+def test_an_empty_path_is_refused_instead_of_meaning_the_current_folder(cli, tmp_path, labels, monkeypatch, args,
+                                                                        flag):
+    """``--out "$OUT"`` with OUT unset: the build, the export, a submit or a sweep went into the current
+    folder, ``--config ""`` ran the default sweep, ``datasets labels --out ""`` was a traceback."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    res = cli(*[a.format(labels=labels, tmp=tmp_path) for a in args])
+    one_line_exit_2(res, flag, "empty path")
+    assert not list(work.iterdir())
+
+
 def test_config_files_with_a_byte_order_mark_or_a_shard_text_are_read(tmp_path):
     from mlrpl_bench.run_config import read_config_file
 

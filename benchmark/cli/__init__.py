@@ -40,6 +40,20 @@ def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
     return out
 
 
+class PathArg(click.Path):
+    """``click.Path`` that refuses an empty path (``--out "$OUT"`` with OUT unset would mean the
+    current directory): the vocabulary's rule, reported like any other bad option value."""
+
+    def convert(self, value, param, ctx):
+        from ..vocabulary import VocabularyError, check_path_text
+
+        try:
+            check_path_text(value)
+        except VocabularyError as exc:
+            self.fail(str(exc), param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)

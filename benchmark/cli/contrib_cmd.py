@@ -10,12 +10,12 @@ from pathlib import Path
 import click
 
 from ..errors import BenchError
-from . import parse_pairs
+from . import PathArg, parse_pairs
 
 
 @click.command("new-plugin")
 @click.argument("name")
-@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+@click.option("--dir", "directory", type=PathArg(file_okay=False), default=None,
               help="Where to write the package (default: ./mlrpl-NAME). Must not exist or be empty.")
 def new_plugin(name: str, directory: str | None) -> None:
     """Write a ready-to-install method plugin package NAME.

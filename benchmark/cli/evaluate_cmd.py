@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from ..errors import BenchError
+from . import PathArg
 
 
 def _fmt(value) -> str:
@@ -43,9 +44,9 @@ def format_table(metrics: dict, *, threshold: float, top_k: int, per_class: bool
 
 
 @click.command("evaluate")
-@click.option("--scores", "scores_path", required=True, metavar="S",
+@click.option("--scores", "scores_path", required=True, metavar="S", type=PathArg(),
               help="Scores (N x C): .npy or comma-separated text; probabilities for the thresholded metrics.")
-@click.option("--targets", "targets_path", required=True, metavar="T",
+@click.option("--targets", "targets_path", required=True, metavar="T", type=PathArg(),
               help="Targets (N x C): 1 positive, -1 negative, 0 not annotated (ignored).")
 @click.option("--threshold", default="0.5", show_default=True, help="A score >= threshold predicts positive (OP ... CF1).")
 @click.option("--top-k", "top_k", default="3", show_default=True, help="Predict the k highest scores of each image (the _top3 metrics).")
