@@ -39,7 +39,8 @@ from .errors import BenchError
 from .method import MethodContext
 from .models.backbones import FrozenBackbone
 from .results import RunOutcome, build_record, read_record, to_json_safe, write_record
-from .run_config import PreparedRun
+from .run_config import PreparedRun, TrainConfig
+from .schema import diff_fields
 from .scores import should_save as should_save_scores, write_scores
 from .vocabulary import known_text
 
@@ -115,8 +116,31 @@ def existing_record(prepared: PreparedRun, record_path: Path, run_id: str, *, di
         if dist.is_main:
             log(f"{run_id}: already done ({record_path}), skipping; pass --overwrite to run it again")
         return existing
-    raise BenchError(f"{record_path}: a record from a different configuration exists; pass --overwrite to replace it "
-                     "or choose another --output")
+    differences = diff_fields(_configuration_of(existing), _configuration_of(_record_stub(prepared)),
+                              old="record", new="this run")
+    shown = f" ({'; '.join(differences[:3])}{'; ...' if len(differences) > 3 else ''})" if differences else ""
+    raise BenchError(f"{record_path}: a record from a different configuration exists{shown}; pass --overwrite to "
+                     "replace it or choose another --output")
+
+
+def _record_stub(prepared: PreparedRun) -> dict[str, Any]:
+    """The configuration blocks a record of ``prepared`` would have (for naming what differs)."""
+    return {"method": {"name": prepared.method_cls.name, "version": prepared.method_cls.version,
+                       "options": dataclasses.asdict(prepared.method_options), "profile": prepared.config.profile},
+            "dataset": {"options": prepared.dataset_options_dict()},
+            "train": {**dataclasses.asdict(prepared.train), "backbone_weights_sha256": prepared.weights_sha256},
+            "tuning": {"grid": {k: list(v) for k, v in sorted(prepared.tune_grid.items())}} if prepared.tune_grid else None}
+
+
+def _configuration_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a record that its configuration decides (JSON values, for :func:`diff_fields`)."""
+    method, train = record.get("method") or {}, record.get("train") or {}
+    tuning = record.get("tuning") or {}
+    return to_json_safe({
+        "method": {k: method.get(k) for k in ("name", "version", "options", "profile")},
+        "dataset.options": (record.get("dataset") or {}).get("options"),
+        "train": {k: train.get(k) for k in (*TrainConfig.field_names(), "backbone_weights_sha256") if k in train},
+        "tuning.grid": tuning.get("grid")})
 
 
 @dataclass

@@ -397,6 +397,25 @@ def test_a_damaged_record_in_the_output_names_the_fix(tmp_path):
         existing_record(_config(), path, "run", dist=DistInfo(), log=print)
 
 
+def test_a_record_of_another_configuration_names_what_differs(tmp_path):
+    """'a record from a different configuration exists' said nothing of what differed."""
+    from mlrpl_bench.distributed import DistInfo
+    from mlrpl_bench.single_run import existing_record
+
+    import dataclasses
+
+    filed = _config({"train": {"epochs": "5"}})
+    record = make_record("partial-bce", "digit-scenes", options=dataclasses.asdict(filed.method_options),
+                         train={**dataclasses.asdict(filed.train), "backbone_weights_sha256": filed.weights_sha256})
+    record["dataset"]["options"] = filed.dataset_options_dict()
+    path = write_record_file(tmp_path, record, "record.json")
+    prepared = _config({"train": {"epochs": "5", "lr": "0.01"}})
+    with pytest.raises(BenchError, match=r"different configuration exists \(train.lr: 0.001 \(record\) vs 0.01 "
+                                         r"\(this run\).*pass --overwrite") as info:
+        existing_record(prepared, path, "run", dist=DistInfo(), log=print)
+    assert "train.epochs" not in str(info.value)
+
+
 def test_a_truncated_checkpoint_is_one_short_line(tmp_path):
     import torch
 
