@@ -68,7 +68,7 @@ def refuse_zero_one(labels: np.ndarray, *, source: str = "labels", fix: str = "l
 
 
 def read_matrix_file(path: str | os.PathLike, *, what: str = "label matrix") -> np.ndarray:
-    """Read a 2-D matrix from ``.npy`` (no pickles) or comma-separated text, unvalidated.
+    """Read a 2-D matrix from ``.npy`` (no pickles; any case of the suffix) or comma-separated text, unvalidated.
 
     The one reader behind :func:`read_label_file` and :func:`mlrpl_bench.metrics.read_score_file`.
 
@@ -81,10 +81,18 @@ def read_matrix_file(path: str | os.PathLike, *, what: str = "label matrix") -> 
         raise BenchError(f"{path}: is a directory; pass the {what} file inside it (.npy or comma-separated text)")
     if not path.is_file():
         raise BenchError(f"{path}: file not found; pass an existing .npy or comma-separated text file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        raise BenchError(f"{path}: an .npz archive holds several arrays; save the {what} alone with numpy.save "
+                         "(.npy) or as comma-separated text")
     try:
         if path.stat().st_size == 0:
             raise BenchError(f"{path}: the file is empty; expected a {what} (.npy or comma-separated numbers)")
-        if path.suffix == ".npy":
+        if suffix == ".npy":
+            with path.open("rb") as handle:
+                if handle.read(6) != b"\x93NUMPY":
+                    raise BenchError(f"{path}: not a .npy file (no NumPy header); if it holds comma-separated "
+                                     "numbers, give it another suffix such as .txt or .csv")
             return np.load(path, allow_pickle=False)
         with warnings.catch_warnings():  # an empty text file: refused below, as one line
             warnings.simplefilter("ignore", UserWarning)
@@ -97,7 +105,8 @@ def read_matrix_file(path: str | os.PathLike, *, what: str = "label matrix") -> 
                          "or pass another file") from None
     except (ValueError, EOFError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BenchError(f"{path}: cannot read a {what} ({first}); expected .npy or comma-separated numbers") from None
+        raise BenchError(f"{path}: cannot read a {what} ({first}); expected .npy or comma-separated numbers, one row "
+                         "per image, no header line") from None
 
 
 def read_label_file(path: str | os.PathLike, *, allow_unknown: bool = True) -> np.ndarray:
@@ -113,7 +122,7 @@ def write_label_file(path: str | os.PathLike, labels: np.ndarray) -> None:
     path = Path(path)
     labels = check_label_matrix(labels, source=str(path))
     buf = io.BytesIO()
-    if path.suffix == ".npy":
+    if path.suffix.lower() == ".npy":  # as read_matrix_file reads it: x.NPY is a .npy file too
         np.save(buf, labels)
     else:
         np.savetxt(buf, labels, fmt="%d", delimiter=",")

@@ -81,6 +81,24 @@ def test_protocol_says_what_is_wrong_with_the_labels_file(cli, tmp_path, content
     one_line_exit_2(res, str(path), fragment)  # and no numpy warning lines
 
 
+@pytest.mark.parametrize("make, fragment", [
+    (lambda path, full: np.savez(path.with_suffix(".npz"), labels=full), "an .npz archive holds several arrays"),
+    (lambda path, full: path.with_suffix(".npy").write_text("1,-1\n-1,1\n"), "not a .npy file (no NumPy header)"),
+    (lambda path, full: path.with_suffix(".csv").write_text("a,b\n1,-1\n"), "no header line"),
+])
+def test_a_labels_file_in_the_wrong_format_says_which(cli, tmp_path, labels, make, fragment):
+    make(tmp_path / "in", np.load(labels))
+    (path,) = [p for p in tmp_path.iterdir() if p.stem == "in"]
+    res = cli("protocol", "--labels", path, "--out", tmp_path / "p.npy", "--known", "0.5")
+    one_line_exit_2(res, str(path), fragment)
+
+
+def test_an_upper_case_npy_suffix_is_written_and_read_as_npy(cli, tmp_path, labels):
+    res = cli("protocol", "--labels", labels, "--out", tmp_path / "P.NPY", "--known", "0.5")
+    assert res.exit_code == 0, res.stderr
+    assert np.load(tmp_path / "P.NPY").shape == np.load(labels).shape  # was comma-separated text named .NPY
+
+
 def test_an_unreadable_labels_file_is_one_line(cli, tmp_path, labels, monkeypatch):
     labels.chmod(0)
     if os.geteuid() == 0:  # root reads a chmod-000 file: make the read fail the way it fails for a user
@@ -124,6 +142,18 @@ def test_usage_errors_are_one_line(cli, labels, args, fragment):
     args = [a.format(file=labels) for a in args]
     res = cli(*args)
     one_line_exit_2(res, fragment.format(file=labels), "--help")
+
+
+@pytest.mark.parametrize("args", [[], ["leaderboard"]])
+def test_a_command_group_alone_prints_its_help(cli, args):
+    res = cli(*args)
+    assert res.exit_code == 0 and res.output.startswith("Usage: mlrpl-bench") and not res.stderr
+
+
+def test_a_shard_without_runs_says_so(cli, tmp_path):
+    res = cli("run", "--plugin", "partial-bce", "--known", "0.5", "--shard", "1/2", "--output", tmp_path / "runs")
+    assert res.exit_code == 0 and "nothing to run: shard 1/2 of a sweep of 1 run(s)" in res.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_ctrl_c_says_what_is_kept_and_how_to_resume(cli, monkeypatch):

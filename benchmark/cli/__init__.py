@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("error: interrupted; files already written are complete, nothing is half-written (an "
                    "interrupted `run` continues from its last finished epoch with --resume)", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `mlrpl-bench` or a group alone: its help, as --help gives it
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+        sys.exit(0)
     except click.UsageError as exc:
         # One line, like every other input error (click's own form is a usage block of four lines).
         command = exc.ctx.command_path if exc.ctx is not None else "mlrpl-bench"

@@ -76,7 +76,18 @@ def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, schem
     cli["dataset_options"] = parse_pairs(dataset_option, "--dataset-option")
     cli["tune"] = parse_pairs(tune, "--tune")
     file_values = read_config_file(config_file) if config_file is not None else {}
-    records = run_sweep(make_run_config(cli, file_values, file_name=str(config_file)))
+    config = make_run_config(cli, file_values, file_name=str(config_file))
+    if not config.planned_runs():  # more shards than runs: say so instead of ending silently
+        import dataclasses
+
+        from ..run_config import prepare_run
+
+        prepare_run(config)  # the configuration is still checked
+        total = len(dataclasses.replace(config, shard=(0, 1)).planned_runs())
+        i, n = config.shard
+        click.echo(f"nothing to run: shard {i}/{n} of a sweep of {total} run(s) gets none (use at most {total} shards)")
+        return
+    records = run_sweep(config)
     if records:
         click.echo("")
         click.echo(sweep_table(records))
