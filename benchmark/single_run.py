@@ -126,7 +126,8 @@ def existing_record(prepared: PreparedRun, record_path: Path, run_id: str, *, di
 def _record_stub(prepared: PreparedRun) -> dict[str, Any]:
     """The configuration blocks a record of ``prepared`` would have (for naming what differs)."""
     return {"method": {"name": prepared.method_cls.name, "version": prepared.method_cls.version,
-                       "options": dataclasses.asdict(prepared.method_options), "profile": prepared.config.profile},
+                       "options": dataclasses.asdict(prepared.method_options),
+                       "profile": prepared.config.profile or "default"},
             "dataset": {"options": prepared.dataset_options_dict()},
             "train": {**dataclasses.asdict(prepared.train), "backbone_weights_sha256": prepared.weights_sha256},
             "tuning": {"grid": {k: list(v) for k, v in sorted(prepared.tune_grid.items())}} if prepared.tune_grid else None}
