@@ -24,6 +24,17 @@ def _current_umask() -> int:
     return mask
 
 
+def not_a_folder(folder: str | os.PathLike) -> str:
+    """``"<x> is a file, not a folder"`` when ``folder`` or one of its parents exists as a non-folder
+    (the reason ``mkdir`` gives, "File exists" or "Not a directory", says it less plainly), else ``""``."""
+    for candidate in (Path(folder), *Path(folder).parents):
+        if candidate.exists() or candidate.is_symlink():
+            if candidate.is_dir():
+                return ""
+            return f"{candidate} is {'a broken or looping symlink' if candidate.is_symlink() and not candidate.exists() else 'a file'}, not a folder"
+    return ""
+
+
 def _temp_beside(path: Path, suffix: str) -> tuple[int, str]:
     """A new temporary file in ``path``'s directory (created if needed), with a plain file's mode."""
     try:
@@ -35,7 +46,8 @@ def _temp_beside(path: Path, suffix: str) -> tuple[int, str]:
             os.fchmod(fd, 0o666 & ~_current_umask())
         return fd, tmp
     except OSError as exc:
-        raise BenchError(f"{path.parent}: cannot write here ({exc.strerror}); choose a writable output directory") from None
+        raise BenchError(f"{path.parent}: cannot write here ({not_a_folder(path.parent) or exc.strerror}); choose a "
+                         "writable output directory") from None
 
 
 @contextmanager
@@ -70,11 +82,71 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 class AlreadyExists(BenchError):
-    """:func:`create_exclusive` found the target already there (another writer won)."""
+    """:func:`create_exclusive` found the target already there (another writer won).
+
+    Callers that know the command's flags re-raise it with the fix (``--replace``, ``--overwrite``).
+    """
 
     def __init__(self, path: Path):
-        super().__init__(f"{path}: already filed (another process wrote it first); pass --replace to overwrite it")
+        super().__init__(f"{path}: already exists (another process wrote it first); nothing was changed")
         self.path = path
+
+
+class Busy(BenchError):
+    """:func:`exclusive_lock` found the lock held by another process."""
+
+
+@contextmanager
+def exclusive_lock(path: str | os.PathLike, *, what: str, fix: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on the file ``path`` for the block.
+
+    The lock goes with the process: a killed holder never leaves a stale lock behind. The file
+    names the holder (pid and host) for the message and is removed on release; a process that
+    opened it just before that retries on the new file, so two holders never overlap. Where
+    ``fcntl`` does not exist (Windows) the block runs unlocked.
+
+    :param what: what the lock protects, for the message (``runs/hst__...``).
+    :param fix: what the user can do, for the message.
+    :raises Busy: when another process holds the lock (one line naming it, its holder and ``fix``).
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    import socket
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"{path.parent}: cannot write here ({not_a_folder(path.parent) or exc.strerror}); choose a "
+                         "writable output directory") from None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_current_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise Busy(f"{what}: in use by another process ({holder or 'pid unknown'}, lock {path}); {fix}") from None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # the previous holder removed this file after we opened it: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        os.close(fd)
 
 
 def create_exclusive(path: str | os.PathLike, data: bytes) -> None:

@@ -39,8 +39,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - report any unreadable checkpoint as the user's problem
-        raise BenchError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-                         f"delete it to restart the run from scratch") from None
+        # torch's own text runs on for lines ("... there is a high likelihood that ..."): its first sentence says it.
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:160]
+        raise BenchError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {first}; the file is damaged or "
+                         "incomplete); delete it, or rerun without --resume, to restart the run from scratch") from None
     if not isinstance(state, dict) or state.get("checkpoint_version") != CHECKPOINT_VERSION:
         raise BenchError(f"{path}: not an mlrpl-bench checkpoint of version {CHECKPOINT_VERSION} (an older mlrpl-bench "
                          "wrote it, without a run fingerprint); delete it to restart the run")

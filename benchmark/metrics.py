@@ -41,7 +41,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import BenchError
-from .labels import check_label_matrix
+from .labels import check_label_matrix, refuse_zero_one
 
 #: Summary metric names at the default ``top_k=3`` (same as ``results.METRIC_NAMES``).
 THRESHOLD_METRICS = ("OP", "OR", "OF1", "CP", "CR", "CF1")
@@ -52,10 +52,13 @@ def metric_names(top_k: int = 3) -> tuple[str, ...]:
     return ("mAP", "mAP_noninterp") + THRESHOLD_METRICS + tuple(f"{m}_top{top_k}" for m in THRESHOLD_METRICS)
 
 
-def check_scores(scores: np.ndarray, *, source: str = "scores") -> np.ndarray:
+def check_scores(scores: np.ndarray, *, source: str = "scores", probabilities: bool = False) -> np.ndarray:
     """Validate a score matrix: 2-D, numeric, finite. Returns it as float32/float64.
 
-    :raises BenchError: naming the first row/column that is NaN or infinite.
+    :param probabilities: also require every score in [0, 1] -- what the thresholded metrics
+        (``OP ... CF1`` at 0.5) assume. AP alone only ranks, so logits or percentages would give
+        a right mAP beside meaningless thresholded metrics.
+    :raises BenchError: naming the first row/column that is NaN or infinite, or the range found.
     """
     arr = np.asarray(scores)
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -71,6 +74,9 @@ def check_scores(scores: np.ndarray, *, source: str = "scores") -> np.ndarray:
             f"{source}: score at row {row}, column {col} is {arr[row, col]}; scores must be finite numbers "
             "(replace NaN/inf, e.g. apply a sigmoid to the logits)"
         )
+    if probabilities and (arr.min() < 0 or arr.max() > 1):
+        raise BenchError(f"{source}: scores range over [{arr.min():.4g}, {arr.max():.4g}], not probabilities in [0, 1]; "
+                         "apply a sigmoid to logits (evaluate: --score-type logits), or divide percentages by 100")
     return arr
 
 
@@ -94,13 +100,8 @@ def _check_pair(scores, targets, *, scores_source: str, targets_source: str):
     if not (targets.dtype.kind in "iu" and targets.min() >= -1 and targets.max() <= 1):
         targets = check_label_matrix(targets, source=targets_source)
     targets = targets.astype(np.int8, copy=False)
-    # 0/1 targets (the scikit-learn convention) would silently drop every negative as "not
-    # annotated" and score every class 100: refuse a matrix without a single -1 that has 0s.
-    if targets.min() == 0:
-        raise BenchError(
-            f"{targets_source}: no entry is -1 (negative) but some are 0, which means 'not annotated' and is ignored; "
-            "if 0 means negative in this file, convert it to the 1/-1/0 contract (e.g. targets * 2 - 1)"
-        )
+    # 0/1 targets would score every class 100 (every negative ignored as "not annotated").
+    refuse_zero_one(targets, source=targets_source, fix="targets * 2 - 1")
     return scores, targets
 
 

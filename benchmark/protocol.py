@@ -46,7 +46,7 @@ import numpy as np
 
 from .errors import BenchError
 from .atomic import atomic_write_bytes
-from .labels import check_label_matrix
+from .labels import check_label_matrix, refuse_zero_one
 from .vocabulary import (DEFAULT_PROPORTIONS, PROPORTION_FREE_SETTINGS, SCHEMES, SETTINGS,  # noqa: F401 - re-exported
                          check_proportion, check_seed, check_setting_scheme, known_text, proportion_key, safe_name)
 
@@ -96,21 +96,24 @@ def _uniforms(shape: tuple[int, int], setting: str, known: float, seed: int, sch
 
 
 def make_partial_labels(full: np.ndarray, setting: str, known: float, seed: int, *,
-                        scheme: str = "generator", key: str = "") -> np.ndarray:
+                        scheme: str = "generator", key: str = "", source: str = "full labels") -> np.ndarray:
     """Make the partial training label matrix of one protocol cell.
 
     :param full: ``(N, C)`` labels in {1, -1}; 0 is allowed for entries already unknown and
-        stays 0.
+        stays 0, but a matrix with 0s and no -1 at all (the 0/1 convention) is refused.
     :param setting: ``full``, ``pal``, ``ppl`` or ``spl`` (see the module docstring).
     :param known: known-label proportion in (0, 1] (ignored by ``full`` and ``spl``).
     :param seed: non-negative integer seed.
     :param scheme: ``generator`` (default) or ``hcp`` (bit-exact official PAL masks).
     :param key: names the data (e.g. the dataset fingerprint); part of the ``generator`` seed.
+    :param source: where ``full`` came from (a file name), for messages.
     :returns: a new ``int8`` ``(N, C)`` matrix.
     :raises BenchError: on bad labels, an unknown setting/scheme, a proportion outside (0, 1].
     """
     check_setting_scheme(setting, scheme)
-    full = check_label_matrix(full, source="full labels")
+    full = check_label_matrix(full, source=source)
+    # A 0/1 matrix would come out with every negative dropped, whatever the setting.
+    refuse_zero_one(full, source=source, fix="labels * 2 - 1")
     return _mask(full, setting, check_proportion(known), check_seed(seed), scheme, key)
 
 

@@ -23,7 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from .atomic import atomic_write_bytes, create_exclusive
 from .errors import BenchError
-from .schema import dumps_strict, loads_strict, validate_model
+from .schema import dumps_strict, loads_strict, read_json_file, validate_model
 from .vocabulary import (check_proportion, check_seed, check_setting, check_sha256, make_run_id,  # noqa: F401
                          safe_name)
 
@@ -204,13 +204,8 @@ def read_record_text(data: str | bytes, *, source: str) -> dict:
 def read_record(path: str | Path) -> dict:
     """Read and validate a record file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise BenchError(f"{path}: record file not found") from None
-    except IsADirectoryError:
-        raise BenchError(f"{path}: is a directory; pass the record JSON files (e.g. runs/*/record.json)") from None
-    return read_record_text(data, source=str(path))
+    data = read_json_file(path, what="record file", hint="pass the record JSON files (e.g. runs/*/record.json)")
+    return validate_record(data, source=str(path))
 
 
 def is_record_path(path: str | Path) -> bool:

@@ -32,12 +32,16 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from .errors import BenchError
 from .loggers import LoggerName
-from .schema import build_options, loads_strict
+from .metrics import metric_names
+from .schema import build_options, loads_strict, read_text_file
 from .train_config import TrainConfig  # noqa: F401 - part of the run configuration
-from .vocabulary import (DEFAULT_PROPORTIONS, SCHEMES, SETTINGS, check_proportion, check_seed, check_setting_scheme,
-                         make_run_id, parse_proportions, safe_name)
+from .vocabulary import (DEFAULT_PROPORTIONS, PROPORTION_FREE_SETTINGS, SCHEMES, SETTINGS, check_distinct,
+                         check_path_text, check_proportion, check_seed, check_setting_scheme, make_run_id, parse_proportions,
+                         parse_seeds, proportion_key, safe_name)
 
 DEFAULT_DATASET = "digit-scenes"
+#: What ``--tune-metric`` may name: the validation metrics every run computes (checked before anything trains).
+TUNE_METRICS = metric_names()
 
 
 # --------------------------------------------------------------------------- the run configuration
@@ -60,26 +64,46 @@ def _proportions(value: Any) -> Any:
     return parse_proportions(value) if isinstance(value, str) else value
 
 
+def _seeds(value: Any) -> Any:
+    """``"0,1,2"`` text (or the schema's comma-split list of it) as seeds."""
+    value = _unsplit(value)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        value = ",".join(value)
+    return parse_seeds(value) if isinstance(value, str) else value
+
+
 def _shard(value: Any) -> Any:
-    """``"i/n"`` text as ``(i, n)``."""
+    """``"i/n"`` text (command line or config file) as ``(i, n)``."""
     value = _unsplit(value)
     if isinstance(value, str):
         i, sep, n = value.partition("/")
-        if not sep:
-            raise ValueError(f"expected i/n, e.g. 0/4, got {value!r}")
-        return (i.strip(), n.strip())
+        if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+            raise ValueError(f"expected i/n with 0 <= i < n, e.g. 0/4, got {value!r}")
+        return (int(i), int(n))
     return value
 
 
 def _check_shard(value: tuple[int, int]) -> tuple[int, int]:
     i, n = value
     if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"shard {i}/{n}: expected i/n with 0 <= i < n")
+        raise ValueError(f"expected i/n with 0 <= i < n, e.g. 0/{max(n, 1)}; got {i}/{n}")
     return value
 
 
 Known = Annotated[float, AfterValidator(check_proportion)]
 Seed = Annotated[int, AfterValidator(check_seed)]
+
+
+#: A file or folder path given as text: never empty.
+PathText = Annotated[str, AfterValidator(check_path_text)]
+
+
+def _distinct_known(values: tuple[float, ...]) -> tuple[float, ...]:
+    return check_distinct(values, name="known", key=proportion_key)
+
+
+def _distinct_seeds(values: tuple[int, ...]) -> tuple[int, ...]:
+    return check_distinct(values, name="seeds")
 
 
 @dataclass
@@ -92,21 +116,24 @@ class RunConfig:
 
     plugin: str = field(default="", metadata={"help": "method to train"})
     dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "dataset name"})
-    data_root: str | None = field(default=None, metadata={"help": "where the dataset lives on disk"})
+    data_root: PathText | None = field(default=None, metadata={"help": "where the dataset lives on disk"})
     dataset_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "loader options"})
     setting: Literal[SETTINGS] = field(default="pal", metadata={"help": "protocol setting"})  # type: ignore[valid-type]
-    known: Annotated[tuple[Known, ...], BeforeValidator(_proportions), Field(min_length=1)] = field(
+    known: Annotated[tuple[Known, ...], BeforeValidator(_proportions), Field(min_length=1),
+                     AfterValidator(_distinct_known)] = field(
         default=DEFAULT_PROPORTIONS, metadata={"help": "known-label proportions, or 'all'"})
-    seeds: Annotated[tuple[Seed, ...], Field(min_length=1)] = field(default=(0,), metadata={"help": "seeds"})
+    seeds: Annotated[tuple[Seed, ...], BeforeValidator(_seeds), Field(min_length=1),
+                     AfterValidator(_distinct_seeds)] = field(default=(0,), metadata={"help": "seeds"})
     scheme: Literal[SCHEMES] = field(default="generator", metadata={"help": "mask scheme"})  # type: ignore[valid-type]
     profile: str = field(default="default", metadata={"help": "the method's profile"})
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method options"})
     train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig overrides"})
     tune: dict[str, tuple[Any, ...]] = field(default_factory=dict, metadata={"help": "option -> values to try"})
-    tune_metric: str = field(default="mAP", metadata={"help": "validation metric that selects a tuning candidate"})
+    tune_metric: Literal[TUNE_METRICS] = field(  # type: ignore[valid-type]
+        default="mAP", metadata={"help": "validation metric that selects a tuning candidate"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
-    output: str = field(default="runs", metadata={"help": "where records go"})
-    word_embeddings: str | None = field(default=None, metadata={"help": "category word vectors file"})
+    output: PathText = field(default="runs", metadata={"help": "where records go"})
+    word_embeddings: PathText | None = field(default=None, metadata={"help": "category word vectors file"})
     shard: Annotated[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]], BeforeValidator(_shard),
                      AfterValidator(_check_shard)] = field(default=(0, 1), metadata={"help": "i/n"})
     resume: bool = field(default=False, metadata={"help": "continue interrupted runs"})
@@ -127,8 +154,12 @@ class RunConfig:
         return Path(self.output).expanduser()
 
     def planned_runs(self) -> list[tuple[float, int]]:
-        """The (known, seed) pairs of this sweep, restricted to this shard (deterministic order)."""
-        knowns = (1.0,) if self.setting == "full" else tuple(self.known)
+        """The (known, seed) pairs of this sweep, restricted to this shard (deterministic order).
+
+        ``full`` and ``spl`` draw the same mask at every proportion: one run per seed, filed at
+        known 1.0 (where the leaderboard's published SPL and full-label numbers sit).
+        """
+        knowns = (1.0,) if self.setting in PROPORTION_FREE_SETTINGS else tuple(self.known)
         runs = [(k, s) for k in knowns for s in self.seeds]
         i, n = self.shard
         return [r for j, r in enumerate(runs) if j % n == i]
@@ -142,16 +173,19 @@ FILE_KEYS = ("plugin", "dataset", "data_root", "setting", "known", "seeds", "sch
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping of a ``--config`` file (JSON, or TOML by suffix); unknown keys are refused."""
+    try:  # an unset shell variable: running without the file would run the defaults
+        check_path_text(str(path))
+    except BenchError as exc:
+        raise BenchError(f"--config {exc}; pass a .json or .toml file") from None
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise BenchError(f"--config {p}: cannot read ({exc.strerror or exc})") from None
+    text = read_text_file(p, source=f"--config {p}", what="config file", hint="pass a .json or .toml file")
     if p.suffix == ".toml":
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise BenchError(f"--config {p}: not valid TOML ({exc})") from None
+    elif p.suffix in (".yaml", ".yml", ".ini", ".cfg", ".py"):
+        raise BenchError(f"--config {p}: config files are JSON or TOML (by suffix: .json, .toml); convert it")
     else:
         data = loads_strict(text, source=f"--config {p}")
     if not isinstance(data, dict):

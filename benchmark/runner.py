@@ -93,4 +93,7 @@ def _check_writable(output: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise BenchError(f"--output {output}: not a writable directory ({exc.strerror or exc}); choose another --output") from None
+        from .atomic import not_a_folder
+
+        raise BenchError(f"--output {output}: not a writable directory ({not_a_folder(output) or exc.strerror or exc}); "
+                         "choose another --output") from None

@@ -21,7 +21,9 @@ model generated from it (:func:`options_model`). Values come in two kinds:
   (``true`` is not an integer, ``1.7`` is not an integer, ``"3"`` is not a number; an integer is
   a valid float).
 
-Unknown names, NaN and infinities are always refused. A failure raises :class:`SchemaError`, a
+Unknown names, NaN and infinities, integers beyond 64 bits (they overflow deep inside a run) and
+values of no JSON type (a TOML date) are always refused; command-line text for an integer field
+must be an integer (pydantic's lax parsing alone reads ``0-4`` as -4). A failure raises :class:`SchemaError`, a
 :class:`~mlrpl_bench.errors.BenchError` whose message is one line naming the owner, the field,
 the value and what is allowed (``flags=True``: named as the command-line flag, ``--lr -1: ...``).
 
@@ -38,11 +40,14 @@ import dataclasses
 import functools
 import json
 import math
+import re
+import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, create_model
 
 from .errors import BenchError
 
@@ -94,16 +99,6 @@ def _split_text(model: type[BaseModel], values: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-def _non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, Mapping):
-        return any(_non_finite(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_non_finite(v) for v in value)
-    return False
-
-
 def _allowed(model: type[BaseModel], key: str, error: dict) -> str:
     """What the field accepts, in words, from the error's context or the field's declaration."""
     ctx = error.get("ctx") or {}
@@ -119,7 +114,7 @@ def _allowed(model: type[BaseModel], key: str, error: dict) -> str:
     info = model.model_fields.get(key)
     if info is None:
         return ""
-    return "a value of type " + _type_words(info.annotation)
+    return _type_words(info.annotation)
 
 
 def _type_words(annotation: Any) -> str:
@@ -130,7 +125,91 @@ def _type_words(annotation: Any) -> str:
         return "one of " + ", ".join(map(str, typing.get_args(annotation)))
     if origin in (tuple, list):
         return "a list"
-    return {bool: "boolean (true/false)", int: "integer", float: "number", str: "string"}.get(annotation, str(annotation))
+    if origin in (dict, Mapping) or annotation is dict:
+        return "a table of name = value pairs"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_words(a) for a in typing.get_args(annotation))
+    return {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
+            type(None): "null"}.get(annotation, str(annotation))
+
+
+def _base_type(annotation: Any) -> Any:
+    """``annotation`` without ``Annotated`` and ``Optional`` wrappers (``Annotated[int, ...] | None`` -> int)."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+#: How an integer is written on a command line (pydantic's lax parsing would also read "0-4" as -4).
+_INT_TEXT = re.compile(r"\s*[+-]?\d+(_\d+)*(\.0*)?\s*")
+
+
+def _text_problem(model: type[BaseModel], key: str, text: Any) -> str | None:
+    """Why command-line ``text`` cannot be the integer its field declares (None when it can, or
+    when the field is not an integer)."""
+    info = model.model_fields.get(key)
+    if info is None or any(isinstance(m, BeforeValidator) for m in info.metadata):
+        return None  # the field parses its own text (e.g. --shard i/n)
+    base = _base_type(info.annotation)
+    items = text if isinstance(text, list) else [text]
+    if typing.get_origin(base) in (tuple, list):
+        args = [a for a in typing.get_args(base) if a is not Ellipsis]
+        base = _base_type(args[0]) if len(set(map(_base_type, args))) == 1 else None
+    if base is not int:
+        return None
+    for item in items:
+        if isinstance(item, str) and not _INT_TEXT.fullmatch(item):
+            return f"{item!r} is not an integer"
+    return None
+
+
+#: Integers a value may hold: what numpy and torch store (larger ones overflow deep inside a run).
+INT_LIMIT = 2**63
+
+
+def _first_path(value: Any, bad: Any, path: str = "") -> str | None:
+    """The path (``train.lr``, ``seeds[1]``) of the first leaf inside ``value`` for which ``bad`` holds, or None."""
+    if bad(value):
+        return path or "(value)"
+    if isinstance(value, Mapping):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((found for sub_path, sub in items if (found := _first_path(sub, bad, sub_path)) is not None), None)
+
+
+def _huge_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and not -INT_LIMIT <= value < INT_LIMIT
+
+
+def _not_json(value: Any) -> bool:
+    """A leaf that is no JSON type (a TOML date or time, a Python object)."""
+    return not (value is None or isinstance(value, (bool, int, float, str, Mapping, list, tuple)))
+
+
+def _at(values: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted/indexed ``path`` (``a.b[0]``) inside ``values``."""
+    out: Any = values
+    for part in re.findall(r"[^.\[\]]+", path):
+        out = out[int(part)] if isinstance(out, (list, tuple)) else out[part]
+    return out
+
+
+def _flag_value(value: Any) -> str:
+    """A command-line value as typed (``--lr -1``), quoted when it is empty or holds spaces or control characters."""
+    if isinstance(value, str) and (not value or not value.isprintable() or any(ch.isspace() for ch in value)):
+        return repr(value)
+    return str(value)
 
 
 def format_error(exc: ValidationError, model: type[BaseModel], *, owner: str, values: Mapping[str, Any],
@@ -147,19 +226,22 @@ def format_error(exc: ValidationError, model: type[BaseModel], *, owner: str, va
     if error.get("type") == "extra_forbidden":
         valid = ", ".join(sorted(model.model_fields)) or "(none)"
         return f"{owner}: unknown option {key!r}; valid options: {valid}"
-    value = values.get(key, error.get("input"))
-    allowed = _allowed(model, key, error)
+    # The offending value: as typed for a flag; for a nested location of a file (tune.lr, shard.0) the input at it.
+    value = values.get(key, error.get("input")) if flags or len(loc) <= 1 else error.get("input")
+    allowed = _allowed(model, key, error) if len(loc) <= 1 or error.get("type") != "value_error" else ""
+    if len(loc) > 1 and allowed and not error.get("ctx"):
+        allowed = ""  # the declared type is the whole field's (a table, a list), not this item's
     if error.get("type") == "value_error":  # a vocabulary or field check: its message says what is allowed
         message, allowed = str((error.get("ctx") or {}).get("error", error.get("msg", ""))), ""
     else:
         message = error.get("msg", "invalid value")
         message = message[0].lower() + message[1:]
-    tail = f"; expected {allowed}" if allowed and not allowed.startswith("a value of type a list") else ""
+    tail = f"; expected {allowed}" if allowed and allowed != "a list" else ""
     if flags and error.get("type") in ("literal_error", "finite_number", "greater_than", "greater_than_equal",
                                         "less_than", "less_than_equal"):
         tail = ""  # pydantic's message already says what is allowed
     if flags:
-        return f"--{key.replace('_', '-')} {value}: {message}{tail}"
+        return f"--{key.replace('_', '-')} {_flag_value(value)}: {message}{tail}"
     return f"{owner}: option {where}={value!r} is not valid ({message})" + tail
 
 
@@ -176,23 +258,43 @@ def build_options(options_cls: type, values: Mapping[str, Any] | None = None, *,
     """
     values = dict(values or {})
     model = options_model(options_cls)
+
+    def refuse(path: str, value: Any, why: str) -> SchemaError:
+        if flags:
+            return SchemaError(f"--{path.replace('_', '-')} {_flag_value(value)}: {why}")
+        return SchemaError(f"{owner}: option {path}={value!r} is not valid; {why}")
+
     for key, value in values.items():
-        if _non_finite(value):
-            if flags:
-                raise SchemaError(f"--{key.replace('_', '-')} {value}: not a finite number")
-            raise SchemaError(f"{owner}: option {key}={value!r} is not valid; expected a finite number")
+        where = non_finite_path(value, key)
+        if where is not None:
+            raise refuse(where, _at(values, where), "expected a finite number")
+        where = _first_path(value, _not_json, key)
+        if where is not None:  # e.g. a TOML date or time
+            info = model.model_fields.get(key)
+            expected = _type_words(info.annotation) if info is not None and where == key else "a JSON value"
+            raise refuse(where, _at(values, where), f"expected {expected}")
     text = {k: v for k, v in values.items() if isinstance(v, str)} if strings else {}
     typed = {k: v for k, v in values.items() if k not in text}
+    split = _split_text(model, text)
+    for key, value in split.items():
+        problem = _text_problem(model, key, value)
+        if problem is not None:
+            raise refuse(key, text[key], f"{problem}; expected an integer, e.g. 3")
     try:
         # Typed values: strict JSON semantics (1.7 is no int, true is no int, an int is a float).
         checked = model.model_validate_json(json.dumps(typed), strict=True)
-        merged = {**{k: getattr(checked, k) for k in typed}, **_split_text(model, text)}
+        merged = {**{k: getattr(checked, k) for k in typed}, **split}
         instance = model.model_validate(merged, strict=False) if text else checked
     except ValidationError as exc:
         raise SchemaError(format_error(exc, model, owner=owner, values=values, flags=flags)) from None
-    except (TypeError, ValueError) as exc:  # e.g. a value json cannot encode
+    except (TypeError, ValueError) as exc:  # a value json cannot encode (caught above) or a model error
         raise SchemaError(f"{owner}: {exc}") from None
     kwargs = {name: getattr(instance, name) for name in model.model_fields}
+    for key in values:
+        where = _first_path(kwargs.get(key), _huge_int, key)
+        if where is not None:
+            raise refuse(where, _at(kwargs, where), "does not fit in 64 bits; expected an integer between -2**63 "
+                         "and 2**63 - 1")
     for f in dataclasses.fields(options_cls):
         if f.name in kwargs and isinstance(field_default(f), tuple) and isinstance(kwargs[f.name], list):
             kwargs[f.name] = tuple(kwargs[f.name])
@@ -233,15 +335,56 @@ def _refuse_constant(name: str):
     raise _NonFinite(name)
 
 
+def read_text_file(path: str | Path, *, source: str | None = None, what: str = "file", hint: str = "") -> str:
+    """The UTF-8 text of ``path`` (a leading byte-order mark dropped), or one line saying why not.
+
+    :param source: how the file is named in messages (default: its path).
+    :param what: what the file should be, for messages (``record file``).
+    :param hint: what to pass instead, appended to the messages about a missing file or a folder.
+    :raises SchemaError: the file is missing, a directory, unreadable or not UTF-8.
+    """
+    path = Path(path)
+    source = source or str(path)
+    tail = f"; {hint}" if hint else ""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SchemaError(f"{source}: {what} not found{tail}") from None
+    except IsADirectoryError:
+        raise SchemaError(f"{source}: is a directory, not a {what}{tail}") from None
+    except OSError as exc:
+        raise SchemaError(f"{source}: cannot read ({exc.strerror or type(exc).__name__}); check the file's "
+                          "permissions") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{source}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r}); save "
+                          "the file as UTF-8") from None
+
+
+def read_json_file(path: str | Path, *, source: str | None = None, what: str = "JSON file", hint: str = "") -> Any:
+    """:func:`read_text_file` then :func:`loads_strict`: one strict reader for every JSON file the suite reads."""
+    return loads_strict(read_text_file(path, source=source, what=what, hint=hint), source=source or str(path))
+
+
 def loads_strict(text: str | bytes, *, source: str) -> Any:
     """Parse JSON text, refusing ``NaN``/``Infinity`` (not JSON) instead of reading them as floats.
 
+    A leading UTF-8 byte-order mark (some Windows editors write one) is allowed.
+
     :raises BenchError: one line naming ``source`` and the problem.
     """
+    if isinstance(text, str) and text.startswith("\ufeff"):
+        text = text[1:]
     try:
         return json.loads(text, parse_constant=_refuse_constant)
     except _NonFinite as exc:
-        raise SchemaError(f"{source}: contains {exc} (not a JSON number); records and config files hold finite "
+        try:  # parsed again, leniently, only to say where (the first problem found is reported either way)
+            where = non_finite_path(json.loads(text))
+        except ValueError:
+            where = None
+        field = f"field {where!r} is {exc}" if where else f"contains {exc}"
+        raise SchemaError(f"{source}: {field} (not a JSON number); records and config files hold finite "
                           "numbers only -- write null for a missing value") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SchemaError(f"{source}: not valid JSON ({exc})") from None
@@ -249,19 +392,7 @@ def loads_strict(text: str | bytes, *, source: str) -> Any:
 
 def non_finite_path(value: Any, path: str = "") -> str | None:
     """The path (``metrics.test.mAP``) of the first NaN or infinity inside ``value``, or None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return path or "(value)"
-    if isinstance(value, Mapping):
-        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
-    elif isinstance(value, (list, tuple)):
-        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
-    else:
-        return None
-    for sub_path, sub in items:
-        found = non_finite_path(sub, sub_path)
-        if found is not None:
-            return found
-    return None
+    return _first_path(value, lambda v: isinstance(v, float) and not math.isfinite(v), path)
 
 
 def dumps_strict(value: Any, *, source: str, indent: int | None = 2) -> str:
@@ -320,4 +451,5 @@ def describe_field(options_cls: type, name: str) -> str:
 
 
 __all__ = ["SchemaError", "build_options", "describe_field", "dumps_strict", "field_default", "format_error",
-           "diff_fields", "format_field_error", "loads_strict", "non_finite_path", "options_model", "validate_model"]
+           "diff_fields", "format_field_error", "loads_strict", "non_finite_path", "options_model", "read_json_file",
+           "read_text_file", "validate_model"]

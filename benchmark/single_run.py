@@ -14,6 +14,7 @@ the split, the engine or the targets.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from . import distributed as D
-from .atomic import atomic_write_bytes
+from .atomic import AlreadyExists, atomic_write_bytes, exclusive_lock
 from .checkpoint import check_resumable, load_checkpoint
 from .data.base import DatasetSplit
 from .data.loading import FeatureBatches, SplitRows
@@ -38,7 +39,8 @@ from .errors import BenchError
 from .method import MethodContext
 from .models.backbones import FrozenBackbone
 from .results import RunOutcome, build_record, read_record, to_json_safe, write_record
-from .run_config import PreparedRun
+from .run_config import PreparedRun, TrainConfig
+from .schema import diff_fields
 from .scores import should_save as should_save_scores, write_scores
 from .vocabulary import known_text
 
@@ -106,13 +108,40 @@ def existing_record(prepared: PreparedRun, record_path: Path, run_id: str, *, di
     --overwrite); a record of another configuration at the same place is refused."""
     if not record_path.exists() or prepared.config.overwrite:
         return None
-    existing = read_record(record_path)
+    try:
+        existing = read_record(record_path)
+    except BenchError as exc:
+        raise BenchError(f"{exc}; the run's record is damaged: pass --overwrite to run it again, or move it away") from None
     if existing.get("config_hash") == prepared.config_hash:
         if dist.is_main:
             log(f"{run_id}: already done ({record_path}), skipping; pass --overwrite to run it again")
         return existing
-    raise BenchError(f"{record_path}: a record from a different configuration exists; pass --overwrite to replace it "
-                     "or choose another --output")
+    differences = diff_fields(_configuration_of(existing), _configuration_of(_record_stub(prepared)),
+                              old="record", new="this run")
+    shown = f" ({'; '.join(differences[:3])}{'; ...' if len(differences) > 3 else ''})" if differences else ""
+    raise BenchError(f"{record_path}: a record from a different configuration exists{shown}; pass --overwrite to "
+                     "replace it or choose another --output")
+
+
+def _record_stub(prepared: PreparedRun) -> dict[str, Any]:
+    """The configuration blocks a record of ``prepared`` would have (for naming what differs)."""
+    return {"method": {"name": prepared.method_cls.name, "version": prepared.method_cls.version,
+                       "options": dataclasses.asdict(prepared.method_options),
+                       "profile": prepared.config.profile or "default"},
+            "dataset": {"options": prepared.dataset_options_dict()},
+            "train": {**dataclasses.asdict(prepared.train), "backbone_weights_sha256": prepared.weights_sha256},
+            "tuning": {"grid": {k: list(v) for k, v in sorted(prepared.tune_grid.items())}} if prepared.tune_grid else None}
+
+
+def _configuration_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a record that its configuration decides (JSON values, for :func:`diff_fields`)."""
+    method, train = record.get("method") or {}, record.get("train") or {}
+    tuning = record.get("tuning") or {}
+    return to_json_safe({
+        "method": {k: method.get(k) for k in ("name", "version", "options", "profile")},
+        "dataset.options": (record.get("dataset") or {}).get("options"),
+        "train": {k: train.get(k) for k in (*TrainConfig.field_names(), "backbone_weights_sha256") if k in train},
+        "tuning.grid": tuning.get("grid")})
 
 
 @dataclass
@@ -254,7 +283,24 @@ def scores_dir(prepared: PreparedRun, run_dir: Path) -> Path | None:
 def file_record(record: dict[str, Any], record_path: Path, *, overwrite: bool) -> None:
     """Write a run's record: create-if-absent unless overwriting, so that of two processes running
     the same run into one output the second to finish is told instead of replacing the first's."""
-    write_record(record_path, record, exclusive=not overwrite)
+    try:
+        write_record(record_path, record, exclusive=not overwrite)
+    except AlreadyExists:
+        raise BenchError(f"{record_path}: another process filed this run's record while this one ran; nothing was "
+                         "replaced -- pass --overwrite to replace it, or choose another --output") from None
+
+
+@contextlib.contextmanager
+def cell_lock(output: Path, run_dir: Path, dist: D.DistInfo):
+    """One process at a time per run directory: a second ``mlrpl-bench run`` of the same run into
+    the same output is refused at once, instead of both writing its checkpoint, epoch log and
+    scores (the lock file sits beside the run directory, so a refused run creates nothing)."""
+    if not dist.is_main:
+        yield
+        return
+    with exclusive_lock(output / f".{run_dir.name}.lock", what=str(run_dir),
+                        fix="wait for that run to finish, or choose another --output"):
+        yield
 
 
 def run_single(prepared: PreparedRun, data: SweepData, known: float, seed: int, *, device: torch.device,
@@ -270,6 +316,15 @@ def run_single(prepared: PreparedRun, data: SweepData, known: float, seed: int, 
     :return: ``(record or None on ranks > 0, record path)``.
     """
     run_id, run_dir, record_path = cell_paths(prepared, output, known, seed)
+    with cell_lock(output, run_dir, dist):
+        return _run_single_locked(prepared, data, known, seed, run_id, run_dir, record_path, device=device, dist=dist,
+                                  output=output, hooks=hooks, build_backbone=build_backbone, log=log, observe=observe)
+
+
+def _run_single_locked(prepared: PreparedRun, data: SweepData, known: float, seed: int, run_id: str, run_dir: Path,
+                       record_path: Path, *, device: torch.device, dist: D.DistInfo, output: Path, hooks: Any,
+                       build_backbone: Callable | None, log: Callable[[str], None],
+                       observe: Callable[..., None] | None) -> tuple[dict[str, Any] | None, Path]:
     existing = existing_record(prepared, record_path, run_id, dist=dist, log=log)
     if existing is not None:
         return existing, record_path

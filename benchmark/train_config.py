@@ -43,7 +43,8 @@ class TrainConfig:
                 "at the miniature's lr (the paper profiles: 5e-4 at lr 1e-5)"})
     lr_step: Annotated[int, Field(ge=1)] = field(default=10, metadata={"help": "StepLR step (epochs)"})
     lr_gamma: Annotated[float, Field(gt=0)] = field(default=0.1, metadata={"help": "StepLR factor"})
-    image_size: Annotated[int, Field(ge=0)] = field(default=0, metadata={"help": "pixels; 0: the dataset's default"})
+    # The papers train at 448-576 px; past 4096 px a typo (100000) would exhaust memory, not train.
+    image_size: Annotated[int, Field(ge=0, le=4096)] = field(default=0, metadata={"help": "pixels; 0: the dataset's default"})
     backbone: str = field(default="", metadata={"help": "backbone name; '': the dataset's default"})
     backbone_weights: str = field(default="", metadata={
         "help": "'': the dataset's default (builtin for digit-scenes); none, builtin, imagenet or PATH to a state dict"})

@@ -13,6 +13,7 @@ The grid is part of the run's identity (its configuration hash).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import math
 from pathlib import Path
@@ -24,7 +25,7 @@ from . import distributed as D
 from .checkpoint import load_checkpoint
 from .results import build_record
 from .run_config import PreparedRun, TrainConfig
-from .single_run import SweepData, cell_paths, existing_record, file_record, outcome_of, scores_dir, summary_line, train_cell
+from .single_run import SweepData, cell_lock, cell_paths, existing_record, file_record, outcome_of, scores_dir, summary_line, train_cell
 from .vocabulary import safe_name
 
 
@@ -35,8 +36,14 @@ def candidates(prepared: PreparedRun) -> list[dict[str, Any]]:
 
 
 def candidate_name(values: dict[str, Any]) -> str:
-    """The directory name of a candidate: ``lr-0.001_weight_decay-0``."""
-    return safe_name("_".join(f"{k}-{v}" for k, v in sorted(values.items())))
+    """The directory name of a candidate: ``lr-0.001_weight_decay-0``.
+
+    When making the text file-system safe changed it (``1e+16`` and ``1e-16`` would both read
+    ``1e-16``), 8 hex digits of the text's hash keep two candidates out of one directory.
+    """
+    text = "_".join(f"{k}-{v}" for k, v in sorted(values.items()))
+    safe = safe_name(text)
+    return safe if safe == text else f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def with_values(prepared: PreparedRun, values: dict[str, Any]) -> PreparedRun:
@@ -52,6 +59,14 @@ def run_tuned(prepared: PreparedRun, data: SweepData, known: float, seed: int, *
               log: Callable[[str], None] = print) -> tuple[dict[str, Any] | None, Path]:
     """Tune on validation, score the chosen candidate on test, write one record with ``tuning``."""
     run_id, run_dir, record_path = cell_paths(prepared, output, known, seed)
+    with cell_lock(output, run_dir, dist):
+        return _run_tuned_locked(prepared, data, known, seed, run_id, run_dir, record_path, device=device, dist=dist,
+                                 output=output, hooks=hooks, log=log)
+
+
+def _run_tuned_locked(prepared: PreparedRun, data: SweepData, known: float, seed: int, run_id: str, run_dir: Path,
+                      record_path: Path, *, device: torch.device, dist: D.DistInfo, output: Path, hooks: Any,
+                      log: Callable[[str], None]) -> tuple[dict[str, Any] | None, Path]:
     existing = existing_record(prepared, record_path, run_id, dist=dist, log=log)
     if existing is not None:
         return existing, record_path
@@ -65,8 +80,9 @@ def run_tuned(prepared: PreparedRun, data: SweepData, known: float, seed: int, *
         if score is None:
             from .errors import BenchError
 
-            raise BenchError(f"--tune-metric {metric!r} is not a validation metric; use one of "
-                             f"{', '.join(sorted(cell.result.val_metrics))}")
+            raise BenchError(f"--tune-metric {metric!r} is undefined on the validation split of {run_id} (no "
+                             "validation image has a positive it could count); choose another --tune-metric or a "
+                             "larger --val-fraction")
         seconds += cell.seconds
         resumed[name] = cell.result.resumed_from_epoch
         tried.append({"values": values, "name": name, "val": score, "best_epoch": cell.result.best_epoch,

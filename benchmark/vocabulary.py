@@ -85,6 +85,9 @@ def check_proportion(known: Any, *, name: str = "known") -> float:
         raise VocabularyError(f"{name} is {known!r}; use a known-label proportion in (0, 1], e.g. 0.3") from None
     if not 0.0 < value <= 1.0:  # also refuses NaN
         raise VocabularyError(f"{name} is {known!r}; a known-label proportion must be in (0, 1], e.g. 0.3 for 30% known")
+    if proportion_key(value) == 0:  # its run id, file names and mask seed would all say 0
+        raise VocabularyError(f"{name} is {known!r}; the smallest known-label proportion is {10.0**-PROPORTION_DECIMALS:g} "
+                              f"(proportions count to {PROPORTION_DECIMALS} decimals)")
     return value
 
 
@@ -145,6 +148,46 @@ def parse_proportions(text: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+_SEED_TEXT = re.compile(r"[+-]?\d+")
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` as checked seeds (no ranges: ``0-4`` is refused, not read as -4)."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise VocabularyError("give at least one seed, e.g. 0 or 0,1,2")
+    out = []
+    for part in parts:
+        if not _SEED_TEXT.fullmatch(part):
+            raise VocabularyError(f"expected comma-separated integer seeds like 0,1,2 (no ranges), got {text!r}")
+        out.append(check_seed(int(part)))
+    return tuple(out)
+
+
+def check_distinct(values: Any, *, name: str, key: Any = None) -> Any:
+    """``values`` if no two of them are the same (``key`` maps a value to what must differ).
+
+    A sweep that lists a proportion or a seed twice would plan one run twice (the second finds
+    the first's record); two proportions equal to six decimals share a run id.
+    """
+    seen: dict[Any, Any] = {}
+    for value in values:
+        k = key(value) if key is not None else value
+        if k in seen:
+            same = "" if seen[k] == value else f" (= {seen[k]!r} to {PROPORTION_DECIMALS} decimals)"
+            raise VocabularyError(f"{name} lists {value!r} twice{same}; list each value once")
+        seen[k] = value
+    return values
+
+
+def check_path_text(value: Any) -> Any:
+    """``value`` unless it is an empty path: ``""`` (an unset shell variable, ``--out "$OUT"``) would
+    silently mean the current directory."""
+    if isinstance(value, str) and not value.strip():
+        raise VocabularyError(f"{value!r} is an empty path; give a path, or leave the option out for its default")
+    return value
+
+
 def safe_name(text: Any) -> str:
     """``text`` with every run of characters other than letters, digits and ``._-`` replaced by ``-``."""
     return _UNSAFE.sub("-", str(text))
@@ -171,7 +214,9 @@ def make_run_id(method: str, dataset: str, setting: str, known: float, seed: int
 
 __all__ = [
     "DEFAULT_PROPORTIONS", "HCP_SETTINGS", "NAME_PATTERN", "PROPORTION_DECIMALS", "PROPORTION_FREE_SETTINGS",
-    "SCHEMES", "SEED_LIMIT", "SETTINGS", "VocabularyError", "check_proportion", "check_scheme", "check_seed",
+    "SCHEMES", "SEED_LIMIT", "SETTINGS", "VocabularyError", "check_distinct", "check_path_text", "check_proportion",
+    "check_scheme",
+    "check_seed",
     "check_setting", "check_setting_scheme", "check_sha256", "is_registry_name", "is_sha256", "known_percent", "known_text", "make_run_id",
-    "parse_proportions", "path_component", "proportion_key", "safe_name",
+    "parse_proportions", "parse_seeds", "path_component", "proportion_key", "safe_name",
 ]

@@ -1,7 +1,8 @@
 """Finding result records in folders: the leaderboard's results tree or a ``runs/`` tree.
 
 One function, :func:`discover`, used by ``leaderboard build`` and ``leaderboard export``
-(several ``--results`` folders). Every ``*.json`` below each folder is read:
+(several ``--results`` folders). Every ``*.json`` file below each folder is read (strictly, as
+:func:`mlrpl_bench.schema.read_json_file` reads every JSON file):
 
 * a JSON object with ``schema_version`` is a record: it is validated
   (:func:`mlrpl_bench.results.validate_record`) and a bad one stops the build with the file and
@@ -18,13 +19,13 @@ a damaged record). Pure Python + json.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.results import validate_record
+from mlrpl_bench.schema import read_json_file
 
 #: Skipped-file kinds, as counted in :attr:`Discovery.skipped`.
 PROTOCOL_CACHE = "protocol-cache metadata"
@@ -79,11 +80,13 @@ def discover(paths) -> Discovery:
             raise BenchError(f"{root}: results directory not found; submit records with "
                              "`mlrpl-bench leaderboard submit` or pass --results DIR (a results tree or a runs/ folder)")
         for path in files:
+            if path.is_dir():  # a folder whose name ends in .json holds no record itself
+                continue
             try:
-                data = json.loads(path.read_bytes())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise BenchError(f"{path}: not valid JSON ({exc}); remove the file or pass --results folders "
-                                 "that hold only records and run outputs") from None
+                data = read_json_file(path, what="record file")  # strict: no NaN/Infinity, as records are written
+            except BenchError as exc:
+                raise BenchError(f"{exc}; remove the file or pass --results folders that hold only records and run "
+                                 "outputs") from None
             if isinstance(data, dict) and "schema_version" in data:
                 out.records.append(Found(path, root, validate_record(data, source=str(path))))
             elif isinstance(data, dict) and _is_protocol_cache(data):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mlrpl_bench.atomic import not_a_folder
 from mlrpl_bench.errors import BenchError
 
 from .aggregate import DEFAULT_BASELINE, aggregated_frame, build_tables, check_baseline
@@ -88,8 +89,12 @@ def write_export(tables: dict[str, pd.DataFrame], out_dir: str | Path, fmt: str)
     if fmt not in FORMATS:
         raise BenchError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    except OSError as exc:
+        raise BenchError(f"--out {out_dir}: cannot write here ({not_a_folder(out_dir) or exc.strerror}); choose a "
+                         "writable --out folder") from None
     written = []
     try:
         for name, frame in tables.items():

@@ -56,7 +56,7 @@ def test_create_exclusive_creates_once_and_leaves_no_temporary_files(tmp_path):
 
     target = tmp_path / "d" / "r.json"
     create_exclusive(target, b"first")
-    with pytest.raises(AlreadyExists, match="already filed"):
+    with pytest.raises(AlreadyExists, match="already exists"):
         create_exclusive(target, b"second")
     assert target.read_bytes() == b"first"
     assert sorted(p.name for p in target.parent.iterdir()) == ["r.json"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mlrpl_bench.run_config import RunConfig as RunRequest
 from mlrpl_bench.runner import planned_runs
 
@@ -17,6 +19,9 @@ def test_shards_are_disjoint_deterministic_and_cover_the_sweep():
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
 
 
-def test_full_setting_runs_once_per_seed_whatever_the_proportions():
-    runs = planned_runs(RunRequest(plugin="partial-bce", setting="full", known=(0.1, 0.5), seeds=(0, 1)))
+@pytest.mark.parametrize("setting", ["full", "spl"])
+def test_proportion_free_settings_run_once_per_seed_whatever_the_proportions(setting):
+    """SPL keeps one positive per image at every proportion: a sweep ran the same cell nine times
+    under nine run ids (and none at known 1.0, where the published SPL numbers are joined)."""
+    runs = planned_runs(RunRequest(plugin="partial-bce", setting=setting, known=(0.1, 0.5), seeds=(0, 1)))
     assert runs == [(1.0, 0), (1.0, 1)]

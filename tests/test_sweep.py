@@ -104,7 +104,7 @@ def test_dry_run_prints_the_commands_and_submits_nothing(cli, tmp_path):
 @pytest.mark.parametrize("run_args, message", [
     (("--known", "0.5"), "run option --known is set by the sweep"),
     (("--output=elsewhere",), "run option --output is set by the sweep"),
-    (("--epochs", "two"), "--epochs two: input should be a valid integer"),
+    (("--epochs", "two"), "--epochs two: 'two' is not an integer"),
     (("--no-such-option",), "No such option '--no-such-option'"),
 ])
 def test_bad_run_options_are_refused_before_anything_is_submitted(cli, tmp_path, run_args, message):

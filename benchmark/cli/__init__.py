@@ -41,6 +41,20 @@ def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
     return out
 
 
+class PathArg(click.Path):
+    """``click.Path`` that refuses an empty path (``--out "$OUT"`` with OUT unset would mean the
+    current directory): the vocabulary's rule, reported like any other bad option value."""
+
+    def convert(self, value, param, ctx):
+        from ..vocabulary import VocabularyError, check_path_text
+
+        try:
+            check_path_text(value)
+        except VocabularyError as exc:
+            self.fail(str(exc), param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -76,13 +90,28 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="mlrpl-bench", standalone_mode=False)
     except BenchError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+        # Ctrl-C: every file is written atomically, so what exists is whole; a run's checkpoints are per epoch.
+        click.echo("error: interrupted; files already written are complete, nothing is half-written (an "
+                   "interrupted `run` continues from its last finished epoch with --resume)", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `mlrpl-bench` or a group alone: its help, as --help gives it
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+        sys.exit(0)
+    except click.UsageError as exc:
+        # One line, like every other input error (click's own form is a usage block of four lines).
+        command = exc.ctx.command_path if exc.ctx is not None else "mlrpl-bench"
+        click.echo(f"error: {one_line(exc.format_message())} (see '{command} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line (a user error is reported as exactly one line on stderr)."""
+    return "; ".join(part.strip() for part in message.splitlines() if part.strip())

@@ -10,12 +10,12 @@ from pathlib import Path
 import click
 
 from ..errors import BenchError
-from . import parse_pairs
+from . import PathArg, parse_pairs
 
 
 @click.command("new-plugin")
 @click.argument("name")
-@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+@click.option("--dir", "directory", type=PathArg(file_okay=False), default=None,
               help="Where to write the package (default: ./mlrpl-NAME). Must not exist or be empty.")
 def new_plugin(name: str, directory: str | None) -> None:
     """Write a ready-to-install method plugin package NAME.
@@ -49,6 +49,13 @@ def _load_method(target: str):
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise BenchError(f"check-plugin {target}: cannot import module {module_name!r} ({exc}); give NAME or module:Class") from None
+    except SyntaxError as exc:
+        raise BenchError(f"check-plugin {target}: {exc.filename}, line {exc.lineno}: {exc.msg}; fix the module's "
+                         "syntax") from None
+    except Exception as exc:  # the contributor's module raised while importing: say where, in one line
+        where = _last_frame_in(exc, module_name)
+        raise BenchError(f"check-plugin {target}: importing {module_name!r} raised {type(exc).__name__}: {exc}{where}; "
+                         f"run `python -c 'import {module_name}'` for the traceback") from None
     finally:
         sys.path.pop(0)
     if not hasattr(module, attr):
@@ -60,6 +67,16 @@ def _load_method(target: str):
         raise BenchError(f"check-plugin {target}: {module_name}.{attr} is not a Method subclass; give NAME or "
                          "module:Class of a subclass of mlrpl_bench.method.Method")
     return obj
+
+
+def _last_frame_in(exc: BaseException, module_name: str) -> str:
+    """`` (at file:line)`` of the deepest traceback frame in ``module_name``'s own files, or ``""``."""
+    import traceback
+
+    top = module_name.split(".")[0]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if f"/{top}/" in f.filename.replace("\\", "/") or Path(f.filename).stem == top]
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
 @click.command("check-plugin")

@@ -11,9 +11,9 @@ import sys
 
 import click
 
-from . import parse_pairs
+from . import PathArg, parse_pairs
 
-_data_root = click.option("--data-root", type=click.Path(file_okay=False), default=None,
+_data_root = click.option("--data-root", type=PathArg(file_okay=False), default=None,
                           help="Folder holding the dataset's files (see `mlrpl-bench datasets`).")
 _option = click.option("-o", "--dataset-option", "dataset_option", multiple=True, metavar="KEY=VALUE",
                        help="Loader option (repeatable), e.g. -o difficult=ignore.")
@@ -118,9 +118,9 @@ def stats_cmd(name, data_root, dataset_option, split, top, as_json) -> None:
 @_data_root
 @_option
 @click.option("--split", type=click.Choice(["train", "test"]), required=True)
-@click.option("--out", "out", type=click.Path(dir_okay=False), required=True,
+@click.option("--out", "out", type=PathArg(dir_okay=False), required=True,
               help="Label matrix file: .npy, or comma-separated text for any other suffix.")
-@click.option("--classes-out", type=click.Path(dir_okay=False), default=None,
+@click.option("--classes-out", type=PathArg(dir_okay=False), default=None,
               help="Class list file (default: <out stem>.classes.txt).")
 def labels_cmd(name, data_root, dataset_option, split, out, classes_out) -> None:
     """Write a split's full label matrix (loader row order), its class list and image ids."""

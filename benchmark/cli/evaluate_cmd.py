@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from ..errors import BenchError
+from . import PathArg
 
 
 def _fmt(value) -> str:
@@ -43,9 +44,9 @@ def format_table(metrics: dict, *, threshold: float, top_k: int, per_class: bool
 
 
 @click.command("evaluate")
-@click.option("--scores", "scores_path", required=True, metavar="S",
+@click.option("--scores", "scores_path", required=True, metavar="S", type=PathArg(),
               help="Scores (N x C): .npy or comma-separated text; probabilities for the thresholded metrics.")
-@click.option("--targets", "targets_path", required=True, metavar="T",
+@click.option("--targets", "targets_path", required=True, metavar="T", type=PathArg(),
               help="Targets (N x C): 1 positive, -1 negative, 0 not annotated (ignored).")
 @click.option("--threshold", default="0.5", show_default=True, help="A score >= threshold predicts positive (OP ... CF1).")
 @click.option("--top-k", "top_k", default="3", show_default=True, help="Predict the k highest scores of each image (the _top3 metrics).")
@@ -62,20 +63,24 @@ def evaluate(scores_path: str, targets_path: str, threshold: str, top_k: str, as
       mlrpl-bench evaluate --scores test_scores.npy --targets test_labels.npy --json
     """
     from ..labels import read_label_file
-    from ..metrics import compute_metrics, read_score_file
+    from ..metrics import check_scores, compute_metrics, read_score_file
     from ..results import to_json_safe
 
     threshold_value = _parse_number(threshold, "--threshold")
     k = _parse_number(top_k, "--top-k", int)
     scores = read_score_file(scores_path)
-    if score_type == "logits":
-        scores = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
-    elif scores.min() < 0 or scores.max() > 1:
-        # AP would be right (it only ranks), but every thresholded metric would be meaningless.
-        raise BenchError(f"{scores_path}: scores range over [{scores.min():.4g}, {scores.max():.4g}], not probabilities in "
-                         "[0, 1]; pass --score-type logits for logits, or divide percentages by 100")
+    metric_threshold = threshold_value
+    if score_type == "logits" and 0.0 < threshold_value < 1.0:
+        # sigmoid(x) >= t  <=>  x >= logit(t): scoring the logits themselves keeps their ranking
+        # exact (a sigmoid rounds every logit above ~37 to 1.0, turning distinct scores into ties).
+        metric_threshold = float(np.log(threshold_value) - np.log1p(-threshold_value))
+    elif score_type == "logits":
+        with np.errstate(over="ignore"):  # exp overflow is a probability of exactly 0 or 1
+            scores = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
+    else:
+        check_scores(scores, source=str(scores_path), probabilities=True)
     targets = read_label_file(targets_path)
-    metrics = compute_metrics(scores, targets, threshold=threshold_value, top_k=k,
+    metrics = compute_metrics(scores, targets, threshold=metric_threshold, top_k=k,
                               scores_source=str(scores_path), targets_source=str(targets_path))
     if as_json:
         click.echo(json.dumps(to_json_safe(metrics), allow_nan=False))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from . import PathArg
+
 _RESULTS_HELP = ("Folder of records: a results tree or a runs/ folder (repeatable; JSON files that are not "
                  "records, e.g. runs/_protocol/*.json, are skipped and counted) [default: leaderboard/results].")
 _BASELINE_HELP = "Method every row is compared with (paired over seeds, same protocol and budget) [default: partial-bce]."
@@ -17,8 +19,8 @@ def leaderboard() -> None:
 
 
 @leaderboard.command("submit")
-@click.argument("records", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--results", "results_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.argument("records", nargs=-1, required=True, type=PathArg(path_type=Path))
+@click.option("--results", "results_dir", type=PathArg(file_okay=False, path_type=Path), default=None,
               help="Results directory to file into [default: leaderboard/results].")
 @click.option("--replace", is_flag=True, help="Overwrite a different record already filed for the same run, protocol and method options.")
 def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -> None:
@@ -32,8 +34,9 @@ def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -
     try:
         filed = submit_records(list(records), results_dir or DEFAULT_RESULTS_DIR, replace=replace)
     except SubmissionRefused as exc:
-        for line in exc.errors:
-            click.echo(f"refused: {line}", err=True)
+        if len(exc.errors) > 1:  # one line per problem; a single problem is the error line itself
+            for line in exc.errors:
+                click.echo(f"refused: {line}", err=True)
         raise
     for item in filed:
         for warning in item.warnings:
@@ -42,9 +45,9 @@ def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -
 
 
 @leaderboard.command("build")
-@click.option("--results", "results_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--results", "results_dirs", multiple=True, type=PathArg(file_okay=False, path_type=Path),
               help=_RESULTS_HELP)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out_dir", type=PathArg(file_okay=False, path_type=Path), default=None,
               help="Output directory [default: leaderboard/site].")
 @click.option("--baseline", default=None, help=_BASELINE_HELP)
 def build(results_dirs: tuple[Path, ...], out_dir: Path | None, baseline: str | None) -> None:
@@ -65,11 +68,11 @@ def build(results_dirs: tuple[Path, ...], out_dir: Path | None, baseline: str | 
 
 
 @leaderboard.command("export")
-@click.option("--results", "results_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--results", "results_dirs", multiple=True, type=PathArg(file_okay=False, path_type=Path),
               help=_RESULTS_HELP)
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "hf"]), required=True,
               help="parquet or csv files, or hf: datasets.Dataset folders (save_to_disk) ready to push to a hub.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", "out_dir", type=PathArg(file_okay=False, path_type=Path), required=True,
               help="Output directory (gets runs.* and aggregated.*, or runs/ and aggregated/ for hf).")
 @click.option("--baseline", default=None, help=_BASELINE_HELP)
 def export(results_dirs: tuple[Path, ...], fmt: str, out_dir: Path, baseline: str | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import BenchError
+from . import PathArg
 
 
 def _parse_seed(text: str) -> int:
@@ -18,9 +19,9 @@ def _parse_seed(text: str) -> int:
 
 
 @click.command("protocol")
-@click.option("--labels", "labels_path", required=True, metavar="IN",
+@click.option("--labels", "labels_path", required=True, metavar="IN", type=PathArg(),
               help="Full label matrix: .npy or comma-separated text, values 1/-1 (0 = already unknown).")
-@click.option("--out", "out_path", required=True, metavar="OUT",
+@click.option("--out", "out_path", required=True, metavar="OUT", type=PathArg(),
               help="Where to write the partial matrix (.npy, otherwise comma-separated text). Written atomically.")
 @click.option("--setting", default="pal", show_default=True, help="full, pal, ppl or spl.")
 @click.option("--known", default=None, metavar="P",
@@ -51,7 +52,8 @@ def protocol(labels_path: str, out_path: str, setting: str, known: str | None, s
     known_value = check_proportion(known, name="--known")
     seed_value = _parse_seed(seed)
     full = read_label_file(labels_path)
-    partial = make_partial_labels(full, setting, known_value, seed_value, scheme=scheme, key=key)
+    partial = make_partial_labels(full, setting, known_value, seed_value, scheme=scheme, key=key,
+                                  source=str(labels_path))
     try:
         write_label_file(out_path, partial)
     except OSError as exc:

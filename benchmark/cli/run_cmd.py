@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import parse_pairs
+from . import PathArg, parse_pairs
 
 #: TrainConfig fields that have their own flag (--epochs ...); any field can be set in a config file.
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "image_size", "backbone", "backbone_weights", "freeze_backbone",
@@ -31,7 +31,7 @@ def _train_options(command):
 @click.command()
 @click.option("--plugin", "plugin", help="Method to train (see `mlrpl-bench plugins`).")
 @click.option("--dataset", default=None, help="Dataset name [default: digit-scenes, the built-in dataset].")
-@click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Where the dataset lives on disk.")
+@click.option("--data-root", default=None, type=PathArg(file_okay=False), help="Where the dataset lives on disk.")
 @click.option("--dataset-option", "dataset_option", multiple=True, metavar="KEY=VALUE", help="Loader option (repeatable).")
 @click.option("--setting", default=None, help="Protocol: full, pal, ppl or spl [default: pal].")
 @click.option("--known", default=None, help="Known-label proportions: '0.1,0.5' or 'all' [default: all = 0.1..0.9].")
@@ -44,7 +44,7 @@ def _train_options(command):
 @click.option("--channels-last", is_flag=True, default=None, help="NHWC memory format for images and convolutions (GPU speed).")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the backbone (needs a C compiler on CPU).")
 @click.option("--device", default=None, help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")
-@click.option("--output", default=None, type=click.Path(), help="Where records go [default: ./runs].")
+@click.option("--output", default=None, type=PathArg(), help="Where records go [default: ./runs].")
 @click.option("--config", "config_file", default=None, help="JSON or TOML file with the same settings (CLI wins).")
 @click.option("--word-embeddings", default=None, help="Category word vectors file (GloVe text, .npy or .json).")
 @click.option("--shard", default=None, help="Run only shard i of n of the sweep, as i/n.")
@@ -69,8 +69,19 @@ def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, schem
     from ..summary import sweep_table
 
     cli = command_line_values(params)
-    file_values = read_config_file(config_file) if config_file else {}
-    records = run_sweep(make_run_config(cli, file_values, file_name=str(config_file)))
+    file_values = read_config_file(config_file) if config_file is not None else {}
+    config = make_run_config(cli, file_values, file_name=str(config_file))
+    if not config.planned_runs():  # more shards than runs: say so instead of ending silently
+        import dataclasses
+
+        from ..run_config import prepare_run
+
+        prepare_run(config)  # the configuration is still checked
+        total = len(dataclasses.replace(config, shard=(0, 1)).planned_runs())
+        i, n = config.shard
+        click.echo(f"nothing to run: shard {i}/{n} of a sweep of {total} run(s) gets none (use at most {total} shards)")
+        return
+    records = run_sweep(config)
     if records:
         click.echo("")
         click.echo(sweep_table(records))

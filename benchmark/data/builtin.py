@@ -35,9 +35,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import BenchError
 from ..hookspecs import hookimpl
@@ -309,22 +310,14 @@ class DigitScenes(Dataset):
 
     @dataclass
     class Options:
-        seed: int = field(default=0, metadata={"help": "generator seed (same options -> identical files)"})
-        train_size: int = field(default=1200, metadata={"help": "number of training images"})
-        test_size: int = field(default=600, metadata={"help": "number of test images"})
-        image_size: int = field(default=32, metadata={"help": "side of the stored PNG images in pixels"})
+        seed: Annotated[int, Field(ge=0)] = field(default=0, metadata={"help": "generator seed (same options -> identical files)"})
+        train_size: Annotated[int, Field(ge=1)] = field(default=1200, metadata={"help": "number of training images"})
+        test_size: Annotated[int, Field(ge=1)] = field(default=600, metadata={"help": "number of test images"})
+        image_size: Annotated[int, Field(ge=16, le=512)] = field(default=32, metadata={"help": "side of the stored PNG images in pixels"})
         cache_dir: str = field(default="", metadata={"help": f"where to generate ('' = ${CACHE_ENV} or ~/.cache/mlrpl-bench, then datasets/); ignored with --data-root"})
 
     def __init__(self, root=None, options=None):
-        super().__init__(root, options)
-        o = self.options
-        for key in ("train_size", "test_size"):
-            if not isinstance(getattr(o, key), int) or getattr(o, key) < 1:
-                raise BenchError(f"dataset digit-scenes option {key}={getattr(o, key)!r}: use a positive integer")
-        if not isinstance(o.image_size, int) or not 16 <= o.image_size <= 512:
-            raise BenchError(f"dataset digit-scenes option image_size={o.image_size!r}: use an integer in 16..512")
-        if not isinstance(o.seed, int) or o.seed < 0:
-            raise BenchError(f"dataset digit-scenes option seed={o.seed!r}: use a non-negative integer")
+        super().__init__(root, options)  # the options' declared types are checked there
         self._verified = False
 
     def generator_options(self) -> dict[str, Any]:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import BenchError
 from ..hookspecs import hookimpl
@@ -40,13 +42,12 @@ class FolderDataset(Dataset):
     @dataclass
     class Options:
         csv: str = field(default="labels.csv", metadata={"help": "the labels file, relative to the data root"})
-        test_fraction: float = field(default=0.2, metadata={"help": "test share when the CSV has no split column"})
-        seed: int = field(default=0, metadata={"help": "seed of that split"})
+        test_fraction: Annotated[float, Field(gt=0, lt=1)] = field(
+            default=0.2, metadata={"help": "test share when the CSV has no split column"})
+        seed: Annotated[int, Field(ge=0)] = field(default=0, metadata={"help": "seed of that split"})
 
     def __init__(self, root, options=None):
-        super().__init__(root, options)
-        if not 0.0 < self.options.test_fraction < 1.0:
-            raise BenchError(f"dataset folder option test_fraction={self.options.test_fraction}: use a number in (0, 1)")
+        super().__init__(root, options)  # the options' declared types are checked there
         self._table = None
 
     def table(self) -> tuple[list[str], list[tuple[str, list[str], str]]]:

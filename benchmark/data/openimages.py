@@ -24,11 +24,12 @@ The class list is saved under ``<data root>/mlrpl_bench_cache/openimages/`` and 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Literal
+from typing import Annotated, Literal
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import BenchError
 from ..hookspecs import hookimpl
@@ -113,7 +114,7 @@ class OpenImages(Dataset):
             "help": "human-verified labels csv of the test split (validation-...csv works too)"})
         classes_file: str = field(default="", metadata={
             "help": "class descriptions csv (default: the first of " + ", ".join(CLASS_FILES) + " found)"})
-        num_classes: int = field(default=0, metadata={"help": "keep the N most frequent trainable classes (0: all)"})
+        num_classes: Annotated[int, Field(ge=0)] = field(default=0, metadata={"help": "keep the N most frequent trainable classes (0: all)"})
         train_list: str = field(default="", metadata={"help": "file of train ImageIDs to use (default train_list.txt if present)"})
         test_list: str = field(default="", metadata={"help": "file of test ImageIDs to use (default test_list.txt if present)"})
         unknown_labels: Literal["auto", "error", "ignore"] = field(default="auto", metadata={

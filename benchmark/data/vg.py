@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Literal
+from typing import Annotated, Literal
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import BenchError
 from ..hookspecs import hookimpl
@@ -122,17 +123,15 @@ class VG200(Dataset):
     class Options:
         source: Literal["auto", "objects", "ssgrl"] = field(default="auto", metadata={
             "help": "auto (ssgrl files when present, else objects.json), objects or ssgrl"})
-        num_classes: int = field(default=200, metadata={"help": "number of most frequent categories kept"})
-        test_size: int = field(default=10000, metadata={"help": "images in the seeded test split (objects source)"})
-        seed: int = field(default=0, metadata={"help": "seed of the test split (objects source)"})
+        num_classes: Annotated[int, Field(ge=1)] = field(default=200, metadata={"help": "number of most frequent categories kept"})
+        test_size: Annotated[int, Field(ge=1)] = field(default=10000, metadata={"help": "images in the seeded test split (objects source)"})
+        seed: Annotated[int, Field(ge=0)] = field(default=0, metadata={"help": "seed of the test split (objects source)"})
         objects_file: str = field(default="objects.json", metadata={"help": "objects json, relative to the data root"})
         cache_dir: str = field(default="", metadata={
             "help": "where split files and the category list are saved (default <data root>/mlrpl_bench_cache)"})
 
     def __init__(self, root, options=None):
-        super().__init__(root, options)
-        if self.options.num_classes < 1 or self.options.test_size < 1:
-            raise BenchError(f"dataset {self.name}: num_classes and test_size must be positive integers")
+        super().__init__(root, options)  # the options' declared types are checked there
 
     def load_split(self, split: str) -> DatasetSplit:
         """Read one split (see the module docstring for the layouts)."""
