@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .atomic import atomic_open, atomic_write_bytes
-from .data.loading import make_loader
+from .data.loading import ArrayRows, make_loader
 from .errors import BenchError
 
 
@@ -47,18 +47,9 @@ def cache_key(*, split_fingerprint: str, rows: np.ndarray, backbone_fingerprint:
     return h.hexdigest()
 
 
-class CachedRows(Dataset):
-    """Rows served from a cached feature array: item ``i`` is ``(features[i], labels[i], i)``."""
-
-    def __init__(self, features: np.ndarray, labels: np.ndarray):
-        self.features = features
-        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.float32))
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return torch.from_numpy(np.array(self.features[i], dtype=np.float32)), self.labels[i], i
+class CachedRows(ArrayRows):
+    """Rows served from a cached feature array: item ``i`` is ``(features[rows[i]], labels[i], i)``;
+    the loaders serve whole batches by index (:class:`~mlrpl_bench.data.loading.ArrayRows`)."""
 
 
 def load_or_compute(cache_dir: Path, key: str, rows: Dataset, backbone: torch.nn.Module, *, batch_size: int,
@@ -111,19 +102,6 @@ def feature_cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "mlrpl-bench") / "features"
 
 
-class RowView:
-    """Rows ``idx`` of a (memory-mapped) array, read lazily."""
-
-    def __init__(self, array, idx):
-        self.array, self.idx = array, np.asarray(idx)
-
-    def __len__(self):
-        return len(self.idx)
-
-    def __getitem__(self, i):
-        return self.array[self.idx[i]]
-
-
 def cached_rows(backbone, train, train_split, test_split, protocol, train_labels, val_targets, eval_tf, device,
                 progress: bool):
     """Frozen track: the train/val/test rows served from the feature cache (computed once).
@@ -148,7 +126,7 @@ def cached_rows(backbone, train, train_split, test_split, protocol, train_labels
         out.append(features)
     train_features, test_features = out
     # One cache per split; the protocol's rows are views into it (no copy for the big train part).
-    train_rows = CachedRows(RowView(train_features, protocol.train_idx), train_labels)
-    val_rows = CachedRows(RowView(train_features, protocol.val_idx), val_targets)
+    train_rows = CachedRows(train_features, train_labels, protocol.train_idx)
+    val_rows = CachedRows(train_features, val_targets, protocol.val_idx)
     test_rows = CachedRows(test_features, test_split.labels)
     return train_rows, val_rows, test_rows
