@@ -50,14 +50,19 @@ def _train_options(command):
 @click.option("--overwrite", is_flag=True, help="Re-run runs whose record already exists.")
 @click.option("--skip-bad-images", is_flag=True, help="Skip unreadable images (counted in the record) instead of stopping.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--jobs", default=None, metavar="N",
+              help="Run the sweep's cells in N worker processes on a CPU [default: 0 = one per core, at most one per cell; "
+                   "1 on a GPU or under torchrun].")
+@click.option("--threads", default=None, metavar="T",
+              help="torch threads per process, recorded with each run [default: 0 = 1 on a CPU, torch's default on a GPU].")
 @click.option("--tune", "tune", multiple=True, metavar="KEY=V1,V2",
               help="Try every value of a train setting or method option; select on the validation split (repeatable).")
 @click.option("--tune-metric", default=None, help="Validation metric that selects a --tune candidate [default: mAP].")
 @click.option("--save-scores/--no-save-scores", default=None,
               help="Keep the test scores beside each record (test_scores.npz) [default: on for digit-scenes only].")
 def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, scheme, profile, option, no_feature_cache,
-        device, output, config_file, word_embeddings, shard, resume, overwrite, skip_bad_images, no_progress, tune,
-        tune_metric, save_scores, **train_flags):
+        device, output, config_file, word_embeddings, shard, resume, overwrite, skip_bad_images, no_progress, jobs,
+        threads, tune, tune_metric, save_scores, **train_flags):
     """Train a method over the known-label sweep and write one results record per run."""
     from ..run_config import make_run_config, read_config_file
     from ..runner import run_sweep
@@ -66,7 +71,7 @@ def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, schem
     train = dict(train_flags, feature_cache="false" if no_feature_cache else None)
     cli = dict(plugin=plugin, dataset=dataset, data_root=data_root, setting=setting, known=known, seeds=seeds,
                scheme=scheme, profile=profile, device=device, output=output, word_embeddings=word_embeddings,
-               shard=shard, tune_metric=tune_metric,
+               shard=shard, tune_metric=tune_metric, jobs=jobs, threads=threads,
                resume="true" if resume else None, overwrite="true" if overwrite else None,
                skip_bad_images="true" if skip_bad_images else None, progress="false" if no_progress else None,
                save_scores=None if save_scores is None else str(save_scores).lower())
@@ -76,7 +81,15 @@ def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, schem
     cli["dataset_options"] = parse_pairs(dataset_option, "--dataset-option")
     cli["tune"] = parse_pairs(tune, "--tune")
     file_values = read_config_file(config_file) if config_file else {}
-    records = run_sweep(make_run_config(cli, file_values, file_name=str(config_file)))
+    from ..parallel import SweepFailed
+
+    try:
+        records = run_sweep(make_run_config(cli, file_values, file_name=str(config_file)))
+    except SweepFailed as failed:  # the finished runs' table first, then the one-line error
+        if failed.records:
+            click.echo("")
+            click.echo(sweep_table(failed.records))
+        raise
     if records:
         click.echo("")
         click.echo(sweep_table(records))
