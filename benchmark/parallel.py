@@ -94,9 +94,9 @@ def resolve_threads(requested: int, device_type: str) -> int | None:
 def _start_method() -> mp.context.BaseContext:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        # Imported once in the server and inherited by every worker it forks (saves ~2 s of
-        # start-up per worker); a failing preload is ignored by multiprocessing.
-        ctx.set_forkserver_preload(["mlrpl_bench.parallel", "mlrpl_bench.runner"])
+        # Imported once in the server and inherited by every worker it forks (torch and
+        # torchvision: ~3 core-seconds of start-up per worker); a failing preload is ignored.
+        ctx.set_forkserver_preload(["mlrpl_bench.parallel", "mlrpl_bench.runner", "torchvision.transforms"])
         return ctx
     return mp.get_context("spawn")  # pragma: no cover - platforms without fork
 

@@ -90,3 +90,30 @@ def test_index_batches_equal_the_dataloader_batches_and_leave_the_same_global_rn
             assert torch.equal(got.labels, want.labels) and torch.equal(got.indices, want.indices)
     # the rows are those of the array the view names
     assert torch.equal(fast.take([0, 5]).inputs, torch.from_numpy(array[rows[[0, 5]]]))
+
+
+def test_bank_update_of_all_classes_at_once_equals_the_per_class_loop():
+    from mlrpl_bench.plugins._semantic_transfer.method import SemanticTransferMethod
+
+    def loop_update(bank, features, labels, size):
+        bank = bank.clone()
+        pos = labels > 0
+        for cls in pos.any(dim=0).nonzero(as_tuple=True)[0].tolist():
+            new = features[pos[:, cls], cls].flip(0)
+            bank[cls] = torch.cat([new, bank[cls]])[:size]
+        return bank
+
+    class Holder:  # update_bank reads only opts.bank_size and the bank
+        class opts:
+            bank_size = 5
+        bank = None
+
+    holder, reference = Holder(), torch.zeros(4, 5, 3)
+    g = torch.Generator().manual_seed(0)
+    for batch in (3, 8, 1, 6):  # fewer and more positives than slots, classes without any
+        features = torch.randn(batch, 4, 3, generator=g)
+        labels = _labels(batch, 4, 0.8, seed=batch)
+        labels[:, 2] = -1.0
+        SemanticTransferMethod.update_bank(holder, features, labels)
+        reference = loop_update(reference, features, labels, 5)
+        assert torch.equal(holder.bank, reference)
