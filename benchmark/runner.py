@@ -86,13 +86,15 @@ def run_sweep(config: RunConfig | PreparedRun) -> list[dict[str, Any]]:
     output = config.output_dir
     if dist.is_main:
         _check_writable(output)
-    from .parallel import resolve_jobs, resolve_threads
+    from .parallel import resolve_jobs, resolve_threads, tune_allocator
 
     threads = resolve_threads(config.threads, device.type)
     resolve_jobs(config.jobs, 2, device_type=device.type, distributed=dist.enabled)  # refuse --jobs N on GPU/DDP first
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    if device.type == "cpu":
+        tune_allocator()
     try:
         data = load_sweep_data(prepared)  # generates the dataset once, before any worker needs it
         pm = P.get_plugin_manager()
