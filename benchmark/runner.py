@@ -89,7 +89,8 @@ def run_sweep(config: RunConfig | PreparedRun) -> list[dict[str, Any]]:
     from .parallel import resolve_jobs, resolve_threads, tune_allocator
 
     threads = resolve_threads(config.threads, device.type)
-    resolve_jobs(config.jobs, 2, device_type=device.type, distributed=dist.enabled)  # refuse --jobs N on GPU/DDP first
+    # Refuses --jobs N on a GPU or under torchrun before any work starts.
+    resolve_jobs(config.jobs, len(config.planned_runs()), device_type=device.type, distributed=dist.enabled)
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
