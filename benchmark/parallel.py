@@ -24,8 +24,6 @@ import multiprocessing as mp
 import os
 import queue
 import signal
-import sys
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -173,8 +171,6 @@ def _worker(setup: _WorkerSetup, tasks, results) -> None:
                                     hooks=hooks, log=lines.append)
             results.put(("done", pid, index, record, str(path), lines))
         except Exception as exc:  # noqa: BLE001 - one line to the parent, the next cell goes on
-            if not isinstance(exc, BenchError):
-                traceback.print_exc(file=sys.stderr)
             results.put(("failed", pid, index, _one_line(exc), lines))
 
 
@@ -183,8 +179,11 @@ def _exit_on_term(signum, frame) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split()) or type(exc).__name__
+    """The error as one line; an unexpected one (a bug, not bad input) says how to see its traceback."""
+    if isinstance(exc, BenchError):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return f"{text} (run this cell alone with --jobs 1 for the traceback)"
 
 
 def run_cells_in_workers(config, cells: list[tuple[int, float, int]], *, jobs: int, threads: int,
