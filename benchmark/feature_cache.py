@@ -6,14 +6,18 @@ as a memory-mapped ``.npy`` array; every method and every known proportion then 
 cache. This is what makes VOC/COCO-sized datasets usable on a CPU. Images go through the
 evaluation transform (a cache of augmented images would freeze one random augmentation).
 
-Concurrent writers are safe: each writes its own temporary file and renames it into place; the
-content is a deterministic function of the key, so whichever rename lands last is equally right.
+Concurrent builders are safe and do the work once: a process that finds no cache takes an
+advisory lock on the key (POSIX ``flock``) and looks again before building, so the workers of a
+parallel sweep wait for the first one's cache; without the lock (other platforms) each writes its
+own temporary file and renames it into place, and since the content is a deterministic function
+of the key, whichever rename lands last is equally right.
 A ``.json`` manifest written after the array makes a half-written cache impossible to mistake
 for a finished one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -23,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .atomic import atomic_open, atomic_write_bytes
-from .data.loading import make_loader
+from .data.loading import ArrayRows, make_loader
 from .errors import BenchError
 
 
@@ -47,18 +51,9 @@ def cache_key(*, split_fingerprint: str, rows: np.ndarray, backbone_fingerprint:
     return h.hexdigest()
 
 
-class CachedRows(Dataset):
-    """Rows served from a cached feature array: item ``i`` is ``(features[i], labels[i], i)``."""
-
-    def __init__(self, features: np.ndarray, labels: np.ndarray):
-        self.features = features
-        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.float32))
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return torch.from_numpy(np.array(self.features[i], dtype=np.float32)), self.labels[i], i
+class CachedRows(ArrayRows):
+    """Rows served from a cached feature array: item ``i`` is ``(features[rows[i]], labels[i], i)``;
+    the loaders serve whole batches by index (:class:`~mlrpl_bench.data.loading.ArrayRows`)."""
 
 
 def load_or_compute(cache_dir: Path, key: str, rows: Dataset, backbone: torch.nn.Module, *, batch_size: int,
@@ -70,15 +65,53 @@ def load_or_compute(cache_dir: Path, key: str, rows: Dataset, backbone: torch.nn
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     array_path, manifest_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    if manifest_path.exists() and array_path.exists():
+    found = _read_cache(array_path, manifest_path, len(rows))
+    if found is not None:
+        return found, True
+    # Processes that need the same cache at once (the workers of a parallel sweep) wait for the
+    # first to build it instead of each building it.
+    with _build_lock(cache_dir / f"{key}.lock"):
+        found = _read_cache(array_path, manifest_path, len(rows))
+        if found is not None:
+            return found, True
+        return _compute(array_path, manifest_path, key, rows, backbone, batch_size=batch_size, device=device,
+                        pooled=pooled, dtype=dtype, workers=workers, progress=progress), False
+
+
+def _read_cache(array_path: Path, manifest_path: Path, n_rows: int) -> np.ndarray | None:
+    """The finished cache (memory-mapped), or None when there is none yet."""
+    if not (manifest_path.exists() and array_path.exists()):
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        features = np.load(array_path, mmap_mode="r")
+    except (ValueError, OSError, json.JSONDecodeError) as exc:
+        raise BenchError(f"{array_path}: corrupt feature cache ({exc}); delete it and run again") from None
+    if list(features.shape) != manifest.get("shape") or len(features) != n_rows:
+        raise BenchError(f"{array_path}: feature cache does not match its manifest; delete both files and run again")
+    return features
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    """An exclusive advisory lock on ``path`` (POSIX ``flock``; elsewhere none: the atomic renames
+    still make concurrent builds safe, only wasteful)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            manifest = json.loads(manifest_path.read_text())
-            features = np.load(array_path, mmap_mode="r")
-        except (ValueError, OSError, json.JSONDecodeError) as exc:
-            raise BenchError(f"{array_path}: corrupt feature cache ({exc}); delete it and run again") from None
-        if list(features.shape) != manifest.get("shape") or len(features) != len(rows):
-            raise BenchError(f"{array_path}: feature cache does not match its manifest; delete both files and run again")
-        return features, True
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _compute(array_path: Path, manifest_path: Path, key: str, rows: Dataset, backbone: torch.nn.Module, *,
+             batch_size: int, device: torch.device, pooled: bool, dtype: str, workers: int,
+             progress: bool) -> np.ndarray:
     from tqdm.auto import tqdm
 
     backbone = backbone.to(device).eval()
@@ -100,7 +133,7 @@ def load_or_compute(cache_dir: Path, key: str, rows: Dataset, backbone: torch.nn
     with atomic_open(array_path) as handle:
         np.save(handle, out)
     atomic_write_bytes(manifest_path, json.dumps({"key": key, "shape": list(out.shape), "dtype": dtype}).encode())
-    return np.load(array_path, mmap_mode="r"), False
+    return np.load(array_path, mmap_mode="r")
 
 
 def feature_cache_dir() -> Path:
@@ -109,19 +142,6 @@ def feature_cache_dir() -> Path:
 
     root = os.environ.get("MLRPL_BENCH_CACHE")
     return (Path(root) if root else Path.home() / ".cache" / "mlrpl-bench") / "features"
-
-
-class RowView:
-    """Rows ``idx`` of a (memory-mapped) array, read lazily."""
-
-    def __init__(self, array, idx):
-        self.array, self.idx = array, np.asarray(idx)
-
-    def __len__(self):
-        return len(self.idx)
-
-    def __getitem__(self, i):
-        return self.array[self.idx[i]]
 
 
 def cached_rows(backbone, train, train_split, test_split, protocol, train_labels, val_targets, eval_tf, device,
@@ -148,7 +168,7 @@ def cached_rows(backbone, train, train_split, test_split, protocol, train_labels
         out.append(features)
     train_features, test_features = out
     # One cache per split; the protocol's rows are views into it (no copy for the big train part).
-    train_rows = CachedRows(RowView(train_features, protocol.train_idx), train_labels)
-    val_rows = CachedRows(RowView(train_features, protocol.val_idx), val_targets)
+    train_rows = CachedRows(train_features, train_labels, protocol.train_idx)
+    val_rows = CachedRows(train_features, val_targets, protocol.val_idx)
     test_rows = CachedRows(test_features, test_split.labels)
     return train_rows, val_rows, test_rows

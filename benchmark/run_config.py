@@ -142,6 +142,11 @@ class RunConfig:
     progress: bool = field(default=True, metadata={"help": "progress bars"})
     log: tuple[LoggerName, ...] = field(default=(), metadata={
         "help": "experiment trackers to report to: tensorboard, wandb, mlflow (not part of the run's identity)"})
+    jobs: Annotated[int, Field(ge=0)] = field(default=0, metadata={
+        "help": "worker processes for the sweep's cells on a CPU; 0 = one per core, at most one per cell (1 on a GPU "
+                "or under torchrun)"})
+    threads: Annotated[int, Field(ge=0)] = field(default=0, metadata={
+        "help": "torch threads per process; 0 = 1 on a CPU (the same numbers on any machine), torch's default on a GPU"})
     save_scores: bool | None = field(default=None, metadata={
         "help": "keep the test scores beside each record (test_scores.npz); None: on for the built-in dataset only"})
 

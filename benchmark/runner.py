@@ -9,6 +9,8 @@ sweep (one run per cell, or one run per tuning candidate with ``--tune``).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +55,27 @@ def load_sweep_data(prepared: PreparedRun) -> SweepData:
     return SweepData(dataset, train_split, test_split, embeddings)
 
 
+def run_cell(prepared: PreparedRun, data: SweepData, known: float, seed: int, *, device: torch.device,
+             output: Path, hooks: Any, dist: D.DistInfo = D.DistInfo(),
+             log: Callable[[str], None] = print) -> tuple[dict[str, Any] | None, Path]:
+    """One cell of the sweep: a run, or with ``--tune`` a tuned run (the same in a worker process)."""
+    if prepared.tune_grid:
+        from .tuning import run_tuned
+
+        return run_tuned(prepared, data, known, seed, device=device, dist=dist, output=output, hooks=hooks, log=log)
+    return run_single(prepared, data, known, seed, device=device, dist=dist, output=output, hooks=hooks, log=log)
+
+
 def run_sweep(config: RunConfig | PreparedRun) -> list[dict[str, Any]]:
-    """Run every planned (known, seed) pair and return their records (rank 0; [] elsewhere)."""
+    """Run every planned (known, seed) pair and return their records (rank 0; [] elsewhere).
+
+    On a CPU the pending cells run in ``--jobs`` worker processes (:mod:`mlrpl_bench.parallel`),
+    every process with ``--threads`` torch threads (default 1), giving the records a sequential
+    run with that thread count gives.
+
+    :raises mlrpl_bench.parallel.SweepFailed: some cells of a parallel sweep failed (the others
+        finished; their records are attached).
+    """
     prepared = config if isinstance(config, PreparedRun) else prepare_run(config)
     config = prepared.config
     device = pick_device(config.device)
@@ -66,24 +87,69 @@ def run_sweep(config: RunConfig | PreparedRun) -> list[dict[str, Any]]:
     if dist.is_main:
         _check_writable(output)
     from .loggers import check_available
+    from .parallel import resolve_jobs, resolve_threads, tune_allocator
 
     check_available(config.log)  # a chosen tracker's package must import before anything trains
-    data = load_sweep_data(prepared)
-    events = P.run_events()
-    records = []
-    for known, seed in config.planned_runs():
-        if prepared.tune_grid:
-            from .tuning import run_tuned
 
-            record, path = run_tuned(prepared, data, known, seed, device=device, dist=dist, output=output,
-                                     hooks=events)
+    threads = resolve_threads(config.threads, device.type)
+    # Refuses --jobs N on a GPU or under torchrun before any work starts.
+    resolve_jobs(config.jobs, len(config.planned_runs()), device_type=device.type, distributed=dist.enabled)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if device.type == "cpu":
+        tune_allocator()
+    try:
+        data = load_sweep_data(prepared)  # generates the dataset once, before any worker needs it
+        events = P.run_events()  # a failing reporter never stops a run
+        cells = config.planned_runs()
+        records: list[dict[str, Any] | None] = [None] * len(cells)
+        pending = list(range(len(cells)))
+        if dist.is_main and not dist.enabled:
+            pending = _skip_finished(prepared, cells, records, output)
+        jobs = resolve_jobs(config.jobs, len(pending), device_type=device.type, distributed=dist.enabled)
+        failures = []
+        if jobs > 1:
+            from .parallel import run_cells_in_workers
+
+            print(f"{len(pending)} runs in {jobs} worker processes x {threads} torch thread(s)"
+                  + (f" ({len(cells) - len(pending)} already done)" if len(pending) < len(cells) else ""), flush=True)
+            quiet = dataclasses.replace(config, progress=False)  # bars of several processes would garble the terminal
+            outcome = run_cells_in_workers(quiet, [(i, *cells[i]) for i in pending], jobs=jobs, threads=threads,
+                                           echo=lambda line: print(line, flush=True), name=prepared.run_id)
+            for i, record in zip(pending, outcome.records):
+                records[i] = record
+            failures = outcome.failures
         else:
-            record, path = run_single(prepared, data, known, seed, device=device, dist=dist, output=output, hooks=events)
-        if record is not None and dist.is_main:
-            records.append(record)
+            for i in pending:
+                known, seed = cells[i]
+                records[i], _ = run_cell(prepared, data, known, seed, device=device, dist=dist, output=output,
+                                         hooks=events)
+    finally:
+        torch.set_num_threads(previous_threads)
+    done = [r for r in records if r is not None] if dist.is_main else []
     if dist.is_main:
-        events.mlrpl_sweep_end(records=records)
-    return records
+        events.mlrpl_sweep_end(records=done)
+    if failures:
+        from .parallel import SweepFailed
+
+        raise SweepFailed(f"{len(failures)} of {len(cells)} runs failed (each reported above); the others are filed -- "
+                          "run the same command again to retry the failed ones", done)
+    return done
+
+
+def _skip_finished(prepared: PreparedRun, cells: list[tuple[float, int]], records: list, output: Path) -> list[int]:
+    """The cells still to run; the records of finished ones go to ``records`` (their 'already done'
+    line is printed here, before any work starts)."""
+    from .single_run import cell_paths, existing_record
+
+    pending = []
+    for i, (known, seed) in enumerate(cells):
+        run_id, _, record_path = cell_paths(prepared, output, known, seed)
+        records[i] = existing_record(prepared, record_path, run_id, dist=D.DistInfo(), log=print)
+        if records[i] is None:
+            pending.append(i)
+    return pending
 
 
 def _check_writable(output: Path) -> None:

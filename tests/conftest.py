@@ -48,6 +48,16 @@ def cli(capsys):
     return invoke
 
 
+@pytest.fixture(autouse=True)
+def _sweeps_in_process(monkeypatch):
+    """Sweeps run their cells in this process unless a test asks for ``--jobs``: the default (one
+    worker per core) would start worker processes for every multi-cell test, and workers do not
+    see hooks a test registers in-process (tests/test_parallel_sweep.py covers the workers)."""
+    from mlrpl_bench import parallel
+
+    monkeypatch.setattr(parallel, "available_cores", lambda: 1)
+
+
 @pytest.fixture(scope="session")
 def session_cache() -> Path:
     return _SESSION_CACHE

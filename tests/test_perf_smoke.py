@@ -69,3 +69,13 @@ def test_data_loading_quick_prints_loader_vs_consumer_ratios():
 def test_score_check_quick_prints_its_ratio():
     out = run_quick("bench_score_check.py")
     assert "score check: checked / unchecked" in ratios(out), out
+
+
+def test_frozen_step_quick_prints_reference_vs_current_ratios_and_same_records():
+    out = run_quick("bench_frozen_step.py")
+    found = ratios(out)
+    for plugin in ("hst", "partial-bce"):
+        assert f"{plugin} step: reference / current" in found, out
+        assert f"{plugin} cell: reference / current" in found, out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("hst ", "partial-bce "))]
+    assert len(rows) == 2 and all(row[-1] == "yes" for row in rows), out  # both variants filed the same records

@@ -52,6 +52,11 @@ def _train_options(command):
 @click.option("--overwrite", is_flag=True, help="Re-run runs whose record already exists.")
 @click.option("--skip-bad-images", is_flag=True, help="Skip unreadable images (counted in the record) instead of stopping.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--jobs", default=None, metavar="N",
+              help="Run the sweep's cells in N worker processes on a CPU [default: 0 = one per core, at most one per cell; "
+                   "1 on a GPU or under torchrun].")
+@click.option("--threads", default=None, metavar="T",
+              help="torch threads per process, recorded with each run [default: 0 = 1 on a CPU, torch's default on a GPU].")
 @click.option("--tune", "tune", multiple=True, metavar="KEY=V1,V2",
               help="Try every value of a train setting or method option; select on the validation split (repeatable).")
 @click.option("--tune-metric", default=None, help="Validation metric that selects a --tune candidate [default: mAP].")
@@ -61,7 +66,7 @@ def _train_options(command):
               help="Keep the test scores beside each record (test_scores.npz) [default: on for digit-scenes only].")
 def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, scheme, profile, option, no_feature_cache,
         channels_last, compile_, device, output, config_file, word_embeddings, shard, resume, overwrite, skip_bad_images,
-        no_progress, tune, tune_metric, log, save_scores, **train_flags):
+        no_progress, jobs, threads, tune, tune_metric, log, save_scores, **train_flags):
     """Train a method over the known-label sweep and write one results record per run."""
     params = {**{k: v for k, v in locals().items() if k != "train_flags"}, **train_flags}
     from ..run_config import make_run_config, read_config_file
@@ -81,7 +86,15 @@ def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, schem
         i, n = config.shard
         click.echo(f"nothing to run: shard {i}/{n} of a sweep of {total} run(s) gets none (use at most {total} shards)")
         return
-    records = run_sweep(config)
+    from ..parallel import SweepFailed
+
+    try:
+        records = run_sweep(config)
+    except SweepFailed as failed:  # the finished runs' table first, then the one-line error
+        if failed.records:
+            click.echo("")
+            click.echo(sweep_table(failed.records))
+        raise
     if records:
         click.echo("")
         click.echo(sweep_table(records))
@@ -98,7 +111,7 @@ def command_line_values(params: dict) -> dict:
     cli = dict(plugin=p.get("plugin"), dataset=p.get("dataset"), data_root=p.get("data_root"), setting=p.get("setting"),
                known=p.get("known"), seeds=p.get("seeds"), scheme=p.get("scheme"), profile=p.get("profile"),
                device=p.get("device"), output=p.get("output"), word_embeddings=p.get("word_embeddings"),
-               shard=p.get("shard"), tune_metric=p.get("tune_metric"),
+               shard=p.get("shard"), tune_metric=p.get("tune_metric"), jobs=p.get("jobs"), threads=p.get("threads"),
                resume="true" if p.get("resume") else None, overwrite="true" if p.get("overwrite") else None,
                skip_bad_images="true" if p.get("skip_bad_images") else None,
                progress="false" if p.get("no_progress") else None,

@@ -4,6 +4,10 @@ Rows are selected by index (training rows, validation rows, test rows), images a
 lazily through ``DatasetSplit.open_image`` and transformed. A missing or unreadable image stops
 the run with its path, unless the caller asked to skip bad images: then the sample is dropped
 from its batch and counted.
+
+Rows that are already tensors (the frozen track's cached features, :class:`ArrayRows`) skip the
+per-row ``Dataset`` + ``DataLoader`` collate: :func:`make_loader` serves each batch with one
+fancy index into the array (:class:`IndexBatchLoader`), the same values in the same order.
 """
 
 from __future__ import annotations
@@ -192,14 +196,87 @@ class FeatureBatches:
                 yield batch.to(self.device, non_blocking=pin)
 
 
+class ArrayRows(Dataset):
+    """Rows of an in-memory or memory-mapped array ``(N, ...)``: item ``i`` is
+    ``(array[rows[i]], labels[i], i)``, and :meth:`take` serves a whole batch with one fancy index.
+
+    Nothing is copied up front (a frozen-track cache of a large dataset may not fit in memory);
+    a batch is one read of its rows, float32 like the per-row path.
+
+    :param array: ``(M, ...)`` features (e.g. a ``numpy.load(..., mmap_mode="r")`` array).
+    :param labels: ``(N, C)`` labels served with the rows.
+    :param rows: which rows of ``array`` (positions); None = all, in order.
+    """
+
+    def __init__(self, array, labels, rows: Sequence[int] | None = None):
+        self.array = array
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+        if len(self.labels) != (len(array) if self.rows is None else len(self.rows)):
+            raise ValueError("rows and labels differ in length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        row = i if self.rows is None else self.rows[i]
+        return torch.from_numpy(np.array(self.array[row], dtype=np.float32)), self.labels[i], i
+
+    def take(self, positions: Sequence[int]) -> Batch:
+        """The batch of rows ``positions`` (positions into this view), in that order."""
+        pos = np.asarray(positions, dtype=np.int64)
+        rows = pos if self.rows is None else self.rows[pos]
+        inputs = torch.from_numpy(np.ascontiguousarray(np.take(self.array, rows, axis=0), dtype=np.float32))
+        index = torch.from_numpy(pos)
+        return Batch(inputs, self.labels[index], index)
+
+
+class IndexBatchLoader:
+    """What :func:`make_loader` returns for :class:`ArrayRows`: the batches a ``DataLoader`` with
+    the same sampler, batch size and ``drop_last`` would give (same rows, order and values), as
+    ``(Batch, [])`` pairs, without the per-row ``__getitem__`` and collate.
+
+    Starting an iteration draws one number from torch's global RNG, as a ``DataLoader`` iterator
+    does for its workers' base seed: whatever draws from that RNG later in the epoch sees the
+    stream it saw with the ``DataLoader``, so records stay identical.
+    """
+
+    def __init__(self, rows: ArrayRows, sampler, batch_size: int, *, pin_memory: bool = False,
+                 drop_last: bool = False):
+        self.rows, self.sampler, self.batch_size = rows, sampler, batch_size
+        self.pin_memory, self.drop_last = pin_memory, drop_last
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        torch.empty((), dtype=torch.int64).random_()  # the DataLoader iterator's base-seed draw, at iter()
+        return self._batches(list(iter(self.sampler)))
+
+    def _batches(self, order: list[int]):
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            if self.drop_last and len(chunk) < self.batch_size:
+                return
+            batch = self.rows.take(chunk)
+            if self.pin_memory:
+                batch = Batch(batch.inputs.pin_memory(), batch.labels.pin_memory(), batch.indices.pin_memory())
+            yield batch, []
+
+
 def make_loader(rows: Dataset, sampler: Sampler, batch_size: int, *, workers: int = 0,
-                pin_memory: bool = False, drop_last: bool = False, persistent_workers: bool = False) -> DataLoader:
-    """A loader yielding ``(Batch or None, bad_image_paths)`` pairs.
+                pin_memory: bool = False, drop_last: bool = False,
+                persistent_workers: bool = False) -> DataLoader | IndexBatchLoader:
+    """A loader yielding ``(Batch or None, bad_image_paths)`` pairs (for :class:`ArrayRows`, an
+    :class:`IndexBatchLoader`: batches by index, no worker processes needed).
 
     ``persistent_workers`` (with ``workers > 0``) keeps the worker processes from one epoch to the
     next; iterate the same loader every epoch. Its workers are reseeded per epoch exactly as fresh
     ones would be, so results do not depend on it.
     """
+    if isinstance(rows, ArrayRows):
+        return IndexBatchLoader(rows, sampler, batch_size, pin_memory=pin_memory, drop_last=drop_last)
     if persistent_workers and workers > 0:
         # The loader's own base seed comes from a private generator: the main RNG sees one draw per
         # epoch (in _SeedTagged), as with fresh workers.

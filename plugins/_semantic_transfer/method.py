@@ -205,15 +205,21 @@ class SemanticTransferMethod(Method):
         """Official SST (``updateFeature``): a zero-initialised bank keeps the ``bank_size`` latest
         known-positive features of each class; called before the step's scores, as the official
         training loop does."""
-        c, d = features.shape[1], features.shape[2]
+        b, c, d = features.shape
         size = self.opts.bank_size
         if self.bank is None:
             self.bank = features.new_zeros((c, size, d))
         self.bank = self.bank.to(features.device)
-        pos = labels > 0
-        for cls in pos.any(dim=0).nonzero(as_tuple=True)[0].tolist():
-            new = features[pos[:, cls], cls].detach().to(self.bank.dtype).flip(0)  # newest first
-            self.bank[cls] = torch.cat([new, self.bank[cls]])[:size]
+        # All classes at once (pure data movement, so the bank is exactly the per-class loop's):
+        # per class, its known positives newest first, then the old slots, cut to `size`.
+        newest = (labels > 0).flip(0).t()  # (C, B): the batch's images, last first
+        first = torch.argsort((~newest).to(torch.int8), dim=1, stable=True)  # positives to the front, in order
+        incoming = features.detach().to(self.bank.dtype).flip(0).transpose(0, 1).gather(1, first.unsqueeze(-1).expand(c, b, d))
+        count = newest.sum(dim=1, keepdim=True)  # (C, 1) positives per class
+        slot = torch.arange(size, device=features.device).unsqueeze(0)
+        source = torch.where(slot < count, slot, b + slot - count)  # into [incoming ; old bank]
+        pool = torch.cat([incoming, self.bank], dim=1)
+        self.bank = pool.gather(1, source.unsqueeze(-1).expand(c, size, d))
 
     def cross_scores(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """CST existence scores ``(B, C)`` and where they exist (per the similarity option).
