@@ -12,7 +12,9 @@ parallel sweep wait for the first one's cache; without the lock (other platforms
 own temporary file and renames it into place, and since the content is a deterministic function
 of the key, whichever rename lands last is equally right.
 A ``.json`` manifest written after the array makes a half-written cache impossible to mistake
-for a finished one.
+for a finished one. It also lists the images that could not be read (their rows hold no
+features): whether a run stops on them or skips them (``--skip-bad-images``) is decided when the
+cache is used, so the cache itself does not depend on that flag.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .atomic import atomic_open, atomic_write_bytes
+from .data.base import BadImageError
 from .data.loading import ArrayRows, make_loader
 from .errors import BenchError
 
@@ -61,7 +64,8 @@ def load_or_compute(cache_dir: Path, key: str, rows: Dataset, backbone: torch.nn
                     progress: bool = False) -> tuple[np.ndarray, bool]:
     """The cached features of ``rows`` under ``key`` (memory-mapped), computing them if absent.
 
-    :return: ``(features, hit)`` where ``hit`` says whether the cache already had them.
+    :return: ``(features, hit)`` where ``hit`` says whether the cache already had them; the rows
+        of unreadable images are :func:`unreadable_rows` of the same key.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     array_path, manifest_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
@@ -76,6 +80,12 @@ def load_or_compute(cache_dir: Path, key: str, rows: Dataset, backbone: torch.nn
             return found, True
         return _compute(array_path, manifest_path, key, rows, backbone, batch_size=batch_size, device=device,
                         pooled=pooled, dtype=dtype, workers=workers, progress=progress), False
+
+
+def unreadable_rows(cache_dir: Path, key: str) -> dict[int, str]:
+    """Rows of the cache ``key`` whose image could not be read -> the one-line reason (path first)."""
+    manifest = json.loads((cache_dir / f"{key}.json").read_text())
+    return {int(row): reason for row, reason in manifest.get("unreadable", {}).items()}
 
 
 def _read_cache(array_path: Path, manifest_path: Path, n_rows: int) -> np.ndarray | None:
@@ -115,13 +125,15 @@ def _compute(array_path: Path, manifest_path: Path, key: str, rows: Dataset, bac
     from tqdm.auto import tqdm
 
     backbone = backbone.to(device).eval()
-    loader = make_loader(rows, range(len(rows)), batch_size, workers=workers)
+    loader = make_loader(_Reasons(rows), range(len(rows)), batch_size, workers=workers)
     out: np.ndarray | None = None
+    unreadable: dict[int, str] = {}
     with torch.no_grad():
         for batch, bad in tqdm(loader, desc="caching features", leave=False, disable=not progress):
-            if bad or batch is None:
-                raise BenchError(f"{bad[0] if bad else 'an image'}: unreadable image while building the feature cache; "
-                                 f"fix or remove it (--skip-bad-images does not apply to cached features)")
+            # Unreadable images are noted (row -> "path: reason"), not fatal: the run decides.
+            unreadable.update(item for item in bad)
+            if batch is None:
+                continue
             maps = backbone(batch.inputs.to(device))
             if pooled:
                 maps = maps.mean(dim=(2, 3), keepdim=True)
@@ -129,11 +141,31 @@ def _compute(array_path: Path, manifest_path: Path, key: str, rows: Dataset, bac
             if out is None:
                 out = np.empty((len(rows), *maps.shape[1:]), dtype=dtype)
             out[batch.indices.numpy()] = maps
-    assert out is not None
+    if out is None:  # not one readable image: nothing to cache
+        raise BadImageError(next(iter(unreadable.values()), "every image of the split"))
+    out[sorted(unreadable)] = 0.0  # rows without an image hold zeros, never served
     with atomic_open(array_path) as handle:
         np.save(handle, out)
-    atomic_write_bytes(manifest_path, json.dumps({"key": key, "shape": list(out.shape), "dtype": dtype}).encode())
+    atomic_write_bytes(manifest_path, json.dumps({"key": key, "shape": list(out.shape), "dtype": dtype,
+                                                  "unreadable": {str(k): v for k, v in sorted(unreadable.items())}}).encode())
     return np.load(array_path, mmap_mode="r")
+
+
+class _Reasons:
+    """Rows of images for the cache pass: an unreadable image becomes the marker
+    ``(None, (row, "path: cannot read image (reason); ..."), i)`` instead of an exception."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.rows[i]
+        except BadImageError as exc:
+            return None, (int(i), str(exc)), i
 
 
 def feature_cache_dir() -> Path:
@@ -145,8 +177,11 @@ def feature_cache_dir() -> Path:
 
 
 def cached_rows(backbone, train, train_split, test_split, protocol, train_labels, val_targets, eval_tf, device,
-                progress: bool):
+                progress: bool, skip_bad_images: bool = False):
     """Frozen track: the train/val/test rows served from the feature cache (computed once).
+
+    An unreadable image of a row the run uses stops the run with its path, as on the image track,
+    unless ``skip_bad_images``: then its rows are left out of every batch and reported as skipped.
 
     :return: ``(train_rows, val_rows, test_rows)``; the training rows also serve
         ``ctx.feature_batches`` (they hold features and partial labels only).
@@ -157,7 +192,7 @@ def cached_rows(backbone, train, train_split, test_split, protocol, train_labels
     backbone_fp = module_fingerprint(backbone)
     transform = describe(eval_tf)
     pooled = train.frozen_features == "pooled"
-    out = []
+    out, bad = [], []
     for split in (train_split, test_split):
         rows = np.arange(len(split))
         key = cache_key(split_fingerprint=split.fingerprint(), rows=rows, backbone_fingerprint=backbone_fp,
@@ -166,9 +201,16 @@ def cached_rows(backbone, train, train_split, test_split, protocol, train_labels
                                       batch_size=train.batch_size, device=device, pooled=pooled, workers=train.workers,
                                       progress=progress)
         out.append(features)
-    train_features, test_features = out
+        bad.append(unreadable_rows(feature_cache_dir(), key))
+    (train_features, test_features), (train_bad, test_bad) = out, bad
+    if not skip_bad_images:
+        used = set(map(int, protocol.train_idx)) | set(map(int, protocol.val_idx))
+        first = [reason for row, reason in sorted(train_bad.items()) if row in used] + list(test_bad.values())
+        if first:
+            raise BadImageError(first[0])
+    paths = [{row: BadImageError(reason).path for row, reason in part.items()} for part in (train_bad, test_bad)]
     # One cache per split; the protocol's rows are views into it (no copy for the big train part).
-    train_rows = CachedRows(train_features, train_labels, protocol.train_idx)
-    val_rows = CachedRows(train_features, val_targets, protocol.val_idx)
-    test_rows = CachedRows(test_features, test_split.labels)
+    train_rows = CachedRows(train_features, train_labels, protocol.train_idx, paths[0])
+    val_rows = CachedRows(train_features, val_targets, protocol.val_idx, paths[0])
+    test_rows = CachedRows(test_features, test_split.labels, None, paths[1])
     return train_rows, val_rows, test_rows

@@ -218,7 +218,7 @@ def train_cell(prepared: PreparedRun, data: SweepData, run_id: str, known: float
 
         train_rows, val_rows, test_rows = cached_rows(
             backbone, train, train_split, test_split, protocol, train_labels, val_targets, eval_tf, device,
-            config.progress and dist.is_main)
+            config.progress and dist.is_main, skip_bad_images=skip)
         ctx.feature_batches.rows = train_rows  # cached features and partial labels, like the rows they replace
         model.backbone = torch.nn.Identity()  # the contract: models apply model.backbone first
     optimizer, scheduler = method.configure_optimizers(model, train)

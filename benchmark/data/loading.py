@@ -206,10 +206,13 @@ class ArrayRows(Dataset):
     :param array: ``(M, ...)`` features (e.g. a ``numpy.load(..., mmap_mode="r")`` array).
     :param labels: ``(N, C)`` labels served with the rows.
     :param rows: which rows of ``array`` (positions); None = all, in order.
+    :param unreadable: rows of ``array`` whose image could not be read (row -> path): they are left
+        out of every batch and reported like skipped images (``--skip-bad-images``).
     """
 
-    def __init__(self, array, labels, rows: Sequence[int] | None = None):
+    def __init__(self, array, labels, rows: Sequence[int] | None = None, unreadable: dict[int, str] | None = None):
         self.array = array
+        self.unreadable = dict(unreadable or {})
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         self.labels = torch.as_tensor(np.asarray(labels, dtype=np.float32))
         if len(self.labels) != (len(array) if self.rows is None else len(self.rows)):
@@ -219,8 +222,21 @@ class ArrayRows(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        row = i if self.rows is None else self.rows[i]
+        row = int(i if self.rows is None else self.rows[i])
+        if row in self.unreadable:
+            return None, self.unreadable[row], i
         return torch.from_numpy(np.array(self.array[row], dtype=np.float32)), self.labels[i], i
+
+    def take_readable(self, positions: Sequence[int]) -> tuple[Batch | None, list[str]]:
+        """The batch of the readable rows among ``positions`` (None if there is none) and the paths
+        of the unreadable ones -- what a loader over images yields with ``--skip-bad-images``."""
+        if not self.unreadable:
+            return self.take(positions), []
+        pos = np.asarray(positions, dtype=np.int64)
+        rows = pos if self.rows is None else self.rows[pos]
+        bad = np.isin(rows, list(self.unreadable))
+        paths = [self.unreadable[int(r)] for r in rows[bad]]
+        return (self.take(pos[~bad]) if (~bad).any() else None), paths
 
     def take(self, positions: Sequence[int]) -> Batch:
         """The batch of rows ``positions`` (positions into this view), in that order."""
@@ -234,7 +250,7 @@ class ArrayRows(Dataset):
 class IndexBatchLoader:
     """What :func:`make_loader` returns for :class:`ArrayRows`: the batches a ``DataLoader`` with
     the same sampler, batch size and ``drop_last`` would give (same rows, order and values), as
-    ``(Batch, [])`` pairs, without the per-row ``__getitem__`` and collate.
+    ``(Batch or None, bad image paths)`` pairs, without the per-row ``__getitem__`` and collate.
 
     Starting an iteration draws one number from torch's global RNG, as a ``DataLoader`` iterator
     does for its workers' base seed: whatever draws from that RNG later in the epoch sees the
@@ -259,10 +275,10 @@ class IndexBatchLoader:
             chunk = order[start:start + self.batch_size]
             if self.drop_last and len(chunk) < self.batch_size:
                 return
-            batch = self.rows.take(chunk)
-            if self.pin_memory:
+            batch, bad = self.rows.take_readable(chunk)
+            if self.pin_memory and batch is not None:
                 batch = Batch(batch.inputs.pin_memory(), batch.labels.pin_memory(), batch.indices.pin_memory())
-            yield batch, []
+            yield batch, bad
 
 
 def make_loader(rows: Dataset, sampler: Sampler, batch_size: int, *, workers: int = 0,
