@@ -9,7 +9,9 @@ the target (``os.replace`` is atomic on POSIX and Windows).
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,23 +53,50 @@ def _temp_beside(path: Path, suffix: str) -> tuple[int, str]:
 
 
 @contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) during the block and deliver it, as ``KeyboardInterrupt``, when the
+    block ends.
+
+    A write is short, and an interrupt between creating its temporary file and renaming or
+    removing it would leave the temporary file behind. Only where Python's own SIGINT handler is
+    installed and only in the main thread (the one that receives signals); elsewhere the block
+    runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
+
+
+@contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a binary handle whose content replaces ``path`` only if the block finishes.
+
+    Ctrl-C during the write takes effect once the target is replaced (:func:`interrupts_deferred`),
+    so an interrupted run never leaves a temporary file beside its outputs.
 
     :raises BenchError: when the directory cannot be created or written.
     """
     path = Path(path)
-    fd, tmp = _temp_beside(path, ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with interrupts_deferred():
+        fd, tmp = _temp_beside(path, ".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -159,18 +188,19 @@ def create_exclusive(path: str | os.PathLike, data: bytes) -> None:
     :raises AlreadyExists: when ``path`` exists (nothing is changed).
     """
     path = Path(path)
-    fd, tmp = _temp_beside(path, ".new")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(tmp, path)  # fails if path exists: the create-if-absent step
-    except FileExistsError:
-        raise AlreadyExists(path) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with interrupts_deferred():
+        fd, tmp = _temp_beside(path, ".new")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(tmp, path)  # fails if path exists: the create-if-absent step
+        except FileExistsError:
+            raise AlreadyExists(path) from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

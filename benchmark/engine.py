@@ -27,6 +27,10 @@ from .data.loading import EpochShuffleSampler, make_loader
 from .errors import BenchError
 from .method import Method
 
+#: Keys of an epoch log that are wall-clock measurements: the only entries in which two executions
+#: of the same run may differ (everything else is a function of the configuration and seed).
+WALL_CLOCK_KEYS = frozenset({"time", "train_time", "data_wait"})
+
 
 class NonFiniteLossError(BenchError):
     """A NaN/inf training loss: the run stops and no record is written."""

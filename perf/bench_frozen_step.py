@@ -225,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
 def _comparable(record: dict, epoch_log: Path) -> str:
     """The record and its epoch log (every logged loss) without what differs between two
     executions of the same run (times, environment)."""
+    from mlrpl_bench.engine import WALL_CLOCK_KEYS
+
     kept = {k: v for k, v in record.items() if k not in ("runtime", "environment")}
-    kept["epochs"] = [{k: v for k, v in json.loads(line).items() if k != "time"}
+    kept["epochs"] = [{k: v for k, v in json.loads(line).items() if k not in WALL_CLOCK_KEYS}
                       for line in epoch_log.read_text().splitlines()]
     return json.dumps(kept, sort_keys=True, default=str)
 

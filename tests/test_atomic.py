@@ -75,3 +75,28 @@ def test_same_file_sees_paths_hard_links_and_symlinks(tmp_path):
     assert not same_file(a, tmp_path / "new.npy")
     with pytest.raises(BenchError, match="--out .* is the same file as --labels"):
         refuse_overwriting_inputs(tmp_path / "soft.npy", {"--labels": a})
+
+
+def test_ctrl_c_during_a_write_lands_after_the_file_is_replaced(tmp_path):
+    """SIGINT in the middle of a write is held back: the new file is complete, no temporary file
+    is left, and the interrupt is then raised as KeyboardInterrupt."""
+    import signal
+
+    target = tmp_path / "record.json"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_open(target) as handle:
+            handle.write(b"new, ")
+            os.kill(os.getpid(), signal.SIGINT)  # delivered to this (main) thread at once
+            handle.write(b"and whole")
+    assert target.read_text() == "new, and whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+def test_without_an_interrupt_nothing_is_raised_and_the_handler_is_restored(tmp_path):
+    import signal
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").read_text() == "x"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

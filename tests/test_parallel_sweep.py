@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_SCENES
+from mlrpl_bench.engine import WALL_CLOCK_KEYS
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.parallel import resolve_jobs, resolve_threads
 
@@ -36,7 +37,7 @@ def _records(out: Path) -> dict[str, dict]:
 def _epoch_logs(out: Path) -> dict[str, list]:
     logs = {}
     for path in sorted(out.glob("*/epochs.jsonl")):
-        logs[path.parent.name] = [{k: v for k, v in json.loads(line).items() if k != "time"}
+        logs[path.parent.name] = [{k: v for k, v in json.loads(line).items() if k not in WALL_CLOCK_KEYS}
                                   for line in path.read_text().splitlines()]
     return logs
 
@@ -98,7 +99,7 @@ def test_an_interrupt_stops_every_worker_and_keeps_finished_records(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
-    assert "aborted" in err and "leaked" not in err and "Traceback" not in err
+    assert "error: interrupted" in err and "leaked" not in err and "Traceback" not in err
     time.sleep(0.5)
     ps = subprocess.run(["ps", "-eo", "pgid=,stat="], capture_output=True, text=True).stdout.split("\n")
     alive = [line for line in ps if line.split()[:1] == [str(proc.pid)] and not line.split()[1].startswith("Z")]
