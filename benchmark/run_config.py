@@ -131,6 +131,8 @@ class RunConfig:
     tune: dict[str, tuple[Any, ...]] = field(default_factory=dict, metadata={"help": "option -> values to try"})
     tune_metric: Literal[TUNE_METRICS] = field(  # type: ignore[valid-type]
         default="mAP", metadata={"help": "validation metric that selects a tuning candidate"})
+    tune_seed: Seed | None = field(default=None, metadata={
+        "help": "search the --tune grid on this seed only; every other seed of the same proportion trains its choice"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
     output: PathText = field(default="runs", metadata={"help": "where records go"})
     word_embeddings: PathText | None = field(default=None, metadata={"help": "category word vectors file"})
@@ -172,8 +174,8 @@ class RunConfig:
 
 #: RunConfig keys a config file may set (run-time switches such as --resume are command-line only).
 FILE_KEYS = ("plugin", "dataset", "data_root", "setting", "known", "seeds", "scheme", "profile", "device", "output",
-             "word_embeddings", "method_options", "train", "dataset_options", "tune", "tune_metric", "shard", "save_scores",
-             "log")
+             "word_embeddings", "method_options", "train", "dataset_options", "tune", "tune_metric", "tune_seed", "shard",
+             "save_scores", "log")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -272,6 +274,8 @@ class PreparedRun:
         if self.tune_grid:
             out["tune"] = {k: list(v) for k, v in sorted(self.tune_grid.items())}
             out["tune_metric"] = self.config.tune_metric
+            if self.config.tune_seed is not None:
+                out["tune_seed"] = self.config.tune_seed
         return out
 
     @property
@@ -373,6 +377,9 @@ def prepare_run(config: RunConfig, *, method_entry: Any = None, dataset_cls: Any
     dataset_values.update(_typed(dataset_cls.Options, text, owner=f"dataset {dataset_cls.name!r}", strings=True))
     dataset_options = dataclasses.replace(dataset_cls.Options(), **dataset_values)
     grid = _tune_grid(config, method_cls)
+    if config.tune_seed is not None and not grid:
+        raise BenchError(f"--tune-seed {config.tune_seed}: there is no --tune grid to search; add --tune KEY=V1,V2 or "
+                         "drop --tune-seed")
     return PreparedRun(config=config, method_entry=entry, method_options=options, train=train, dataset_cls=dataset_cls,
                        dataset_options=dataset_options, backbone_spec=backbone_spec, weights_sha256=_weights_sha256(train.backbone, train.backbone_weights),
                        tune_grid=grid)

@@ -109,19 +109,21 @@ def run_sweep(config: RunConfig | PreparedRun) -> list[dict[str, Any]]:
             pending = _skip_finished(prepared, cells, records, output)
         jobs = resolve_jobs(config.jobs, len(pending), device_type=device.type, distributed=dist.enabled)
         failures = []
+        phases = _phases(prepared, cells, pending)
         if jobs > 1:
             from .parallel import run_cells_in_workers
 
             print(f"{len(pending)} runs in {jobs} worker processes x {threads} torch thread(s)"
                   + (f" ({len(cells) - len(pending)} already done)" if len(pending) < len(cells) else ""), flush=True)
             quiet = dataclasses.replace(config, progress=False)  # bars of several processes would garble the terminal
-            outcome = run_cells_in_workers(quiet, [(i, *cells[i]) for i in pending], jobs=jobs, threads=threads,
-                                           echo=lambda line: print(line, flush=True), name=prepared.run_id)
-            for i, record in zip(pending, outcome.records):
-                records[i] = record
-            failures = outcome.failures
+            for phase in phases:
+                outcome = run_cells_in_workers(quiet, [(i, *cells[i]) for i in phase], jobs=jobs, threads=threads,
+                                               echo=lambda line: print(line, flush=True), name=prepared.run_id)
+                for i, record in zip(phase, outcome.records):
+                    records[i] = record
+                failures += outcome.failures
         else:
-            for i in pending:
+            for i in (i for phase in phases for i in phase):
                 known, seed = cells[i]
                 records[i], _ = run_cell(prepared, data, known, seed, device=device, dist=dist, output=output,
                                          hooks=events)
@@ -136,6 +138,17 @@ def run_sweep(config: RunConfig | PreparedRun) -> list[dict[str, Any]]:
         raise SweepFailed(f"{len(failures)} of {len(cells)} runs failed (each reported above); the others are filed -- "
                           "run the same command again to retry the failed ones", done)
     return done
+
+
+def _phases(prepared: PreparedRun, cells: list[tuple[float, int]], pending: list[int]) -> list[list[int]]:
+    """The pending cells in the order they must run: with ``--tune --tune-seed S``, the cells of
+    seed S first (they search the grid), then the others (they train S's choice); otherwise one phase."""
+    tune_seed = prepared.config.tune_seed if prepared.tune_grid else None
+    if tune_seed is None:
+        return [pending]
+    first = [i for i in pending if cells[i][1] == tune_seed]
+    rest = [i for i in pending if cells[i][1] != tune_seed]
+    return [phase for phase in (first, rest) if phase]
 
 
 def _skip_finished(prepared: PreparedRun, cells: list[tuple[float, int]], records: list, output: Path) -> list[int]:

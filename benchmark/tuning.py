@@ -8,6 +8,12 @@ test split is never looked at while choosing. Only the chosen candidate is then 
 split -- from its own checkpoint, without training again -- and the record says what was tried
 (``record["tuning"]``: the grid, every candidate's validation score and best epoch, the choice).
 The grid is part of the run's identity (its configuration hash).
+
+With ``--tune-seed S`` the grid is searched on seed ``S`` only: every other seed of the same
+proportion trains the values seed ``S`` chose (read from its record, so seed ``S`` runs first) and
+says so (``tuning.chosen_on_seed``, ``tuning.candidates`` empty). That divides the cost of a
+tuned multi-seed leaderboard by about the grid size, and the seeds other than ``S`` then measure
+the chosen configuration on splits and initialisations the choice never saw.
 """
 
 from __future__ import annotations
@@ -70,6 +76,10 @@ def _run_tuned_locked(prepared: PreparedRun, data: SweepData, known: float, seed
     existing = existing_record(prepared, record_path, run_id, dist=dist, log=log)
     if existing is not None:
         return existing, record_path
+    tune_seed = prepared.config.tune_seed
+    if tune_seed is not None and seed != tune_seed:
+        return _run_with_choice_of(prepared, data, known, seed, run_id, run_dir, record_path, device=device, dist=dist,
+                                   output=output, hooks=hooks, log=log)
     metric = prepared.config.tune_metric
     tried, seconds, resumed = [], 0.0, {}
     for values in candidates(prepared):
@@ -99,15 +109,75 @@ def _run_tuned_locked(prepared: PreparedRun, data: SweepData, known: float, seed
                        log=log, resume_state=load_checkpoint(chosen_dir / "checkpoint.pt"))
     if not dist.is_main:
         return None, record_path
-    tuning = {"grid": {k: list(v) for k, v in sorted(prepared.tune_grid.items())}, "metric": metric,
-              "split": "validation", "candidates": tried, "chosen": chosen["values"]}
+    tuning = {**_tuning_block(prepared), "candidates": tried, "chosen": chosen["values"]}
     outcome = outcome_of(final, data, run_id, known, seed, device, dist, tuning=tuning,
                          scores_dir=scores_dir(prepared, run_dir))
     # Runtime: every candidate's training plus the test pass; resumed: the chosen candidate's own.
     outcome = dataclasses.replace(outcome, seconds=seconds + final.seconds, resumed_from_epoch=resumed[chosen["name"]])
+    return _file(prepared, chosen_prepared, outcome, final, run_dir, record_path, hooks, log)
+
+
+def _tuning_block(prepared: PreparedRun) -> dict[str, Any]:
+    """What every tuned record of this configuration says about how it was tuned."""
+    block = {"grid": {k: list(v) for k, v in sorted(prepared.tune_grid.items())}, "metric": prepared.config.tune_metric,
+             "split": "validation"}
+    if prepared.config.tune_seed is not None:
+        block["chosen_on_seed"] = prepared.config.tune_seed
+    return block
+
+
+def _file(prepared: PreparedRun, chosen_prepared: PreparedRun, outcome: Any, final: Any, run_dir: Path, record_path: Path,
+          hooks: Any, log: Callable[[str], None]) -> tuple[dict[str, Any], Path]:
     record = build_record(chosen_prepared, outcome, config_hash=prepared.config_hash)
     file_record(record, record_path, overwrite=prepared.config.overwrite)
     if hooks is not None:
         hooks.mlrpl_run_end(run={**final.run_info, "output_dir": str(run_dir)}, record=record, path=str(record_path))
     log(summary_line(record, record_path))
     return record, record_path
+
+
+def choice_of_tune_seed(prepared: PreparedRun, output: Path, known: float) -> tuple[dict[str, Any], str]:
+    """The grid point that ``--tune-seed S`` chose at ``known``: read from seed S's record in ``output``.
+
+    :return: ``(values, run id of seed S)``; the values are the grid's own (typed) objects.
+    :raises BenchError: when seed S has no record of this configuration yet, or its choice is not
+        a point of this grid.
+    """
+    from .errors import BenchError
+    from .results import read_record
+
+    tune_seed = prepared.config.tune_seed
+    source_id, _, source_path = cell_paths(prepared, output, known, tune_seed)
+    fix = (f"run seed {tune_seed} first (a sweep whose --seeds include {tune_seed} runs it before the others), or drop "
+           "--tune-seed")
+    if not source_path.exists():
+        raise BenchError(f"{source_id}: --tune-seed {tune_seed}: {source_path} does not exist yet, and the other seeds "
+                         f"train its choice; {fix}")
+    source = read_record(source_path)
+    if source.get("config_hash") != prepared.config_hash:
+        raise BenchError(f"{source_path}: field 'config_hash' is of another configuration than this run's, so its "
+                         f"choice does not apply; {fix} with this configuration (or --overwrite it)")
+    chosen = (source.get("tuning") or {}).get("chosen")
+    for values in candidates(prepared):
+        if values == chosen:
+            return values, source_id
+    raise BenchError(f"{source_path}: field 'tuning.chosen' ({chosen!r}) is not a point of the grid "
+                     f"{ {k: list(v) for k, v in prepared.tune_grid.items()} }; {fix}")
+
+
+def _run_with_choice_of(prepared: PreparedRun, data: SweepData, known: float, seed: int, run_id: str, run_dir: Path,
+                        record_path: Path, *, device: torch.device, dist: D.DistInfo, output: Path, hooks: Any,
+                        log: Callable[[str], None]) -> tuple[dict[str, Any] | None, Path]:
+    """A seed other than ``--tune-seed``: train the tune seed's choice once, as a plain run."""
+    values, source_id = choice_of_tune_seed(prepared, output, known)
+    if dist.is_main:
+        log(f"{run_id}: trains the choice of {source_id}: {candidate_name(values)}")
+    chosen_prepared = with_values(prepared, values)
+    final = train_cell(chosen_prepared, data, run_id, known, seed, device=device, dist=dist, output=output, run_dir=run_dir,
+                       log=log)
+    if not dist.is_main:
+        return None, record_path
+    tuning = {**_tuning_block(prepared), "candidates": [], "chosen": values, "chosen_by": source_id}
+    outcome = outcome_of(final, data, run_id, known, seed, device, dist, tuning=tuning,
+                         scores_dir=scores_dir(prepared, run_dir))
+    return _file(prepared, chosen_prepared, outcome, final, run_dir, record_path, hooks, log)

@@ -12,7 +12,9 @@ record alone; its short hash names the row.
   ``none`` for a backbone trained from scratch; otherwise ``unknown:<name>``, so records without
   the hash merge only with records naming the same weights), how much of the backbone trains
   (``freeze_backbone``), the track (``finetune`` / ``frozen``, with the frozen feature kind) and
-  the tuning grid (``tuning.grid``; ``none`` when absent).
+  the tuning grid (``tuning.grid``; ``none`` when absent; with ``chosen_on_seed``, the seed it was
+  searched on). A budget field that the grid tunes (``lr``) reads ``tuned``: its value differs
+  between the cells of one row by design.
 
 Pure Python: no torch, plugin or engine import.
 """
@@ -60,11 +62,20 @@ def budget_signature(record: dict) -> dict:
     track = train.get("track", "finetune")
     if track == "frozen" and train.get("frozen_features"):
         track = f"frozen/{train['frozen_features']}"
-    grid = (record.get("tuning") or {}).get("grid")
-    return {"epochs": train.get("epochs"), "image_size": train.get("image_size"), "batch_size": train.get("batch_size"),
-            "lr": train.get("lr"), "backbone": train.get("backbone"), "weights": weights_identity(train),
-            "freeze_backbone": train.get("freeze_backbone"), "track": track,
-            "tuning_grid": "none" if grid in (None, {}, []) else json.dumps(grid, sort_keys=True, default=str)}
+    tuning = record.get("tuning") or {}
+    grid = tuning.get("grid")
+    budget = {"epochs": train.get("epochs"), "image_size": train.get("image_size"), "batch_size": train.get("batch_size"),
+              "lr": train.get("lr"), "backbone": train.get("backbone"), "weights": weights_identity(train),
+              "freeze_backbone": train.get("freeze_backbone"), "track": track,
+              "tuning_grid": "none" if grid in (None, {}, []) else json.dumps(grid, sort_keys=True, default=str)}
+    if isinstance(grid, dict) and grid:
+        # A tuned setting differs between the cells of one row by design: the grid stands for it.
+        for key in grid:
+            if key in budget and key != "tuning_grid":
+                budget[key] = "tuned"
+        if tuning.get("chosen_on_seed") is not None:
+            budget["tuning_grid"] += f" searched on seed {tuning['chosen_on_seed']}"
+    return budget
 
 
 def _weights_text(weights: str) -> str:

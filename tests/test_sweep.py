@@ -290,7 +290,8 @@ def _wait_for(predicate, proc, what: str, timeout: float = 300):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-LONGER = ("--dataset-option", "train_size=400", "--epochs", "3")
+# Long enough that a signal sent after the first checkpoint lands before the last epoch, even on a busy machine.
+LONGER = ("--dataset-option", "train_size=400", "--epochs", "12")
 KEY = "partial-bce__digit-scenes__pal__0.5__seed0"
 
 
@@ -326,7 +327,7 @@ def test_killed_job_shows_failed_then_a_second_sweep_resumes_it_to_the_plain_rec
     assert again.returncode == 0, again.stdout + again.stderr
     assert "submitting 1" in again.stdout
     swept = read_record(out / KEY / "record.json")
-    assert swept["runtime"]["resumed_from_epoch"] in (1, 2)
+    assert 1 <= swept["runtime"]["resumed_from_epoch"] < 12
     assert read_state(state_path(folder, KEY))["attempt"] == 2
     plain = _plain_record(tmp_path / "plain", "partial-bce", "0.5", *run_args)
     assert _comparable(swept) == _comparable(plain)
@@ -349,7 +350,7 @@ def test_preempted_job_is_requeued_by_submitit_and_resumes_to_the_plain_record(t
     state = read_state(state_path(folder, KEY))
     assert state["state"] == "done" and state["attempt"] == 2 and state["pid"] != pid, state
     swept = read_record(out / KEY / "record.json")
-    assert swept["runtime"]["resumed_from_epoch"] in (1, 2)
+    assert 1 <= swept["runtime"]["resumed_from_epoch"] < 12
     plain = _plain_record(tmp_path / "plain", "partial-bce", "0.5", *run_args)
     assert _comparable(swept) == _comparable(plain)
 

@@ -58,3 +58,55 @@ def test_tune_grid_from_a_config_file(cli, tmp_path):
     assert res.exit_code == 0, res.stderr
     record = json.loads(next((tmp_path / "o").glob("*/record.json")).read_text())
     assert [c["values"] for c in record["tuning"]["candidates"]] == [{"normalization": "known"}, {"normalization": "durand"}]
+
+
+def _records(out):
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("*/record.json"))}
+
+
+def test_tune_seed_searches_on_one_seed_and_the_others_train_its_choice(cli, tmp_path):
+    args = ("--seeds", "1,0", "--tune", "lr=1e-3,3e-2", "--tune-seed", "0", "--jobs", "1")
+    res = _run(cli, tmp_path / "s", *args)
+    assert res.exit_code == 0, res.stderr
+    recs = _records(tmp_path / "s")
+    searched, reused = (recs[f"partial-bce__digit-scenes__pal__0.5__seed{s}"] for s in (0, 1))
+    assert len(searched["tuning"]["candidates"]) == 2 and searched["tuning"]["chosen_on_seed"] == 0
+    assert reused["tuning"]["candidates"] == [] and reused["tuning"]["chosen"] == searched["tuning"]["chosen"]
+    assert reused["tuning"]["chosen_by"] == "partial-bce__digit-scenes__pal__0.5__seed0"
+    assert reused["train"]["lr"] == searched["tuning"]["chosen"]["lr"]
+    assert not (tmp_path / "s" / "partial-bce__digit-scenes__pal__0.5__seed1" / "candidates").exists()
+    assert reused["config_hash"] == searched["config_hash"]
+    # Seed 1 trained once with the chosen lr: the same numbers as a plain run with that lr.
+    chosen_lr = str(searched["tuning"]["chosen"]["lr"])
+    assert _run(cli, tmp_path / "plain", "--seeds", "1", "--lr", chosen_lr).exit_code == 0
+    (plain,) = _records(tmp_path / "plain").values()
+    assert plain["metrics"] == reused["metrics"]
+    # Worker processes give the same records (seed 0's cells run in a first phase).
+    assert _run(cli, tmp_path / "p", *args[:-1], "2").exit_code == 0
+    par = _records(tmp_path / "p")
+    assert {k: v["metrics"] for k, v in par.items()} == {k: v["metrics"] for k, v in recs.items()}
+
+
+def test_tune_seed_without_its_record_or_without_a_grid_is_one_line(cli, tmp_path):
+    res = _run(cli, tmp_path / "a", "--seeds", "1", "--tune", "lr=1e-3,3e-2", "--tune-seed", "0")
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "--tune-seed 0" in res.stderr and "run seed 0 first" in res.stderr
+    assert not list((tmp_path / "a").glob("*/record.json"))
+    res = _run(cli, tmp_path / "b", "--tune-seed", "0")
+    assert res.exit_code == 2 and "no --tune grid" in res.stderr
+    res = _run(cli, tmp_path / "b", "--tune", "lr=1e-3,3e-2", "--tune-seed", "-1")
+    assert res.exit_code == 2 and "tune" in res.stderr
+
+
+def test_a_tuned_lr_does_not_split_a_leaderboard_row():
+    from mlrpl_bench.leaderboard.identity import budget_signature
+
+    def record(lr, seed_of_choice):
+        return {"train": {"epochs": 20, "lr": lr, "backbone": "small-cnn"},
+                "tuning": {"grid": {"lr": [1e-3, 3e-2]}, "chosen": {"lr": lr}, "chosen_on_seed": seed_of_choice}}
+
+    assert budget_signature(record(1e-3, 0)) == budget_signature(record(3e-2, 0))
+    assert budget_signature(record(1e-3, 0))["lr"] == "tuned"
+    assert budget_signature(record(1e-3, 0)) != budget_signature(record(1e-3, 1))  # searched on another seed
+    untuned = {"train": {"epochs": 20, "lr": 1e-3, "backbone": "small-cnn"}}
+    assert budget_signature(untuned)["lr"] == 1e-3 and budget_signature(untuned)["tuning_grid"] == "none"

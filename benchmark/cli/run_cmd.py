@@ -60,13 +60,16 @@ def _train_options(command):
 @click.option("--tune", "tune", multiple=True, metavar="KEY=V1,V2",
               help="Try every value of a train setting or method option; select on the validation split (repeatable).")
 @click.option("--tune-metric", default=None, help="Validation metric that selects a --tune candidate [default: mAP].")
+@click.option("--tune-seed", default=None, metavar="S",
+              help="Search the --tune grid on seed S only; the other seeds of each proportion train its choice "
+                   "(seed S runs first) [default: every seed searches].")
 @click.option("--log", "log", default=None, metavar="NAMES",
               help="Report to experiment trackers: tensorboard, wandb, mlflow (comma-separated; wandb/mlflow need their pip extra).")
 @click.option("--save-scores/--no-save-scores", default=None,
               help="Keep the test scores beside each record (test_scores.npz) [default: on for digit-scenes only].")
 def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, scheme, profile, option, no_feature_cache,
         channels_last, compile_, device, output, config_file, word_embeddings, shard, resume, overwrite, skip_bad_images,
-        no_progress, jobs, threads, tune, tune_metric, log, save_scores, **train_flags):
+        no_progress, jobs, threads, tune, tune_metric, tune_seed, log, save_scores, **train_flags):
     """Train a method over the known-label sweep and write one results record per run."""
     params = {**{k: v for k, v in locals().items() if k != "train_flags"}, **train_flags}
     from ..run_config import make_run_config, read_config_file
@@ -111,7 +114,8 @@ def command_line_values(params: dict) -> dict:
     cli = dict(plugin=p.get("plugin"), dataset=p.get("dataset"), data_root=p.get("data_root"), setting=p.get("setting"),
                known=p.get("known"), seeds=p.get("seeds"), scheme=p.get("scheme"), profile=p.get("profile"),
                device=p.get("device"), output=p.get("output"), word_embeddings=p.get("word_embeddings"),
-               shard=p.get("shard"), tune_metric=p.get("tune_metric"), jobs=p.get("jobs"), threads=p.get("threads"),
+               shard=p.get("shard"), tune_metric=p.get("tune_metric"),
+               tune_seed=p.get("tune_seed"), jobs=p.get("jobs"), threads=p.get("threads"),
                resume="true" if p.get("resume") else None, overwrite="true" if p.get("overwrite") else None,
                skip_bad_images="true" if p.get("skip_bad_images") else None,
                progress="false" if p.get("no_progress") else None,
