@@ -10,7 +10,11 @@ checked for provenance before anything is written. Records are then written atom
 The mask fingerprint in the name keeps runs of different protocols apart, and the variant (a
 hash of the method's version, profile and options) runs of different method configurations —
 an ablation (``-o ablation=ist-only``) or ``hst -o feature_blending=true`` is filed beside the
-default method, never over it. Re-submitting an identical record is a no-op; a different record
+default method, never over it. A record that saved its test scores (``scores_file``, see
+:mod:`mlrpl_bench.scores`) is filed with them: the scores file is checked against the record
+(sha256, shape, the recomputed test mAP) and copied beside the filed record as
+``<record stem>.scores.npz``, the record's ``scores_file.path`` naming that file (the sha256 is
+unchanged). Re-submitting an identical record is a no-op; a different record
 at the same path is refused, naming the fields that differ (``train.epochs: 8 (filed) vs 2
 (new)``), unless ``replace=True``. New files are created with an atomic create-if-absent, so of
 two processes filing different records of one run exactly one succeeds and the other is told
@@ -29,6 +33,8 @@ from pathlib import Path
 from mlrpl_bench.atomic import AlreadyExists, atomic_write_bytes, create_exclusive
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.results import dumps_record, read_record, validate_record
+from mlrpl_bench.scores import RECORD_FIELD as SCORES_FIELD
+from mlrpl_bench.scores import scores_path, verify_scores
 from mlrpl_bench.schema import diff_fields, loads_strict
 from mlrpl_bench.vocabulary import is_sha256, path_component  # noqa: F401 - path_component re-exported
 
@@ -57,6 +63,7 @@ class Filed:
     target: Path
     status: str  # "filed", "unchanged" (identical record already filed) or "replaced"
     warnings: list[str] = field(default_factory=list)
+    scores: Path | None = None  # the filed copy of the record's test scores, if it saved any
 
 
 def canonical_path(record: dict, results_dir: str | Path = DEFAULT_RESULTS_DIR) -> Path:
@@ -124,10 +131,29 @@ def _check_per_class_ap(record: dict, source: str) -> None:
 
 
 def load_submission(path: str | Path) -> tuple[dict, list[str]]:
-    """Read, validate and provenance-check one record file; returns (record, warnings)."""
+    """Read, validate and provenance-check one record file; returns (record, warnings).
+
+    A record that names a test-scores file is checked against it (:func:`mlrpl_bench.scores.verify_scores`).
+    """
     path = Path(path)
     record = read_record(path)
-    return record, check_provenance(record, str(path))
+    warnings = check_provenance(record, str(path))
+    if record.get(SCORES_FIELD) is not None:
+        verify_scores(path, record)
+    return record, warnings
+
+
+def scores_target(target: Path) -> Path:
+    """Where the test scores of the record filed at ``target`` go: ``<stem>.scores.npz`` beside it."""
+    return target.with_name(f"{target.stem}.scores.npz")
+
+
+def _with_filed_scores(record: dict, target: Path) -> dict:
+    """``record`` with ``scores_file.path`` naming the copy filed beside ``target`` (unchanged without scores)."""
+    block = record.get(SCORES_FIELD)
+    if not isinstance(block, dict):
+        return record
+    return {**record, SCORES_FIELD: {**block, "path": scores_target(target).name}}
 
 
 def _content(record: dict) -> bytes:
@@ -194,7 +220,7 @@ def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RE
         raise BenchError("no record files given; pass one or more RECORD.json files or a runs/ folder")
     results_dir = Path(results_dir)
     errors: list[str] = []
-    planned: dict[Path, tuple[Path, dict, list[str]]] = {}
+    planned: dict[Path, tuple[Path, dict, list[str], Path | None]] = {}
     for raw_path in paths:
         path = Path(raw_path)
         try:
@@ -203,36 +229,52 @@ def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RE
             errors.append(str(exc))
             continue
         target = canonical_path(record, results_dir)
+        source_scores = scores_path(path, record)
+        record = _with_filed_scores(record, target)
         if target in planned:
             other = planned[target][0]
             if not _same_record(_content(planned[target][1]), record):
                 errors.append(f"{path}: same run_id, protocol and method options as {other} but a different record; submit one of them")
             continue
-        planned[target] = (path, record, warnings)
+        planned[target] = (path, record, warnings, source_scores)
     if errors:
         raise SubmissionRefused(errors, len(paths))
 
     actions: list[tuple[Filed, bytes | None, bytes]] = []
-    for target, (path, record, warnings) in planned.items():
+    scores_actions: list[tuple[Path, bytes]] = []
+    for target, (path, record, warnings, source_scores) in planned.items():
         original = path.read_bytes()
         stored = dict(record)
         stored["submission"] = {"submitted": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                 "source_name": path.name, "source_sha256": hashlib.sha256(original).hexdigest()}
         previous = target.read_bytes() if target.exists() else None
         differences = _differences(previous, record) if previous is not None else None
+        scores = scores_target(target) if source_scores is not None else None
         if previous is not None and differences == []:
-            actions.append((Filed(path, target, "unchanged", warnings), previous, b""))
+            unchanged = Filed(path, target, "unchanged", warnings, scores)
+            actions.append((unchanged, previous, b""))
+            if scores is not None:
+                scores_actions.append((scores, source_scores.read_bytes()))
             continue
         if previous is not None and not replace:
             errors.append(_collision(path, target, differences))
             continue
-        actions.append((Filed(path, target, "replaced" if previous is not None else "filed", warnings), previous,
+        actions.append((Filed(path, target, "replaced" if previous is not None else "filed", warnings, scores), previous,
                         _content(stored)))
+        if scores is not None:
+            scores_actions.append((scores, source_scores.read_bytes()))
     if errors:
         raise SubmissionRefused(errors, len(paths))
 
     done: list[tuple[Filed, bytes | None]] = []
+    copied: list[tuple[Path, bytes | None]] = []
     try:
+        # The scores first: a filed record never names a scores file that is not there yet.
+        for target, data in scores_actions:
+            previous = target.read_bytes() if target.exists() else None
+            if previous != data:
+                atomic_write_bytes(target, data)
+                copied.append((target, previous))
         for filed, previous, data in actions:
             if filed.status == "unchanged":
                 continue
@@ -244,8 +286,21 @@ def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RE
                 done.append((filed, previous))
     except BaseException:
         _roll_back(done)
+        _restore(copied)
         raise
     return [filed for filed, _, _ in actions]
+
+
+def _restore(copied: list[tuple[Path, bytes | None]]) -> None:
+    """Undo this batch's scores copies: remove new files, restore replaced ones (best effort)."""
+    for target, previous in reversed(copied):
+        try:
+            if previous is None:
+                target.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(target, previous)
+        except (OSError, BenchError):
+            pass
 
 
 def _create(filed: Filed, data: bytes) -> None:

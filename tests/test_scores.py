@@ -100,3 +100,35 @@ def test_a_run_saves_its_scores_beside_the_record_unless_told_not_to(cli, tmp_pa
     assert off.exit_code == 0, off.stderr
     run_dir = tmp_path / "off" / "partial-bce__digit-scenes__pal__0.5__seed0"
     assert "scores_file" not in read_record(run_dir / "record.json") and not (run_dir / SCORES_FILE).exists()
+
+
+def test_submit_files_the_scores_beside_the_record_and_refuses_changed_or_missing_ones(cli, tmp_path):
+    from mlrpl_bench.leaderboard.submit import SubmissionRefused, submit_records
+
+    res = cli("run", "--plugin", "partial-bce", "--epochs", "1", "--known", "0.5", *TINY_SCENES, "--output", tmp_path / "runs")
+    assert res.exit_code == 0, res.stderr
+    run_dir = tmp_path / "runs" / "partial-bce__digit-scenes__pal__0.5__seed0"
+    source = read_record(run_dir / "record.json")
+    (filed,) = submit_records([tmp_path / "runs"], tmp_path / "results")
+    assert filed.status == "filed" and filed.scores == filed.target.with_name(filed.target.stem + ".scores.npz")
+    stored = read_record(filed.target)
+    assert stored["scores_file"] == {**source["scores_file"], "path": filed.scores.name}  # same sha256, new name
+    assert filed.scores.read_bytes() == (run_dir / SCORES_FILE).read_bytes()
+    verify_scores(filed.target, stored)  # the filed pair checks out on its own
+    # the leaderboard finds the scores beside the filed record (no "not beside them" note)
+    from mlrpl_bench.leaderboard.aggregate import build_tables
+    from mlrpl_bench.leaderboard.discover import discover
+
+    (table,) = build_tables(discover([tmp_path / "results"]))
+    assert not [n for n in table.notes if "not beside them" in n]
+    (again,) = submit_records([tmp_path / "runs"], tmp_path / "results")
+    assert again.status == "unchanged"
+    # A changed scores file is refused by name before anything is written.
+    data = np.load(run_dir / SCORES_FILE)
+    np.savez_compressed(run_dir / SCORES_FILE, scores=np.flip(data["scores"], 0), targets=data["targets"])
+    with pytest.raises(SubmissionRefused, match="sha256 differs"):
+        submit_records([tmp_path / "runs"], tmp_path / "other")
+    (run_dir / SCORES_FILE).unlink()
+    with pytest.raises(SubmissionRefused, match=f"cannot read the test scores.*{SCORES_FILE}|{SCORES_FILE}.*cannot read"):
+        submit_records([tmp_path / "runs"], tmp_path / "other")
+    assert not (tmp_path / "other").exists()

@@ -41,7 +41,8 @@ def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -
     for item in filed:
         for warning in item.warnings:
             click.echo(f"warning: {warning}", err=True)
-        click.echo(f"{item.status}: {item.source} -> {item.target}")
+        scores = f" (test scores: {item.scores.name})" if item.scores is not None else ""
+        click.echo(f"{item.status}: {item.source} -> {item.target}{scores}")
 
 
 @leaderboard.command("build")
