@@ -77,3 +77,16 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
 
 def spread(values: list[float]) -> str:
     return f"min {min(values) * 1000:.0f} / max {max(values) * 1000:.0f} ms"
+
+
+def quick_cache_for(argv: list[str]) -> None:
+    """With ``--quick`` (the smoke test's mode) and no ``MLRPL_BENCH_CACHE`` set, point the cache at
+    a temporary folder removed at exit, so a quick run neither reuses nor leaves a cache."""
+    if "--quick" in argv and "MLRPL_BENCH_CACHE" not in os.environ:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="mlrpl-bench-quick-")
+        atexit.register(shutil.rmtree, folder, True)
+        os.environ["MLRPL_BENCH_CACHE"] = folder

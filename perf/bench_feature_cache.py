@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleave, load_note, machine_note, median, paired_ratio, spread  # noqa: E402
+from _timing import interleave, load_note, machine_note, median, paired_ratio, quick_cache_for, spread  # noqa: E402
 
 _TRAIN_EPOCHS: list[float] = []
 
@@ -182,11 +182,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if "--quick" in sys.argv and "MLRPL_BENCH_CACHE" not in os.environ:
-        import atexit
-        import shutil
-
-        quick_cache = tempfile.mkdtemp(prefix="mlrpl-bench-quick-")
-        atexit.register(shutil.rmtree, quick_cache, True)
-        os.environ["MLRPL_BENCH_CACHE"] = quick_cache
+    quick_cache_for(sys.argv)
     sys.exit(main())

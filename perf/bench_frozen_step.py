@@ -44,7 +44,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleave, load_note, machine_note, median, paired_ratio  # noqa: E402
+from _timing import interleave, load_note, machine_note, median, paired_ratio, quick_cache_for  # noqa: E402
 
 _EPOCHS: list[tuple[float, int]] = []  # (CPU seconds, steps) of every timed _train_epoch
 _CELLS: list[float] = []  # CPU seconds of every train_cell
@@ -71,31 +71,6 @@ def _instrument() -> None:
 
     engine.Engine._train_epoch = timed_epoch
     single_run.train_cell = timed_cell
-
-
-def _reference_sampled_contrastive(features, labels, generator):
-    """The sampled contrastive loss over every (pair, category) entry (the replaced computation)."""
-    import torch.nn.functional as F
-
-    b = features.shape[0]
-    first, second = torch.triu_indices(b, b, offset=1, device=features.device)
-    sim = F.cosine_similarity(features[first], features[second], dim=-1, eps=1e-9)
-    la, lb = labels[first], labels[second]
-    pos_pos = (la == 1) & (lb == 1)
-    neg_neg = (la == -1) & (lb == -1)
-    pos_neg = (la != 0) & (lb != 0) & ~pos_pos & ~neg_neg
-    positives = (1.0 - sim)[pos_pos]
-    n = positives.numel()
-    parts = [positives]
-    for mask in (pos_neg, neg_neg):
-        negatives = (1.0 + sim)[mask]
-        if n and negatives.numel():
-            order = torch.randperm(negatives.numel(), generator=generator)[: 2 * n].to(negatives.device)
-            hardest = negatives.sort(descending=True).values[:n]
-            negatives = torch.cat([negatives[order], hardest])
-        parts.append(negatives)
-    loss = torch.cat(parts)
-    return loss.mean() if loss.numel() else features.sum() * 0.0
 
 
 @torch.no_grad()
@@ -132,7 +107,7 @@ def _reference_code():
     saved = [(engine, "make_loader"), (loading, "make_loader"), (feature_cache, "make_loader"),
              (losses, "_sampled_contrastive"), (method.SemanticTransferMethod, "update_bank")]
     originals = [getattr(owner, name) for owner, name in saved]
-    replacements = [_reference_make_loader] * 3 + [_reference_sampled_contrastive, _reference_update_bank]
+    replacements = [_reference_make_loader] * 3 + [losses.full_grid_sampled_contrastive, _reference_update_bank]
     try:
         for (owner, name), new in zip(saved, replacements):
             setattr(owner, name, new)
@@ -234,10 +209,5 @@ def _comparable(record: dict, epoch_log: Path) -> str:
 
 
 if __name__ == "__main__":
-    if "--quick" in sys.argv and "MLRPL_BENCH_CACHE" not in os.environ:
-        import atexit
-
-        quick_cache = tempfile.mkdtemp(prefix="mlrpl-bench-quick-")
-        atexit.register(shutil.rmtree, quick_cache, True)
-        os.environ["MLRPL_BENCH_CACHE"] = quick_cache
+    quick_cache_for(sys.argv)
     sys.exit(main())

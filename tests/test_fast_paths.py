@@ -6,34 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mlrpl_bench.data.loading import ArrayRows, EpochShuffleSampler, IndexBatchLoader, collate_batch, make_loader
-from mlrpl_bench.plugins._sarl.losses import category_contrastive_loss
-
-
-def _full_grid_sampled_contrastive(features, labels, generator):
-    """The sampled contrastive loss with the cosine of every (pair, category) of the batch: the
-    computation the known-entries-only path replaced (reference)."""
-    b = features.shape[0]
-    first, second = torch.triu_indices(b, b, offset=1)
-    sim = F.cosine_similarity(features[first], features[second], dim=-1, eps=1e-9)
-    la, lb = labels[first], labels[second]
-    pos_pos = (la == 1) & (lb == 1)
-    neg_neg = (la == -1) & (lb == -1)
-    pos_neg = (la != 0) & (lb != 0) & ~pos_pos & ~neg_neg
-    positives = (1.0 - sim)[pos_pos]
-    n = positives.numel()
-    parts = [positives]
-    for mask in (pos_neg, neg_neg):
-        negatives = (1.0 + sim)[mask]
-        if n and negatives.numel():
-            order = torch.randperm(negatives.numel(), generator=generator)[: 2 * n]
-            hardest = negatives.sort(descending=True).values[:n]
-            negatives = torch.cat([negatives[order], hardest])
-        parts.append(negatives)
-    loss = torch.cat(parts)
-    return loss.mean() if loss.numel() else features.sum() * 0.0
+from mlrpl_bench.plugins._sarl.losses import category_contrastive_loss, full_grid_sampled_contrastive
 
 
 def _labels(b, c, known, seed):
@@ -50,7 +25,7 @@ def test_sampled_contrastive_on_known_entries_is_bit_identical_to_the_full_grid(
     base[0, 3] = 0.0  # a zero feature vector (the eps clamp)
     labels = _labels(batch, 20, known, seed=batch)
     results = []
-    for loss_fn in (_full_grid_sampled_contrastive, None):
+    for loss_fn in (full_grid_sampled_contrastive, None):
         x = base.clone().requires_grad_()
         features = torch.tanh(x) * 3
         # The features feed terms made before and after the loss too, as in a training step: the

@@ -82,7 +82,29 @@ def _sampled_contrastive(features: torch.Tensor, labels: torch.Tensor, generator
     # (k² of it at known proportion k; pinned by tests/test_fast_paths.py).
     pair, cls = ((la != 0) & (lb != 0)).nonzero(as_tuple=True)
     sim = EntryCosine.apply(features, features, first[pair], second[pair], cls, 1e-9)  # (E,)
-    la, lb = la[pair, cls], lb[pair, cls]
+    return _sampled_pairs_mean(sim, la[pair, cls], lb[pair, cls], generator, features)
+
+
+def full_grid_sampled_contrastive(features: torch.Tensor, labels: torch.Tensor,
+                                  generator: torch.Generator | None) -> torch.Tensor:
+    """The sampled contrastive loss with the cosine of every (pair, category) of the batch: the
+    straightforward form that the known-entries-only path above replaces, kept as the reference
+    it is checked against (tests/test_fast_paths.py) and timed against (perf/bench_frozen_step.py)."""
+    import torch.nn.functional as F
+
+    b = features.shape[0]
+    first, second = torch.triu_indices(b, b, offset=1, device=features.device)
+    sim = F.cosine_similarity(features[first], features[second], dim=-1, eps=1e-9)
+    la, lb = labels[first], labels[second]
+    known = (la != 0) & (lb != 0)
+    return _sampled_pairs_mean(sim[known], la[known], lb[known], generator, features)
+
+
+def _sampled_pairs_mean(sim: torch.Tensor, la: torch.Tensor, lb: torch.Tensor, generator: torch.Generator | None,
+                        features: torch.Tensor) -> torch.Tensor:
+    """Mean of the official sampled pair losses over entries with both labels known (row-major
+    order): every positive-positive ``1 - cos``, and of the positive-negative and of the
+    negative-negative ``1 + cos`` each ``2n`` random plus the ``n`` hardest (``n`` positives)."""
     pos_pos = (la == 1) & (lb == 1)
     neg_neg = (la == -1) & (lb == -1)
     pos_neg = ~pos_pos & ~neg_neg
