@@ -58,6 +58,18 @@ def _sweeps_in_process(monkeypatch):
     monkeypatch.setattr(parallel, "available_cores", lambda: 1)
 
 
+@pytest.fixture
+def one_torch_thread():
+    """torch on one intra-op thread for the test (tiny tensors: a second thread only adds contention
+    on the shared 2-core machine). Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def session_cache() -> Path:
     return _SESSION_CACHE

@@ -27,12 +27,7 @@ from mlrpl_bench.plugins.sst import SST
 SQ2 = 1 / math.sqrt(2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ctx_for(labels, epochs=1, steps=1, batches=None, words=5):

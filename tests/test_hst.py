@@ -16,13 +16,7 @@ from mlrpl_bench.plugins._semantic_transfer.equations import (dtl_loss, prototyp
 from mlrpl_bench.plugins.hst import HST
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds contention on the shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def setup(overrides=None, epochs=1, n=12, c=4, seed=0, labels=None):
