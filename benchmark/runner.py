@@ -10,6 +10,7 @@ sweep (one run per cell, or one run per tuning candidate with ``--tune``).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -166,11 +167,15 @@ def _skip_finished(prepared: PreparedRun, cells: list[tuple[float, int]], record
 
 
 def _check_writable(output: Path) -> None:
+    """Refuse an output that cannot be written, before any work. The probe file has a name of its
+    own, so that runs starting side by side in one output do not remove each other's probe."""
+    import tempfile
+
     try:
         output.mkdir(parents=True, exist_ok=True)
-        probe = output / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=output)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         from .atomic import not_a_folder
 

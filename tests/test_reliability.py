@@ -247,3 +247,15 @@ def test_a_changed_weights_file_is_a_new_run(cli, tmp_path):
     _one_line_exit_2(res, "a record from a different configuration exists")
     res = cli(*base, "--overwrite", "--resume")  # and its checkpoint is not resumed either
     _one_line_exit_2(res, "--resume refused", "backbone_weights_sha256")
+
+
+def test_runs_starting_side_by_side_in_one_output_do_not_trip_on_each_others_write_probe(tmp_path):
+    """The writability probe of one run must not be removed by another run's probe (both start at
+    once in one output: a sweep's shards, two terminals)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlrpl_bench.runner import _check_writable
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: _check_writable(tmp_path / "runs"), range(400)))  # raises on a lost probe
+    assert list((tmp_path / "runs").iterdir()) == []  # every probe cleaned up
