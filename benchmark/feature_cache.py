@@ -82,10 +82,11 @@ def load_or_compute(cache_dir: Path, key: str, rows: Dataset, backbone: torch.nn
                         pooled=pooled, dtype=dtype, workers=workers, progress=progress), False
 
 
-def unreadable_rows(cache_dir: Path, key: str) -> dict[int, str]:
-    """Rows of the cache ``key`` whose image could not be read -> the one-line reason (path first)."""
+def unreadable_rows(cache_dir: Path, key: str) -> dict[int, dict[str, str]]:
+    """Rows of the cache ``key`` whose image could not be read -> ``{"path": ..., "message": ...}``
+    (the message is the run's one-line error for that image)."""
     manifest = json.loads((cache_dir / f"{key}.json").read_text())
-    return {int(row): reason for row, reason in manifest.get("unreadable", {}).items()}
+    return {int(row): entry for row, entry in manifest.get("unreadable", {}).items()}
 
 
 def _read_cache(array_path: Path, manifest_path: Path, n_rows: int) -> np.ndarray | None:
@@ -127,11 +128,11 @@ def _compute(array_path: Path, manifest_path: Path, key: str, rows: Dataset, bac
     backbone = backbone.to(device).eval()
     loader = make_loader(_Reasons(rows), range(len(rows)), batch_size, workers=workers)
     out: np.ndarray | None = None
-    unreadable: dict[int, str] = {}
+    unreadable: dict[int, dict[str, str]] = {}
     with torch.no_grad():
         for batch, bad in tqdm(loader, desc="caching features", leave=False, disable=not progress):
-            # Unreadable images are noted (row -> "path: reason"), not fatal: the run decides.
-            unreadable.update(item for item in bad)
+            # Unreadable images are noted (row -> path and message), not fatal: the run decides.
+            unreadable.update(bad)
             if batch is None:
                 continue
             maps = backbone(batch.inputs.to(device))
@@ -142,7 +143,7 @@ def _compute(array_path: Path, manifest_path: Path, key: str, rows: Dataset, bac
                 out = np.empty((len(rows), *maps.shape[1:]), dtype=dtype)
             out[batch.indices.numpy()] = maps
     if out is None:  # not one readable image: nothing to cache
-        raise BadImageError(next(iter(unreadable.values()), "every image of the split"))
+        raise BadImageError(next(iter(unreadable.values()), {"message": "every image of the split"})["message"])
     out[sorted(unreadable)] = 0.0  # rows without an image hold zeros, never served
     with atomic_open(array_path) as handle:
         np.save(handle, out)
@@ -153,7 +154,7 @@ def _compute(array_path: Path, manifest_path: Path, key: str, rows: Dataset, bac
 
 class _Reasons:
     """Rows of images for the cache pass: an unreadable image becomes the marker
-    ``(None, (row, "path: cannot read image (reason); ..."), i)`` instead of an exception."""
+    ``(None, (row, {"path": ..., "message": ...}), i)`` instead of an exception."""
 
     def __init__(self, rows):
         self.rows = rows
@@ -165,7 +166,7 @@ class _Reasons:
         try:
             return self.rows[i]
         except BadImageError as exc:
-            return None, (int(i), str(exc)), i
+            return None, (int(i), {"path": exc.path, "message": str(exc)}), i
 
 
 def feature_cache_dir() -> Path:
@@ -205,10 +206,10 @@ def cached_rows(backbone, train, train_split, test_split, protocol, train_labels
     (train_features, test_features), (train_bad, test_bad) = out, bad
     if not skip_bad_images:
         used = set(map(int, protocol.train_idx)) | set(map(int, protocol.val_idx))
-        first = [reason for row, reason in sorted(train_bad.items()) if row in used] + list(test_bad.values())
+        first = [entry for row, entry in sorted(train_bad.items()) if row in used] + list(test_bad.values())
         if first:
-            raise BadImageError(first[0])
-    paths = [{row: BadImageError(reason).path for row, reason in part.items()} for part in (train_bad, test_bad)]
+            raise BadImageError(first[0]["message"])
+    paths = [{row: entry["path"] for row, entry in part.items()} for part in (train_bad, test_bad)]
     # One cache per split; the protocol's rows are views into it (no copy for the big train part).
     train_rows = CachedRows(train_features, train_labels, protocol.train_idx, paths[0])
     val_rows = CachedRows(train_features, val_targets, protocol.val_idx, paths[0])

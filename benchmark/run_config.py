@@ -272,11 +272,15 @@ class PreparedRun:
         if self.weights_sha256 is not None:
             out["backbone_weights_sha256"] = self.weights_sha256
         if self.tune_grid:
-            out["tune"] = {k: list(v) for k, v in sorted(self.tune_grid.items())}
+            out["tune"] = self.tune_grid_lists()
             out["tune_metric"] = self.config.tune_metric
             if self.config.tune_seed is not None:
                 out["tune_seed"] = self.config.tune_seed
         return out
+
+    def tune_grid_lists(self) -> dict[str, list[Any]]:
+        """The ``--tune`` grid as JSON-ready lists, keys sorted (how configurations and records store it)."""
+        return {k: list(v) for k, v in sorted(self.tune_grid.items())}
 
     @property
     def config_hash(self) -> str:

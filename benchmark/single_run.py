@@ -130,7 +130,8 @@ def _record_stub(prepared: PreparedRun) -> dict[str, Any]:
                        "profile": prepared.config.profile or "default"},
             "dataset": {"options": prepared.dataset_options_dict()},
             "train": {**dataclasses.asdict(prepared.train), "backbone_weights_sha256": prepared.weights_sha256},
-            "tuning": {"grid": {k: list(v) for k, v in sorted(prepared.tune_grid.items())}} if prepared.tune_grid else None}
+            "tuning": {"grid": prepared.tune_grid_lists(), "chosen_on_seed": prepared.config.tune_seed}
+            if prepared.tune_grid else None}
 
 
 def _configuration_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +142,7 @@ def _configuration_of(record: dict[str, Any]) -> dict[str, Any]:
         "method": {k: method.get(k) for k in ("name", "version", "options", "profile")},
         "dataset.options": (record.get("dataset") or {}).get("options"),
         "train": {k: train.get(k) for k in (*TrainConfig.field_names(), "backbone_weights_sha256") if k in train},
-        "tuning.grid": tuning.get("grid")})
+        "tuning.grid": tuning.get("grid"), "tuning.chosen_on_seed": tuning.get("chosen_on_seed")})
 
 
 @dataclass

@@ -29,7 +29,8 @@ import torch
 
 from . import distributed as D
 from .checkpoint import load_checkpoint
-from .results import build_record
+from .errors import BenchError
+from .results import build_record, read_record
 from .run_config import PreparedRun, TrainConfig
 from .single_run import SweepData, cell_lock, cell_paths, existing_record, file_record, outcome_of, scores_dir, summary_line, train_cell
 from .vocabulary import safe_name
@@ -88,8 +89,6 @@ def _run_tuned_locked(prepared: PreparedRun, data: SweepData, known: float, seed
                           run_dir=run_dir / "candidates" / name, log=log, score_test=False)
         score = cell.result.val_metrics.get(metric)
         if score is None:
-            from .errors import BenchError
-
             raise BenchError(f"--tune-metric {metric!r} is undefined on the validation split of {run_id} (no "
                              "validation image has a positive it could count); choose another --tune-metric or a "
                              "larger --val-fraction")
@@ -119,8 +118,7 @@ def _run_tuned_locked(prepared: PreparedRun, data: SweepData, known: float, seed
 
 def _tuning_block(prepared: PreparedRun) -> dict[str, Any]:
     """What every tuned record of this configuration says about how it was tuned."""
-    block = {"grid": {k: list(v) for k, v in sorted(prepared.tune_grid.items())}, "metric": prepared.config.tune_metric,
-             "split": "validation"}
+    block = {"grid": prepared.tune_grid_lists(), "metric": prepared.config.tune_metric, "split": "validation"}
     if prepared.config.tune_seed is not None:
         block["chosen_on_seed"] = prepared.config.tune_seed
     return block
@@ -143,9 +141,6 @@ def choice_of_tune_seed(prepared: PreparedRun, output: Path, known: float) -> tu
     :raises BenchError: when seed S has no record of this configuration yet, or its choice is not
         a point of this grid.
     """
-    from .errors import BenchError
-    from .results import read_record
-
     tune_seed = prepared.config.tune_seed
     source_id, _, source_path = cell_paths(prepared, output, known, tune_seed)
     fix = (f"run seed {tune_seed} first (a sweep whose --seeds include {tune_seed} runs it before the others), or drop "
@@ -162,7 +157,7 @@ def choice_of_tune_seed(prepared: PreparedRun, output: Path, known: float) -> tu
         if values == chosen:
             return values, source_id
     raise BenchError(f"{source_path}: field 'tuning.chosen' ({chosen!r}) is not a point of the grid "
-                     f"{ {k: list(v) for k, v in prepared.tune_grid.items()} }; {fix}")
+                     f"{prepared.tune_grid_lists()}; {fix}")
 
 
 def _run_with_choice_of(prepared: PreparedRun, data: SweepData, known: float, seed: int, run_id: str, run_dir: Path,

@@ -71,7 +71,7 @@ def budget_signature(record: dict) -> dict:
     if isinstance(grid, dict) and grid:
         # A tuned setting differs between the cells of one row by design: the grid stands for it.
         for key in grid:
-            if key in budget and key != "tuning_grid":
+            if key in budget:
                 budget[key] = "tuned"
         if tuning.get("chosen_on_seed") is not None:
             budget["tuning_grid"] += f" searched on seed {tuning['chosen_on_seed']}"

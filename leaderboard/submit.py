@@ -250,31 +250,27 @@ def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RE
         previous = target.read_bytes() if target.exists() else None
         differences = _differences(previous, record) if previous is not None else None
         scores = scores_target(target) if source_scores is not None else None
+        if scores is not None:  # copied whatever happens to the record (only written if it differs)
+            scores_actions.append((scores, source_scores.read_bytes()))
         if previous is not None and differences == []:
-            unchanged = Filed(path, target, "unchanged", warnings, scores)
-            actions.append((unchanged, previous, b""))
-            if scores is not None:
-                scores_actions.append((scores, source_scores.read_bytes()))
+            actions.append((Filed(path, target, "unchanged", warnings, scores), previous, b""))
             continue
         if previous is not None and not replace:
             errors.append(_collision(path, target, differences))
             continue
         actions.append((Filed(path, target, "replaced" if previous is not None else "filed", warnings, scores), previous,
                         _content(stored)))
-        if scores is not None:
-            scores_actions.append((scores, source_scores.read_bytes()))
     if errors:
         raise SubmissionRefused(errors, len(paths))
 
-    done: list[tuple[Filed, bytes | None]] = []
-    copied: list[tuple[Path, bytes | None]] = []
+    done: list[tuple[Path, bytes | None]] = []  # (file written, its previous content or None)
     try:
         # The scores first: a filed record never names a scores file that is not there yet.
         for target, data in scores_actions:
             previous = target.read_bytes() if target.exists() else None
             if previous != data:
                 atomic_write_bytes(target, data)
-                copied.append((target, previous))
+                done.append((target, previous))
         for filed, previous, data in actions:
             if filed.status == "unchanged":
                 continue
@@ -283,24 +279,11 @@ def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RE
             else:
                 atomic_write_bytes(filed.target, data)
             if filed.status != "unchanged":  # never roll back a file another process wrote
-                done.append((filed, previous))
+                done.append((filed.target, previous))
     except BaseException:
         _roll_back(done)
-        _restore(copied)
         raise
     return [filed for filed, _, _ in actions]
-
-
-def _restore(copied: list[tuple[Path, bytes | None]]) -> None:
-    """Undo this batch's scores copies: remove new files, restore replaced ones (best effort)."""
-    for target, previous in reversed(copied):
-        try:
-            if previous is None:
-                target.unlink(missing_ok=True)
-            else:
-                atomic_write_bytes(target, previous)
-        except (OSError, BenchError):
-            pass
 
 
 def _create(filed: Filed, data: bytes) -> None:
@@ -317,13 +300,13 @@ def _create(filed: Filed, data: bytes) -> None:
             "already holds", "was filed meanwhile by another process and holds")) from None
 
 
-def _roll_back(done: list[tuple[Filed, bytes | None]]) -> None:
-    """Undo this batch's writes: remove new files, restore replaced ones."""
-    for filed, previous in reversed(done):
+def _roll_back(done: list[tuple[Path, bytes | None]]) -> None:
+    """Undo this batch's writes (records and scores files): remove new files, restore replaced ones."""
+    for target, previous in reversed(done):
         try:
             if previous is None:
-                filed.target.unlink(missing_ok=True)
+                target.unlink(missing_ok=True)
             else:
-                atomic_write_bytes(filed.target, previous)
+                atomic_write_bytes(target, previous)
         except (OSError, BenchError):  # best effort: the original error is what the user sees
             pass

@@ -306,12 +306,17 @@ def _task_pid_after_first_checkpoint(out: Path, proc) -> int:
     return int(state["pid"])
 
 
+def _start_sweep(out: Path, run_args: tuple) -> subprocess.Popen:
+    """The one-job sweep (partial-bce at known 0.5) the kill and preemption tests interrupt."""
+    return subprocess.Popen(_sweep_cmd(out, "--plugins", "partial-bce", "--known", "0.5", run_args=run_args), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 @pytest.mark.slow
 def test_killed_job_shows_failed_then_a_second_sweep_resumes_it_to_the_plain_record(tmp_path):
     out = tmp_path / "sweep"
     run_args = (*TINY_SCENES, *LONGER)
-    proc = subprocess.Popen(_sweep_cmd(out, "--plugins", "partial-bce", "--known", "0.5", run_args=run_args), env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _start_sweep(out, run_args)
     try:
         os.kill(_task_pid_after_first_checkpoint(out, proc), signal.SIGKILL)
         output, _ = proc.communicate(timeout=120)
@@ -337,8 +342,7 @@ def test_killed_job_shows_failed_then_a_second_sweep_resumes_it_to_the_plain_rec
 def test_preempted_job_is_requeued_by_submitit_and_resumes_to_the_plain_record(tmp_path):
     out = tmp_path / "sweep"
     run_args = (*TINY_SCENES, *LONGER)
-    proc = subprocess.Popen(_sweep_cmd(out, "--plugins", "partial-bce", "--known", "0.5", run_args=run_args), env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _start_sweep(out, run_args)
     try:
         pid = _task_pid_after_first_checkpoint(out, proc)
         os.kill(pid, signal.SIGUSR2)  # what Slurm sends before preempting, and the local launcher at its time limit
