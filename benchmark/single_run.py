@@ -42,6 +42,7 @@ from .results import RunOutcome, build_record, read_record, to_json_safe, write_
 from .run_config import PreparedRun, TrainConfig
 from .schema import diff_fields
 from .scores import should_save as should_save_scores, write_scores
+from .seeds import method_generator, seed_model_init
 from .vocabulary import known_text
 
 
@@ -88,7 +89,7 @@ def method_context(*, train_labels: np.ndarray, feature_rows, class_names: list[
     return MethodContext(
         num_classes=len(class_names), class_names=list(class_names), train_labels=train_labels,
         word_embeddings=embeddings, epochs=epochs, steps_per_epoch=steps, setting=setting, known=known, seed=seed,
-        device=device, generator=torch.Generator().manual_seed(seed),
+        device=device, generator=method_generator(seed),
         feature_batches=FeatureBatches(feature_rows, batch_size=batch_size, device=device, rank=dist.rank,
                                        world_size=dist.world_size, workers=workers, bad_images=bad_images,
                                        progress=progress),
@@ -157,6 +158,24 @@ class CellRun:
     precision_used: str = "fp32"  # what the engine's precision ("auto") became on this device
 
 
+def initial_model(prepared: PreparedRun, ctx: MethodContext, build_backbone: Callable | None = None):
+    """``(method, backbone, model)`` of a run before any training, on ``ctx.device``.
+
+    The model-initialisation stream of ``ctx.seed`` (:func:`mlrpl_bench.seeds.seed_model_init`,
+    never a raw seed) is seeded first; the method, the backbone and the model then draw from it,
+    in this order. On the frozen track the backbone is wrapped in :class:`FrozenBackbone`.
+    """
+    train = prepared.train
+    frozen = train.track == "frozen"
+    seed_model_init(ctx.seed)
+    method = prepared.method_cls(prepared.method_options, ctx)
+    build = build_backbone or prepared.backbone_spec.build
+    backbone = build(train.backbone_weights, "all" if frozen else train.freeze_backbone)
+    if frozen:
+        backbone = FrozenBackbone(backbone)
+    return method, backbone, method.build_model(backbone).to(ctx.device)
+
+
 def train_cell(prepared: PreparedRun, data: SweepData, run_id: str, known: float, seed: int, *, device: torch.device,
                dist: D.DistInfo, output: Path, run_dir: Path, hooks: Any = None, build_backbone: Callable | None = None,
                log: Callable[[str], None] = print, observe: Callable[..., None] | None = None,
@@ -201,19 +220,12 @@ def train_cell(prepared: PreparedRun, data: SweepData, run_id: str, known: float
     val_rows = SplitRows(train_split, protocol.val_idx, val_targets, eval_tf, skip)
     test_rows = SplitRows(test_split, np.arange(len(test_split)), test_targets, eval_tf, skip)
 
-    # The global RNG is seeded before the method, the backbone and the model draw from it, in this order.
-    torch.manual_seed(seed)
     bad_images: list[str] = []
     ctx = method_context(train_labels=train_labels, feature_rows=feature_rows, class_names=train_split.class_names,
                          embeddings=data.embeddings, epochs=train.epochs, batch_size=train.batch_size,
                          setting=config.setting, known=known, seed=seed, device=device, dist=dist,
                          workers=train.workers, bad_images=bad_images, progress=config.progress)
-    method = method_cls(prepared.method_options, ctx)
-    build = build_backbone or prepared.backbone_spec.build
-    backbone = build(train.backbone_weights, "all" if frozen else train.freeze_backbone)
-    if frozen:
-        backbone = FrozenBackbone(backbone)
-    model = method.build_model(backbone).to(device)
+    method, backbone, model = initial_model(prepared, ctx, build_backbone)
     if frozen and train.feature_cache:
         from .feature_cache import cached_rows
 

@@ -36,7 +36,7 @@ from mlrpl_bench.models.backbones import BUILTIN_WEIGHTS, WEIGHTS_DIR, SmallCNN
 
 SOURCE_SEED = 1  # the pretraining images
 HELDOUT_SEED = 2  # the held-out check (other digit samples, other random streams)
-INIT_SEED = 0  # initialisation and batch order
+INIT_SEED = 0  # initialisation and batch order: a raw seed, which no run's derived stream can equal (mlrpl_bench.seeds)
 POOL_SEED = DigitScenes.Options().seed  # whose digit train pool the glyphs come from
 IMAGE_SIZE = 32
 IMAGES, HELDOUT, EPOCHS, BATCH, LR, WEIGHT_DECAY = 8000, 2000, 12, 64, 2e-3, 1e-4
