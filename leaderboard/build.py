@@ -24,7 +24,8 @@ import pandas as pd
 from mlrpl_bench.atomic import atomic_write_bytes
 
 from . import stats
-from .aggregate import DEFAULT_BASELINE, SUMMARY_METRICS, Row, Table, aggregated_frame, build_tables, check_baseline
+from .aggregate import (DEFAULT_BASELINE, SUMMARY_METRICS, TUNING_FLAG, Row, Table, aggregated_frame, build_tables,
+                        check_baseline)
 from .discover import discover
 from .export import defuse_formulas
 from .frame import records_frame
@@ -61,6 +62,13 @@ def cell_text(stat, versus=None) -> str:
     return text + (f" {stats.MARK_SYMBOL[versus.mark]}" if versus is not None and versus.mark else "")
 
 
+def mde_text(versus) -> str:
+    """``8.3 (53)``: the comparison's MDE and the seeds a 1-point MDE would need; ``–`` without a comparison."""
+    if versus is None or versus.mde is None:
+        return "–"
+    return f"{versus.mde:.1f} ({versus.seeds_text()})"
+
+
 def _line(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -72,7 +80,7 @@ def markdown_table(table: Table) -> str:
              "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
     for row in table.rows:
         flags = (" (baseline)" if row.is_baseline else "") + (" (other mask)" if row.deviant_mask else "") + \
-            (" (dirty)" if row.dirty else "")
+            (" (dirty)" if row.dirty else "") + (f" ({TUNING_FLAG})" if row.tuning_warnings else "")
         cells = [md_escape(row.method) + flags, md_escape(row.detail), f"`{row.budget_id}` {md_escape(row.budget_label)}"]
         cells += [cell_text(row.cells[k]["mAP"], row.versus.get(k)) if k in row.cells else "–" for k in table.knowns]
         cells += [cell_text(row.average[m], row.versus.get(AVERAGE) if m == "mAP" else None) for m in SUMMARY_METRICS]
@@ -90,6 +98,22 @@ def markdown_table(table: Table) -> str:
                 v = row.versus.get(k)
                 cells.append("–" if v is None else f"{v.text()} {stats.MARK_SYMBOL.get(v.mark, '')}".rstrip())
             lines.append(_line(cells))
+        lines += ["", f"Resolution against {md_escape(table.baseline)}: minimum detectable effect (mAP points; "
+                  f"α {1 - stats.LEVEL:.2g}, power {stats.POWER:g}) and, in brackets, the seeds an MDE of "
+                  f"{stats.TARGET_MDE:g} would need (∞: not reachable by seeds on this test set; the floor is the MDE "
+                  "infinitely many seeds would leave):", "",
+                  _line(["Method", "Run", "Seeds", *(_known_label(k) for k in table.knowns), "Ave."]),
+                  "|" + "|".join(["---"] * 2 + ["---:"] * (len(table.knowns) + 2)) + "|"]
+        for row in versus_rows:
+            cells = [md_escape(row.method), md_escape(row.detail), str(len(row.seeds))]
+            cells += [mde_text(row.versus.get(k)) for k in [*table.knowns, AVERAGE]]
+            lines.append(_line(cells))
+    warned = [row for row in table.rows if row.tuning_warnings]
+    if warned:
+        lines += ["", f"Tuning warnings ({TUNING_FLAG}; the chosen value at an edge of the grid, or the first epoch "
+                  "selected):", ""]
+        lines += [f"- {md_escape(row.method)} ({md_escape(row.detail)}) at {_known_label(k)}: {md_escape(w)}"
+                  for row in warned for k in sorted(row.tuning_warnings) for w in row.tuning_warnings[k]]
     bin_rows = [row for row in table.rows if AVERAGE in row.bins]
     if bin_rows:
         lines += ["", "mAP by class frequency (Ave. over proportions; classes ranked by known training positives):", "",
