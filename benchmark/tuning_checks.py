@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+#: Joins a run's warnings in one text field (the leaderboard's frame and CSV); no message contains it.
+SEPARATOR = "; "
+
 GRID_EDGE = "grid-edge"
 FIRST_EPOCH = "first-epoch"
 
@@ -34,7 +37,7 @@ def grid_edge_warnings(grid: Mapping[str, list], chosen: Mapping[str, Any]) -> l
         value = chosen[key]
         side = "smallest" if value == min(values) else "largest" if value == max(values) else None
         if side is not None:
-            out.append(f"{GRID_EDGE}: {key}={value:g} is the {side} value of the grid {values}; the optimum may lie "
+            out.append(f"{GRID_EDGE}: {key}={value:g} is the {side} value of the grid {values}: the optimum may lie "
                        "beyond it (widen the grid)")
     return out
 
@@ -49,7 +52,8 @@ def first_epoch_warning(best_epoch: Any) -> list[str]:
 
 def tuning_warnings(grid: Mapping[str, list] | None, chosen: Mapping[str, Any] | None, best_epoch: Any) -> list[str]:
     """Every warning for a tuned run: grid edges of its choice, then a first-epoch selection."""
-    return grid_edge_warnings(grid or {}, chosen or {}) + first_epoch_warning(best_epoch)
+    warnings = grid_edge_warnings(grid or {}, chosen or {}) + first_epoch_warning(best_epoch)
+    return [w.replace(SEPARATOR, ", ") for w in warnings]  # (a grid of strings could hold one)
 
 
 def record_warnings(record: Mapping[str, Any]) -> list[str]:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mlrpl_bench.errors import BenchError
+from mlrpl_bench.tuning_checks import SEPARATOR
 
 from . import stats
 from .bootstrap import image_weights, replicate_map
@@ -71,6 +72,7 @@ class Row:
     deviant_mask: bool = False
     dirty: bool = False
     is_baseline: bool = False   # the row the others of its protocol and budget are compared with
+    has_baseline: bool = False  # a baseline row of the same protocol and budget exists (compared where seeds pair)
     reference: dict[str, dict[str, ReferenceRow]] = field(default_factory=dict)  # known key -> metric -> ref
     variant: str = ""       # the published ablation this row was compared with ("" = the method)
     notes: list[str] = field(default_factory=list)
@@ -297,7 +299,7 @@ def _aggregate_warnings(row: Row) -> None:
     for known, group in row.runs.groupby("known"):
         seeds: dict[str, list[int]] = {}
         for seed, text in zip(group["seed"], group["tuning_warnings"]):
-            for message in filter(None, str(text or "").split("; ")):
+            for message in filter(None, str(text or "").split(SEPARATOR)):
                 seeds.setdefault(message, []).append(int(seed))
         if seeds:
             row.tuning_warnings[known] = [f"{m} (seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))})"
@@ -350,6 +352,7 @@ def _compare(rows: list[Row], knowns: list[float], baseline: str, notes: list[st
             if candidates:
                 row.notes.append(f"no {baseline} row with the same protocol and budget: not compared")
             continue
+        row.has_baseline = True
         cols = ["known", "seed", "mask_fingerprint", "test_mAP", "rep"]
         pairs = row.runs[cols].merge(base.runs[cols], on=["known", "seed", "mask_fingerprint"], suffixes=("", "_base"))
         pairs["rep_diff"] = [None if a is None or b is None else a - b for a, b in zip(pairs["rep"], pairs["rep_base"])]
@@ -427,7 +430,7 @@ def aggregated_frame(tables: list[Table]) -> pd.DataFrame:
                              "seeds_for_mde_1": versus.seeds_needed if versus else None,
                              "mde_floor": versus.mde_floor if versus else None,
                              "mde_note": _mde_note(row, versus),
-                             "tuning_warnings": "; ".join(row.tuning_warnings.get(known, []))})
+                             "tuning_warnings": SEPARATOR.join(row.tuning_warnings.get(known, []))})
                 for name, stat in zip(stats.BINS, bins):
                     line.update(_stat_columns(f"{name}_mAP", stat))
                 for m in SUMMARY_METRICS:
@@ -446,8 +449,8 @@ def _mde_note(row: Row, versus: Paired | None) -> str:
     if row.is_baseline:
         return ""
     if versus is None:
-        return ("fewer than 2 paired seeds with the baseline: no MDE" if row.versus else
-                "not compared with a baseline: no MDE")
+        return ("fewer than 2 paired seeds with the baseline: no MDE" if row.has_baseline else
+                "no baseline row of the same protocol and budget: no MDE")
     if versus.seeds_needed is None:
         return (f"the test-image noise the seeds share keeps the MDE above {versus.mde_floor:.2f} however many "
                 f"seeds: {stats.TARGET_MDE:g} point needs more test images")

@@ -98,13 +98,15 @@ def markdown_table(table: Table) -> str:
                 v = row.versus.get(k)
                 cells.append("–" if v is None else f"{v.text()} {stats.MARK_SYMBOL.get(v.mark, '')}".rstrip())
             lines.append(_line(cells))
+    resolution_rows = [row for row in table.rows if row.has_baseline]
+    if resolution_rows:
         lines += ["", f"Resolution against {md_escape(table.baseline)}: minimum detectable effect (mAP points; "
                   f"α {1 - stats.LEVEL:.2g}, power {stats.POWER:g}) and, in brackets, the seeds an MDE of "
                   f"{stats.TARGET_MDE:g} would need (∞: not reachable by seeds on this test set; the floor is the MDE "
-                  "infinitely many seeds would leave):", "",
+                  "infinitely many seeds would leave; –: fewer than 2 paired seeds, no MDE):", "",
                   _line(["Method", "Run", "Seeds", *(_known_label(k) for k in table.knowns), "Ave."]),
                   "|" + "|".join(["---"] * 2 + ["---:"] * (len(table.knowns) + 2)) + "|"]
-        for row in versus_rows:
+        for row in resolution_rows:
             cells = [md_escape(row.method), md_escape(row.detail), str(len(row.seeds))]
             cells += [mde_text(row.versus.get(k)) for k in [*table.knowns, AVERAGE]]
             lines.append(_line(cells))

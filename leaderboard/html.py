@@ -101,21 +101,24 @@ def _csp_hash(text: str) -> str:
 
 
 
-def _stat_cell(stat, versus=None, extra_class: str = "", resolution: bool = False, compact: bool = False) -> str:
+def _stat_cell(stat, versus=None, extra_class: str = "", resolution: bool = False, compact: bool = False,
+               compared: bool = False) -> str:
     """A statistic's cell; with ``resolution``, a second line: the difference to the baseline and its
-    MDE; ``compact``: the mean alone (the interval on hover)."""
+    MDE (``compared``: the row has a baseline); ``compact``: the mean alone (the interval on hover)."""
     if stat is None or stat.mean is None:
         return f'<td class="missing {extra_class}" data-value="">–</td>'
     title = stat.detail() + (f"; vs baseline {versus.detail()}" if versus is not None else "")
     text = f"{stat.mean:.1f}" if compact else stat.text()
     return (f'<td class="{extra_class}" data-value="{stat.mean:.6f}" title="{esc(title)}">{esc(text)}'
-            f'{_mark(versus)}{_resolution_line(versus) if resolution else ""}</td>')
+            f'{_mark(versus)}{_resolution_line(versus, compared) if resolution else ""}</td>')
 
 
-def _resolution_line(versus) -> str:
-    """``Δ +7.2 · MDE 6.2`` under a cell compared with the baseline (nothing when it is not)."""
+def _resolution_line(versus, compared: bool = False) -> str:
+    """``Δ +7.2 · MDE 6.2`` under a cell compared with the baseline; ``MDE n/a`` where the row has a
+    baseline but fewer than 2 paired seeds here; nothing for a row without a baseline."""
     if versus is None or versus.mde is None:
-        return ""
+        return ('<small class="mde" data-mde="" title="fewer than 2 seeds paired with the baseline: the minimum '
+                'detectable effect is undefined">MDE n/a</small>' if compared else "")
     # no-break spaces: a narrow column wraps the line at the "·" only
     return f'<small class="mde" data-mde="{versus.mde:.6f}">Δ\u00a0{versus.diff:+.1f} · MDE\u00a0{versus.mde:.1f}</small>'
 
@@ -184,9 +187,10 @@ def _main_table(table: Table) -> str:
     body = []
     for row in table.rows:
         cells = [_method_cell(row, budget_differs=row.budget_id != common)]
-        cells += [_stat_cell(row.cells.get(k, {}).get("mAP"), row.versus.get(k), resolution=True) for k in table.knowns]
+        cells += [_stat_cell(row.cells.get(k, {}).get("mAP"), row.versus.get(k), resolution=True,
+                             compared=row.has_baseline) for k in table.knowns]
         cells += [_stat_cell(row.average.get(m), row.versus.get(AVERAGE) if m == "mAP" else None, resolution=m == "mAP",
-                             compact=m != "mAP") for m in SUMMARY_METRICS]
+                             compact=m != "mAP", compared=row.has_baseline) for m in SUMMARY_METRICS]
         cells.append(f'<td data-value="{len(row.seeds)}" title="seeds: {esc(", ".join(map(str, row.seeds)))}">{len(row.seeds)}</td>')
         body.append(f'<tr {_row_attrs(row)}>{"".join(cells)}</tr>')
     return (f'<table class="sortable main" data-table="{esc(table.key)}"><thead><tr>{head}</tr></thead>'
