@@ -63,10 +63,12 @@ def cell_text(stat, versus=None) -> str:
 
 
 def mde_text(versus) -> str:
-    """``8.3 (53)``: the comparison's MDE and the seeds a 1-point MDE would need; ``–`` without a comparison."""
+    """``8.3 (53)``: the comparison's MDE and the seeds a 1-point MDE would need (``8.3 (∞, floor 1.4)``
+    when none would); ``–`` without a comparison."""
     if versus is None or versus.mde is None:
         return "–"
-    return f"{versus.mde:.1f} ({versus.seeds_text()})"
+    seeds = str(versus.seeds_needed) if versus.seeds_needed is not None else f"∞, floor {versus.mde_floor:.1f}"
+    return f"{versus.mde:.1f} ({seeds})"
 
 
 def _line(cells: list[str]) -> str:
@@ -140,28 +142,32 @@ def markdown_table(table: Table) -> str:
 
 
 def readme_table(table: Table, keep: Callable[[Row], bool] = lambda row: True) -> str:
-    """The README's results table: one line per kept row, mAP per proportion, Ave. mAP (bold), Avg. OF1/CF1.
+    """The README's results table: one line per kept row, mAP per proportion, Ave. mAP (bold), its MDE
+    against the baseline (:func:`mde_text`), Avg. OF1/CF1.
 
     Cells are :func:`cell_text`; the budget is a column when the rows differ in it, else the
     closing line. That line also says what ± and the marks mean.
     """
     rows = [row for row in table.rows if keep(row)]
     several = len({row.budget_id for row in rows}) > 1
-    head = ["method", *(["budget"] if several else []), *(_known_label(k) for k in table.knowns), "Ave. mAP", "Avg. OF1",
-            "Avg. CF1"]
+    head = ["method", *(["budget"] if several else []), *(_known_label(k) for k in table.knowns), "Ave. mAP",
+            "Ave. MDE (seeds for 1)", "Avg. OF1", "Avg. CF1"]
     lines = [_line(head), "|" + "|".join(["---"] * (2 if several else 1) + ["---:"] * (len(head) - (2 if several else 1))) + "|"]
     for row in rows:
         cells = [f"`{md_escape(row.method)}`", *([md_escape(row.budget_label)] if several else [])]
         cells += [cell_text(row.cells.get(k, {}).get("mAP"), row.versus.get(k)) for k in table.knowns]
         ave = cell_text(row.average["mAP"], row.versus.get(AVERAGE))
-        cells += [f"**{ave}**" if row.average["mAP"].mean is not None else ave]
+        cells += [f"**{ave}**" if row.average["mAP"].mean is not None else ave, mde_text(row.versus.get(AVERAGE))]
         cells += [cell_text(row.average[m]) for m in ("OF1", "CF1")]
         lines.append(_line(cells))
     seeds = sorted({len(row.seeds) for row in rows})
     legend = (f"Test mAP (%), mean over {'/'.join(map(str, seeds))} seed(s)"
               f"{' ± the half-width of its 95 % interval' if max(seeds, default=1) > 1 else ''}; "
               f"{stats.MARK_SYMBOL[stats.BETTER]} / {stats.MARK_SYMBOL[stats.WORSE]} / {stats.MARK_SYMBOL[stats.TIE]}: better / "
-              f"worse / tie against `{table.baseline}` (paired over seeds, Benjamini-Hochberg q ≤ {stats.ALPHA}).")
+              f"worse / tie against `{table.baseline}` (paired over seeds, Benjamini-Hochberg q ≤ {stats.ALPHA}); "
+              f"Ave. MDE: the smallest true difference in Ave. mAP from `{table.baseline}` that the table detects with "
+              f"probability {stats.POWER:g}, and the seeds an MDE of {stats.TARGET_MDE:g} would need (a tie smaller than "
+              "the MDE is undecided, not equal).")
     if not several and rows:
         legend += f" Budget of every row: {md_escape(rows[0].budget_text)}."
     return "\n".join(lines) + "\n\n" + legend + "\n"

@@ -186,8 +186,11 @@ class Paired:
         return f"∞ (floor {self.mde_floor:.1f})" if self.seeds_needed is None else str(self.seeds_needed)
 
     def mde_text(self, digits: int = 1) -> str:
-        """``MDE 8.3 (53 seeds for 1)``."""
-        return f"MDE {self.mde:.{digits}f} ({self.seeds_text()} seeds for {TARGET_MDE:g})"
+        """``MDE 8.3 (53 seeds for 1)``, or ``MDE 8.3 (no number of seeds reaches 1: floor 1.4)``."""
+        if self.seeds_needed is None:
+            return (f"MDE {self.mde:.{digits}f} (no number of seeds reaches {TARGET_MDE:g}: floor "
+                    f"{self.mde_floor:.{digits}f})")
+        return f"MDE {self.mde:.{digits}f} ({self.seeds_needed} seeds for {TARGET_MDE:g})"
 
     def detail(self) -> str:
         q = "" if self.q is None else f", q = {self.q:.3g} (BH)"

@@ -187,3 +187,13 @@ def test_the_leaderboard_flags_tuning_warnings_per_cell_with_their_seeds(tmp_pat
     assert page.count('class="badge tuning-warning"') == 2 and 'class="tuning-warnings"' in page
     frame = aggregated_frame(result.tables)
     assert frame.loc[(frame["method"] == "edge") & (frame["known"] == "ave"), "tuning_warnings"].item() == ""
+
+
+def test_the_readme_table_carries_the_ave_mde():
+    from mlrpl_bench.leaderboard.build import readme_table
+
+    (table,) = build_tables(_records())
+    lines = {line.split(" | ")[0].strip("| `"): line.split(" | ") for line in readme_table(table).splitlines()
+             if line.startswith("| ")}
+    column = lines["method"].index("Ave. MDE (seeds for 1)")
+    assert lines["m"][column] == "2.8 (9)" and lines["partial-bce"][column] == "–" and lines["lonely"][column] == "–"
