@@ -215,18 +215,18 @@ def _versus_table(table: Table) -> str:
         return (f'<p class="note">No paired comparison: no row shares its protocol and budget with a '
                 f'{esc(table.baseline)} row on at least 2 seeds.</p>')
     columns = [*table.knowns, AVERAGE]
-    head = _head(("Method", "text"), ("Budget", "text"), *((known_label(k) if k != AVERAGE else "Ave.", "num") for k in columns))
+    common = common_budget(table)
+    head = _head(("Method", "text"), *((known_label(k) if k != AVERAGE else "Ave.", "num") for k in columns))
     body = []
     for row in rows:
-        cells = [_method_cell(row), _budget_cell(row)]
+        cells = [_method_cell(row, budget_differs=row.budget_id != common)]
         for k in columns:
             v = row.versus.get(k)
+            seeds = f"{v.seeds_needed}\u00a0seeds" if v is not None and v.seeds_needed is not None else "∞"
             cells.append('<td class="missing" data-value="">–</td>' if v is None else
                          f'<td data-value="{v.diff:.6f}" data-mark="{esc(v.mark)}" title="{esc(v.detail())}">'
                          f'{v.diff:+.1f}{_mark(v)}<small class="mde" data-mde="{v.mde:.6f}" '
-                         f'data-seeds-needed="{v.seeds_needed or ""}">MDE {v.mde:.1f} · '
-                         f'{stats.TARGET_MDE:g} pt: {esc(v.seeds_text())}{" seeds" if v.seeds_needed else ""}'
-                         '</small></td>')
+                         f'data-seeds-needed="{v.seeds_needed or ""}">MDE\u00a0{v.mde:.1f} · {seeds}</small></td>')
         body.append(f'<tr {_row_attrs(row)}>{"".join(cells)}</tr>')
     return (f'<table class="sortable versus" data-table="{esc(table.key)}-versus"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
@@ -336,6 +336,9 @@ def _section(t: Table, reference: ReferenceIndex | None) -> str:
         f'<div class="scroll">{_main_table(t)}</div>', _budget_caption(t), _tuning_warnings(t),
         f'<h3>mAP against the known proportion, by method family</h3><div class="panels">{family_panels(t)}</div>',
         f'<h3>Paired differences against {esc(t.baseline)} (mAP points)</h3>',
+        f'<p class="note">Under each difference: its MDE and the seeds an MDE of {stats.TARGET_MDE:g} point would need '
+        '(∞: no number of seeds on this test set, the shared test-image noise sets a floor; hover a cell for it). '
+        'Budgets as in the main table.</p>',
         f'<div class="scroll">{_versus_table(t)}</div>',
         '<h3>mAP by class frequency (head / medium / tail)</h3>', _bins_table(t),
         '<h3>Reproduced vs published</h3>', gap_figure,

@@ -133,7 +133,8 @@ def test_the_page_puts_the_difference_and_mde_under_each_compared_cell():
     assert lonely.count(">MDE n/a</small>") == 10
     assert 'class="mde"' not in main.split('data-method="partial-bce"', 1)[1].split("</tr>", 1)[0]
     versus = page.split('<table class="sortable versus"', 1)[1].split("</table>", 1)[0]
-    assert "MDE 3.1 · 1 pt: 10 seeds" in versus and "MDE 2.8 · 1 pt: 9 seeds" in versus
+    assert "MDE\u00a03.1 · 10\u00a0seeds" in versus and "MDE\u00a02.8 · 9\u00a0seeds" in versus
+    assert "Budget" not in versus.split("</thead>", 1)[0]
 
 
 # --------------------------------------------------------------------------- tuning checks
