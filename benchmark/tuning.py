@@ -14,6 +14,9 @@ proportion trains the values seed ``S`` chose (read from its record, so seed ``S
 says so (``tuning.chosen_on_seed``, ``tuning.candidates`` empty). That divides the cost of a
 tuned multi-seed leaderboard by about the grid size, and the seeds other than ``S`` then measure
 the chosen configuration on splits and initialisations the choice never saw.
+
+A choice at an edge of a numeric grid axis, or a selected best epoch of 0 (the first), is
+logged as a warning and listed in ``tuning.warnings`` (:mod:`.tuning_checks`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from .errors import BenchError
 from .results import build_record, read_record
 from .run_config import PreparedRun, TrainConfig
 from .single_run import SweepData, cell_lock, cell_paths, existing_record, file_record, outcome_of, scores_dir, summary_line, train_cell
+from .tuning_checks import tuning_warnings
 from .vocabulary import safe_name
 
 
@@ -108,7 +112,8 @@ def _run_tuned_locked(prepared: PreparedRun, data: SweepData, known: float, seed
                        log=log, resume_state=load_checkpoint(chosen_dir / "checkpoint.pt"))
     if not dist.is_main:
         return None, record_path
-    tuning = {**_tuning_block(prepared), "candidates": tried, "chosen": chosen["values"]}
+    tuning = _with_warnings({**_tuning_block(prepared), "candidates": tried, "chosen": chosen["values"]},
+                            final.result.best_epoch, run_id, log)
     outcome = outcome_of(final, data, run_id, known, seed, device, dist, tuning=tuning,
                          scores_dir=scores_dir(prepared, run_dir))
     # Runtime: every candidate's training plus the test pass; resumed: the chosen candidate's own.
@@ -122,6 +127,14 @@ def _tuning_block(prepared: PreparedRun) -> dict[str, Any]:
     if prepared.config.tune_seed is not None:
         block["chosen_on_seed"] = prepared.config.tune_seed
     return block
+
+
+def _with_warnings(tuning: dict[str, Any], best_epoch: int, run_id: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """``tuning`` with ``warnings`` (grid edge, first epoch) when there are any, each one logged."""
+    warnings = tuning_warnings(tuning["grid"], tuning["chosen"], best_epoch)
+    for warning in warnings:
+        log(f"{run_id}: WARNING {warning}")
+    return {**tuning, "warnings": warnings} if warnings else tuning
 
 
 def _file(prepared: PreparedRun, chosen_prepared: PreparedRun, outcome: Any, final: Any, run_dir: Path, record_path: Path,
@@ -172,7 +185,8 @@ def _run_with_choice_of(prepared: PreparedRun, data: SweepData, known: float, se
                        log=log)
     if not dist.is_main:
         return None, record_path
-    tuning = {**_tuning_block(prepared), "candidates": [], "chosen": values, "chosen_by": source_id}
+    tuning = _with_warnings({**_tuning_block(prepared), "candidates": [], "chosen": values, "chosen_by": source_id},
+                            final.result.best_epoch, run_id, log)
     outcome = outcome_of(final, data, run_id, known, seed, device, dist, tuning=tuning,
                          scores_dir=scores_dir(prepared, run_dir))
     return _file(prepared, chosen_prepared, outcome, final, run_dir, record_path, hooks, log)

@@ -16,7 +16,9 @@ not comparable), and neither does a row none of whose seeds ran every proportion
 Each row is compared with the baseline row (default ``partial-bce``) of the same protocol and
 budget, at every proportion and on Ave. (:func:`.stats.paired`), and the marks come from one
 Benjamini–Hochberg adjustment per table (:func:`.stats.adjust`). Frequency bins (head / medium /
-tail, :func:`.stats.bin_means`) are aggregated like mAP. No torch, plugin or engine import.
+tail, :func:`.stats.bin_means`) are aggregated like mAP. A row's tuning warnings (grid edge,
+first epoch; :mod:`mlrpl_bench.tuning_checks`) are gathered per proportion with the seeds that
+raised them. No torch, plugin or engine import.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mlrpl_bench.errors import BenchError
+from mlrpl_bench.tuning_checks import SEPARATOR
 
 from . import stats
 from .bootstrap import image_weights, replicate_map
@@ -43,6 +46,8 @@ SUMMARY_METRICS = ("mAP", "OF1", "CF1")
 DEFAULT_BASELINE = "partial-bce"
 #: The papers' sweep: their "Ave." is the mean over exactly these proportions.
 PAPER_SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 10))
+#: How a row with tuning warnings is flagged in the Markdown and on the page.
+TUNING_FLAG = "tuning ⚠"
 
 
 @dataclass
@@ -67,9 +72,11 @@ class Row:
     deviant_mask: bool = False
     dirty: bool = False
     is_baseline: bool = False   # the row the others of its protocol and budget are compared with
+    has_baseline: bool = False  # a baseline row of the same protocol and budget exists (compared where seeds pair)
     reference: dict[str, dict[str, ReferenceRow]] = field(default_factory=dict)  # known key -> metric -> ref
     variant: str = ""       # the published ablation this row was compared with ("" = the method)
     notes: list[str] = field(default_factory=list)
+    tuning_warnings: dict[float, list[str]] = field(default_factory=dict)  # known -> "warning (seeds ...)"
 
     @property
     def key(self) -> str:
@@ -217,6 +224,13 @@ def _image_var(reps: list) -> float | None:
     return float(np.var(np.mean(np.stack(reps), axis=0), ddof=1))
 
 
+def _image_var_single(reps: list) -> float | None:
+    """Mean over the given runs of each one's own variance over resamples (None unless all have replicates)."""
+    if not reps or any(r is None for r in reps):
+        return None
+    return float(np.mean(np.var(np.stack(reps), axis=1, ddof=1)))
+
+
 # --------------------------------------------------------------------------- one table
 
 def _build_table(dataset: str, setting: str, df: pd.DataFrame, reference: ReferenceIndex | None, baseline: str,
@@ -276,6 +290,20 @@ def _aggregate(row: Row, knowns: list[float]) -> None:
     if complete_row and row.average["mAP"].n < len(row.seeds):
         row.notes.append(f"Ave. over the {row.average['mAP'].n} of {len(row.seeds)} seeds that ran every proportion")
     _aggregate_bins(row, knowns, complete_row)
+    _aggregate_warnings(row)
+
+
+def _aggregate_warnings(row: Row) -> None:
+    if "tuning_warnings" not in row.runs:
+        return
+    for known, group in row.runs.groupby("known"):
+        seeds: dict[str, list[int]] = {}
+        for seed, text in zip(group["seed"], group["tuning_warnings"]):
+            for message in filter(None, str(text or "").split(SEPARATOR)):
+                seeds.setdefault(message, []).append(int(seed))
+        if seeds:
+            row.tuning_warnings[known] = [f"{m} (seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))})"
+                                          for m, v in seeds.items()]
 
 
 def _mean_rep(reps: list):
@@ -324,19 +352,22 @@ def _compare(rows: list[Row], knowns: list[float], baseline: str, notes: list[st
             if candidates:
                 row.notes.append(f"no {baseline} row with the same protocol and budget: not compared")
             continue
+        row.has_baseline = True
         cols = ["known", "seed", "mask_fingerprint", "test_mAP", "rep"]
         pairs = row.runs[cols].merge(base.runs[cols], on=["known", "seed", "mask_fingerprint"], suffixes=("", "_base"))
         pairs["rep_diff"] = [None if a is None or b is None else a - b for a, b in zip(pairs["rep"], pairs["rep_base"])]
         for known, group in pairs.groupby("known"):
-            result = stats.paired(group["test_mAP"], group["test_mAP_base"], _image_var(list(group["rep_diff"])))
+            reps = list(group["rep_diff"])
+            result = stats.paired(group["test_mAP"], group["test_mAP_base"], _image_var(reps), _image_var_single(reps))
             if result is not None:
                 tests.append((row, known, result))
         if sorted(row.cells) == knowns and sorted(base.cells) == knowns:
             a, b = _seed_pivot(pairs, "test_mAP", knowns), _seed_pivot(pairs, "test_mAP_base", knowns)
             seeds = a.index.intersection(b.index)
             diffs = pairs.set_index(["seed", "known"])["rep_diff"]
-            image_var = _image_var([_mean_rep([diffs.get((s, k)) for k in knowns]) for s in seeds])
-            result = stats.paired(a.loc[seeds].mean(axis=1), b.loc[seeds].mean(axis=1), image_var)
+            reps = [_mean_rep([diffs.get((s, k)) for k in knowns]) for s in seeds]
+            result = stats.paired(a.loc[seeds].mean(axis=1), b.loc[seeds].mean(axis=1), _image_var(reps),
+                                  _image_var_single(reps))
             if result is not None:
                 tests.append((row, AVERAGE, result))
     for (row, known, _), result in zip(tests, stats.adjust([t[2] for t in tests])):
@@ -394,7 +425,12 @@ def aggregated_frame(tables: list[Table]) -> pd.DataFrame:
                 line.update({"baseline": "" if row.is_baseline or versus is None else table.baseline,
                              "diff_mAP": versus.diff if versus else None, "diff_lo": versus.lo if versus else None,
                              "diff_hi": versus.hi if versus else None, "p": versus.p if versus else None,
-                             "q": versus.q if versus else None, "mark": versus.mark if versus else ""})
+                             "q": versus.q if versus else None, "mark": versus.mark if versus else "",
+                             "mde": versus.mde if versus else None,
+                             "seeds_for_mde_1": versus.seeds_needed if versus else None,
+                             "mde_floor": versus.mde_floor if versus else None,
+                             "mde_note": _mde_note(row, versus),
+                             "tuning_warnings": SEPARATOR.join(row.tuning_warnings.get(known, []))})
                 for name, stat in zip(stats.BINS, bins):
                     line.update(_stat_columns(f"{name}_mAP", stat))
                 for m in SUMMARY_METRICS:
@@ -402,7 +438,23 @@ def aggregated_frame(tables: list[Table]) -> pd.DataFrame:
                 line["published_source"] = next((r.source for r in refs.values() if r is not None), "")
                 line["gap_mAP"] = row.gap(known, "mAP")
                 lines.append(line)
-    return pd.DataFrame(lines)
+    frame = pd.DataFrame(lines)
+    if not frame.empty:
+        frame["seeds_for_mde_1"] = frame["seeds_for_mde_1"].astype("Int64")
+    return frame
+
+
+def _mde_note(row: Row, versus: Paired | None) -> str:
+    """Why a line has no MDE or no seed count (empty when it has both, and for the baseline itself)."""
+    if row.is_baseline:
+        return ""
+    if versus is None:
+        return ("fewer than 2 paired seeds with the baseline: no MDE" if row.has_baseline else
+                "no baseline row of the same protocol and budget: no MDE")
+    if versus.seeds_needed is None:
+        return (f"the test-image noise the seeds share keeps the MDE above {versus.mde_floor:.2f} however many "
+                f"seeds: {stats.TARGET_MDE:g} point needs more test images")
+    return ""
 
 
 def check_baseline(tables: list[Table], baseline: str) -> None:
@@ -412,5 +464,5 @@ def check_baseline(tables: list[Table], baseline: str) -> None:
         raise BenchError(f"--baseline {baseline!r} is not a method of these records; choose one of {', '.join(methods)}")
 
 
-__all__ = ["Row", "Table", "Comparison", "Stat", "Paired", "SUMMARY_METRICS", "DEFAULT_BASELINE", "PAPER_SWEEP",
+__all__ = ["Row", "Table", "Comparison", "Stat", "Paired", "SUMMARY_METRICS", "DEFAULT_BASELINE", "PAPER_SWEEP", "TUNING_FLAG",
            "build_tables", "read_results", "aggregated_frame", "check_baseline", "method_signature", "short_hash"]

@@ -24,7 +24,8 @@ import pandas as pd
 from mlrpl_bench.atomic import atomic_write_bytes
 
 from . import stats
-from .aggregate import DEFAULT_BASELINE, SUMMARY_METRICS, Row, Table, aggregated_frame, build_tables, check_baseline
+from .aggregate import (DEFAULT_BASELINE, SUMMARY_METRICS, TUNING_FLAG, Row, Table, aggregated_frame, build_tables,
+                        check_baseline)
 from .discover import discover
 from .export import defuse_formulas
 from .frame import records_frame
@@ -61,6 +62,15 @@ def cell_text(stat, versus=None) -> str:
     return text + (f" {stats.MARK_SYMBOL[versus.mark]}" if versus is not None and versus.mark else "")
 
 
+def mde_text(versus) -> str:
+    """``8.3 (53)``: the comparison's MDE and the seeds a 1-point MDE would need (``8.3 (∞, floor 1.4)``
+    when none would); ``–`` without a comparison."""
+    if versus is None or versus.mde is None:
+        return "–"
+    seeds = str(versus.seeds_needed) if versus.seeds_needed is not None else f"∞, floor {versus.mde_floor:.1f}"
+    return f"{versus.mde:.1f} ({seeds})"
+
+
 def _line(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -72,7 +82,7 @@ def markdown_table(table: Table) -> str:
              "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
     for row in table.rows:
         flags = (" (baseline)" if row.is_baseline else "") + (" (other mask)" if row.deviant_mask else "") + \
-            (" (dirty)" if row.dirty else "")
+            (" (dirty)" if row.dirty else "") + (f" ({TUNING_FLAG})" if row.tuning_warnings else "")
         cells = [md_escape(row.method) + flags, md_escape(row.detail), f"`{row.budget_id}` {md_escape(row.budget_label)}"]
         cells += [cell_text(row.cells[k]["mAP"], row.versus.get(k)) if k in row.cells else "–" for k in table.knowns]
         cells += [cell_text(row.average[m], row.versus.get(AVERAGE) if m == "mAP" else None) for m in SUMMARY_METRICS]
@@ -90,6 +100,24 @@ def markdown_table(table: Table) -> str:
                 v = row.versus.get(k)
                 cells.append("–" if v is None else f"{v.text()} {stats.MARK_SYMBOL.get(v.mark, '')}".rstrip())
             lines.append(_line(cells))
+    resolution_rows = [row for row in table.rows if row.has_baseline]
+    if resolution_rows:
+        lines += ["", f"Resolution against {md_escape(table.baseline)}: minimum detectable effect (mAP points; "
+                  f"α {1 - stats.LEVEL:.2g}, power {stats.POWER:g}) and, in brackets, the seeds an MDE of "
+                  f"{stats.TARGET_MDE:g} would need (∞: not reachable by seeds on this test set; the floor is the MDE "
+                  "infinitely many seeds would leave; –: fewer than 2 paired seeds, no MDE):", "",
+                  _line(["Method", "Run", "Seeds", *(_known_label(k) for k in table.knowns), "Ave."]),
+                  "|" + "|".join(["---"] * 2 + ["---:"] * (len(table.knowns) + 2)) + "|"]
+        for row in resolution_rows:
+            cells = [md_escape(row.method), md_escape(row.detail), str(len(row.seeds))]
+            cells += [mde_text(row.versus.get(k)) for k in [*table.knowns, AVERAGE]]
+            lines.append(_line(cells))
+    warned = [row for row in table.rows if row.tuning_warnings]
+    if warned:
+        lines += ["", f"Tuning warnings ({TUNING_FLAG}; the chosen value at an edge of the grid, or the first epoch "
+                  "selected):", ""]
+        lines += [f"- {md_escape(row.method)} ({md_escape(row.detail)}) at {_known_label(k)}: {md_escape(w)}"
+                  for row in warned for k in sorted(row.tuning_warnings) for w in row.tuning_warnings[k]]
     bin_rows = [row for row in table.rows if AVERAGE in row.bins]
     if bin_rows:
         lines += ["", "mAP by class frequency (Ave. over proportions; classes ranked by known training positives):", "",
@@ -114,28 +142,32 @@ def markdown_table(table: Table) -> str:
 
 
 def readme_table(table: Table, keep: Callable[[Row], bool] = lambda row: True) -> str:
-    """The README's results table: one line per kept row, mAP per proportion, Ave. mAP (bold), Avg. OF1/CF1.
+    """The README's results table: one line per kept row, mAP per proportion, Ave. mAP (bold), its MDE
+    against the baseline (:func:`mde_text`), Avg. OF1/CF1.
 
     Cells are :func:`cell_text`; the budget is a column when the rows differ in it, else the
     closing line. That line also says what ± and the marks mean.
     """
     rows = [row for row in table.rows if keep(row)]
     several = len({row.budget_id for row in rows}) > 1
-    head = ["method", *(["budget"] if several else []), *(_known_label(k) for k in table.knowns), "Ave. mAP", "Avg. OF1",
-            "Avg. CF1"]
+    head = ["method", *(["budget"] if several else []), *(_known_label(k) for k in table.knowns), "Ave. mAP",
+            "Ave. MDE (seeds for 1)", "Avg. OF1", "Avg. CF1"]
     lines = [_line(head), "|" + "|".join(["---"] * (2 if several else 1) + ["---:"] * (len(head) - (2 if several else 1))) + "|"]
     for row in rows:
         cells = [f"`{md_escape(row.method)}`", *([md_escape(row.budget_label)] if several else [])]
         cells += [cell_text(row.cells.get(k, {}).get("mAP"), row.versus.get(k)) for k in table.knowns]
         ave = cell_text(row.average["mAP"], row.versus.get(AVERAGE))
-        cells += [f"**{ave}**" if row.average["mAP"].mean is not None else ave]
+        cells += [f"**{ave}**" if row.average["mAP"].mean is not None else ave, mde_text(row.versus.get(AVERAGE))]
         cells += [cell_text(row.average[m]) for m in ("OF1", "CF1")]
         lines.append(_line(cells))
     seeds = sorted({len(row.seeds) for row in rows})
     legend = (f"Test mAP (%), mean over {'/'.join(map(str, seeds))} seed(s)"
               f"{' ± the half-width of its 95 % interval' if max(seeds, default=1) > 1 else ''}; "
               f"{stats.MARK_SYMBOL[stats.BETTER]} / {stats.MARK_SYMBOL[stats.WORSE]} / {stats.MARK_SYMBOL[stats.TIE]}: better / "
-              f"worse / tie against `{table.baseline}` (paired over seeds, Benjamini-Hochberg q ≤ {stats.ALPHA}).")
+              f"worse / tie against `{table.baseline}` (paired over seeds, Benjamini-Hochberg q ≤ {stats.ALPHA}); "
+              f"Ave. MDE: the smallest true difference in Ave. mAP from `{table.baseline}` that the table detects with "
+              f"probability {stats.POWER:g}, and the seeds an MDE of {stats.TARGET_MDE:g} would need (a tie smaller than "
+              "the MDE is undecided, not equal).")
     if not several and rows:
         legend += f" Budget of every row: {md_escape(rows[0].budget_text)}."
     return "\n".join(lines) + "\n\n" + legend + "\n"

@@ -16,7 +16,9 @@ per-run table. Columns (:data:`RUN_COLUMNS`):
   ``classes_skipped``, ``per_class_ap`` (a list), ``per_class_known_positives`` (a list, from the
   record or the protocol cache; None when neither has it), ``num_classes``, ``n_test``;
 * provenance — ``run_id``, ``code_version``, ``dirty``, ``finished``, ``results_dir`` (the folder
-  as given), ``record_file`` (relative to it), ``scores_file`` and ``scores_sha256``.
+  as given), ``record_file`` (relative to it), ``scores_file`` and ``scores_sha256``;
+* tuning — ``tuning_warnings``: the run's grid-edge and first-epoch warnings
+  (:func:`mlrpl_bench.tuning_checks.record_warnings`), joined by its ``SEPARATOR``, empty when none.
 
 Records that agree on method, protocol, budget, mask, proportion and seed are duplicates: the
 one finished last is kept and the others are listed in ``frame.attrs["notes"]``.
@@ -31,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from mlrpl_bench.results import METRIC_NAMES
+from mlrpl_bench.tuning_checks import SEPARATOR, record_warnings
 
 from .discover import Discovery, Found
 from .identity import BUDGET_FIELDS, budget_signature, method_signature, protocol_signature, short_hash
@@ -58,6 +61,7 @@ RUN_COLUMNS = (
     "val_fingerprint", "protocol_key", "protocol_id", "deviant_mask", *BUDGET_COLUMNS, "budget_id",
     *METRIC_COLUMNS, "classes_skipped", "per_class_ap", "per_class_known_positives", "num_classes", "n_test",
     "run_id", "code_version", "dirty", "finished", "results_dir", "record_file", "scores_file", "scores_sha256",
+    "tuning_warnings",
 )
 
 
@@ -126,6 +130,7 @@ def _flatten(found: Found, caches: dict[str, Path]) -> dict:
         "dirty": code.endswith("+dirty"), "finished": str(rec.get("runtime", {}).get("finished", "")),
         "results_dir": found.root.as_posix() if found.path != found.root else found.path.parent.as_posix(),
         "record_file": record_file, "scores_file": scores.get("path"), "scores_sha256": scores.get("sha256"),
+        "tuning_warnings": SEPARATOR.join(record_warnings(rec)),
     })
     return row
 

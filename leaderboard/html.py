@@ -14,20 +14,20 @@ import hashlib
 from datetime import datetime, timezone
 
 from . import stats
-from .aggregate import SUMMARY_METRICS, Row, Table
+from .aggregate import SUMMARY_METRICS, TUNING_FLAG, Row, Table
 from .plots import esc, family_panels, gap_plot, known_label
 from .reference import AVERAGE, ReferenceIndex, published_table
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Liberation Sans",sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
-header,main{max-width:1200px;margin:0 auto;padding:0 16px}
+header,main{max-width:1480px;margin:0 auto;padding:0 12px}
 header{padding-top:16px}
 h1{font-size:22px;margin:8px 0}
 h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 h3{font-size:15px;margin:16px 0 6px}
 nav a{margin-right:12px}
 table{border-collapse:collapse;background:#fff;margin:6px 0 12px;font-variant-numeric:tabular-nums}
-th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;white-space:nowrap}
+th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child,td.text,th.text{text-align:left}
 thead th{background:#f0f0f0;position:sticky;top:0}
 th button{font:inherit;font-weight:600;border:0;background:none;cursor:pointer;padding:0}
@@ -35,6 +35,10 @@ th[aria-sort=ascending] button::after{content:" \\25B2"}
 th[aria-sort=descending] button::after{content:" \\25BC"}
 td small{color:#666;display:block;font-size:11px}
 td.missing{color:#aaa}
+table.main{font-size:13px}table.main th,table.main td{padding:3px 5px}
+table.main td:first-child{white-space:normal;min-width:8em;max-width:12em}
+td small.mde{color:#555;white-space:normal;font-size:10px}
+table.main td:first-child small{font-size:10px}
 .gap-pos{color:#1a7f37}.gap-neg{color:#b42318}
 .badge{font-size:11px;border-radius:3px;padding:0 4px;margin-left:4px;background:#fff3cd;color:#7a5b00}
 figure{margin:8px 0;background:#fff;border:1px solid #ddd;display:inline-block}
@@ -97,12 +101,26 @@ def _csp_hash(text: str) -> str:
 
 
 
-def _stat_cell(stat, versus=None, extra_class: str = "") -> str:
+def _stat_cell(stat, versus=None, extra_class: str = "", resolution: bool = False, compact: bool = False,
+               compared: bool = False) -> str:
+    """A statistic's cell; with ``resolution``, a second line: the difference to the baseline and its
+    MDE (``compared``: the row has a baseline); ``compact``: the mean alone (the interval on hover)."""
     if stat is None or stat.mean is None:
         return f'<td class="missing {extra_class}" data-value="">–</td>'
     title = stat.detail() + (f"; vs baseline {versus.detail()}" if versus is not None else "")
-    return (f'<td class="{extra_class}" data-value="{stat.mean:.6f}" title="{esc(title)}">{esc(stat.text())}'
-            f'{_mark(versus)}</td>')
+    text = f"{stat.mean:.1f}" if compact else stat.text()
+    return (f'<td class="{extra_class}" data-value="{stat.mean:.6f}" title="{esc(title)}">{esc(text)}'
+            f'{_mark(versus)}{_resolution_line(versus, compared) if resolution else ""}</td>')
+
+
+def _resolution_line(versus, compared: bool = False) -> str:
+    """``Δ +7.2 · MDE 6.2`` under a cell compared with the baseline; ``MDE n/a`` where the row has a
+    baseline but fewer than 2 paired seeds here; nothing for a row without a baseline."""
+    if versus is None or versus.mde is None:
+        return ('<small class="mde" data-mde="" title="fewer than 2 seeds paired with the baseline: the minimum '
+                'detectable effect is undefined">MDE n/a</small>' if compared else "")
+    # no-break spaces: a narrow column wraps the line at the "·" only
+    return f'<small class="mde" data-mde="{versus.mde:.6f}">Δ\u00a0{versus.diff:+.1f} · MDE\u00a0{versus.mde:.1f}</small>'
 
 
 def _mark(versus) -> str:
@@ -112,7 +130,9 @@ def _mark(versus) -> str:
             f'{esc(stats.MARK_SYMBOL[versus.mark])}</span>')
 
 
-def _method_cell(row: Row) -> str:
+def _method_cell(row: Row, budget_differs: bool = False) -> str:
+    """Name, badges (baseline, other mask, dirty, tuning warnings), the run's detail and, when
+    ``budget_differs`` from the table's common budget, the row's budget badge."""
     badges = ""
     if row.is_baseline:
         badges += '<span class="badge" title="the rows are compared with this one">baseline</span>'
@@ -120,14 +140,30 @@ def _method_cell(row: Row) -> str:
         badges += '<span class="badge" title="this run used a different mask than the other runs of its protocol">other mask</span>'
     if row.dirty:
         badges += '<span class="badge" title="produced from modified code (code_version ends in +dirty)">dirty</span>'
+    if row.tuning_warnings:
+        warnings = "; ".join(f"{known_label(k)}: {w}" for k in sorted(row.tuning_warnings) for w in row.tuning_warnings[k])
+        badges += f'<span class="badge tuning-warning" title="{esc(warnings)}">{esc(TUNING_FLAG)}</span>'
     options = esc(", ".join(f"{k}={v}" for k, v in sorted(row.options.items()))) or "defaults"
+    budget = f" {_budget_badge(row)}" if budget_differs else ""
     return (f'<td class="text" data-value="{esc(row.method)}" title="options: {options}">{esc(row.method)}{badges}'
-            f'<small>{esc(row.detail)}</small></td>')
+            f'<small>{esc(row.detail)}{budget}</small></td>')
+
+
+def _budget_badge(row: Row) -> str:
+    return (f'<span class="budget" data-budget="{esc(row.budget_id)}" title="{esc(row.budget_text)}">'
+            f'{esc(row.budget_label)}</span>')
 
 
 def _budget_cell(row: Row) -> str:
-    return (f'<td class="text" data-value="{esc(row.budget_label)}"><span class="budget" data-budget="{esc(row.budget_id)}" '
-            f'title="{esc(row.budget_text)}">{esc(row.budget_label)}</span></td>')
+    return f'<td class="text" data-value="{esc(row.budget_label)}">{_budget_badge(row)}</td>'
+
+
+def common_budget(table: Table) -> str:
+    """The budget id most rows share (ties: the smallest id); '' for a table without rows."""
+    counts: dict[str, int] = {}
+    for row in table.rows:
+        counts[row.budget_id] = counts.get(row.budget_id, 0) + 1
+    return min(counts, key=lambda b: (-counts[b], b)) if counts else ""
 
 
 def _head(*columns: tuple[str, str]) -> str:
@@ -141,17 +177,36 @@ def _row_attrs(row: Row) -> str:
 
 
 def _main_table(table: Table) -> str:
-    head = _head(("Method", "text"), ("Budget", "text"), *((known_label(k), "num") for k in table.knowns),
+    """Rows by Ave. mAP; each compared cell says its difference to the baseline and its MDE. The
+    budget most rows share is the caption's (:func:`_budget_caption`); only a row with another
+    budget shows its own, under its name. Avg. OF1 / CF1 show the mean (the interval on hover), so
+    that the table fits 1,400 px without scrolling sideways."""
+    common = common_budget(table)
+    head = _head(("Method", "text"), *((known_label(k), "num") for k in table.knowns),
                  ("Ave. mAP", "num"), ("Avg. OF1", "num"), ("Avg. CF1", "num"), ("Seeds", "num"))
     body = []
     for row in table.rows:
-        cells = [_method_cell(row), _budget_cell(row)]
-        cells += [_stat_cell(row.cells.get(k, {}).get("mAP"), row.versus.get(k)) for k in table.knowns]
-        cells += [_stat_cell(row.average.get(m), row.versus.get(AVERAGE) if m == "mAP" else None) for m in SUMMARY_METRICS]
+        cells = [_method_cell(row, budget_differs=row.budget_id != common)]
+        cells += [_stat_cell(row.cells.get(k, {}).get("mAP"), row.versus.get(k), resolution=True,
+                             compared=row.has_baseline) for k in table.knowns]
+        cells += [_stat_cell(row.average.get(m), row.versus.get(AVERAGE) if m == "mAP" else None, resolution=m == "mAP",
+                             compact=m != "mAP", compared=row.has_baseline) for m in SUMMARY_METRICS]
         cells.append(f'<td data-value="{len(row.seeds)}" title="seeds: {esc(", ".join(map(str, row.seeds)))}">{len(row.seeds)}</td>')
         body.append(f'<tr {_row_attrs(row)}>{"".join(cells)}</tr>')
     return (f'<table class="sortable main" data-table="{esc(table.key)}"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _budget_caption(table: Table) -> str:
+    """One line under the main table: the budget most rows share (and how many rows differ)."""
+    common = common_budget(table)
+    if not common:
+        return ""
+    row = next(r for r in table.rows if r.budget_id == common)
+    others = sum(r.budget_id != common for r in table.rows)
+    scope = "every row" if not others else f"every row without its own budget under its name ({others} have one)"
+    return (f'<p class="note budget-caption" data-budget="{esc(common)}">Budget of {scope}: '
+            f'<code>{esc(common)}</code> {esc(row.budget_text)}.</p>')
 
 
 def _versus_table(table: Table) -> str:
@@ -160,18 +215,31 @@ def _versus_table(table: Table) -> str:
         return (f'<p class="note">No paired comparison: no row shares its protocol and budget with a '
                 f'{esc(table.baseline)} row on at least 2 seeds.</p>')
     columns = [*table.knowns, AVERAGE]
-    head = _head(("Method", "text"), ("Budget", "text"), *((known_label(k) if k != AVERAGE else "Ave.", "num") for k in columns))
+    common = common_budget(table)
+    head = _head(("Method", "text"), *((known_label(k) if k != AVERAGE else "Ave.", "num") for k in columns))
     body = []
     for row in rows:
-        cells = [_method_cell(row), _budget_cell(row)]
+        cells = [_method_cell(row, budget_differs=row.budget_id != common)]
         for k in columns:
             v = row.versus.get(k)
+            seeds = f"{v.seeds_needed}\u00a0seeds" if v is not None and v.seeds_needed is not None else "∞"
             cells.append('<td class="missing" data-value="">–</td>' if v is None else
                          f'<td data-value="{v.diff:.6f}" data-mark="{esc(v.mark)}" title="{esc(v.detail())}">'
-                         f'{v.diff:+.1f}{_mark(v)}</td>')
+                         f'{v.diff:+.1f}{_mark(v)}<small class="mde" data-mde="{v.mde:.6f}" '
+                         f'data-seeds-needed="{v.seeds_needed or ""}">MDE\u00a0{v.mde:.1f} · {seeds}</small></td>')
         body.append(f'<tr {_row_attrs(row)}>{"".join(cells)}</tr>')
     return (f'<table class="sortable versus" data-table="{esc(table.key)}-versus"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def _tuning_warnings(table: Table) -> str:
+    rows = [row for row in table.rows if row.tuning_warnings]
+    if not rows:
+        return ""
+    items = "".join(f'<li data-method="{esc(row.method)}"><b>{esc(row.method)}</b> at {esc(known_label(k))}: {esc(w)}</li>'
+                    for row in rows for k in sorted(row.tuning_warnings) for w in row.tuning_warnings[k])
+    return (f'<details class="tuning-warnings"><summary>{esc(TUNING_FLAG)}: {len(rows)} row(s) chose a value at an edge '
+            f'of the tuning grid or selected the first epoch</summary><ul class="note">{items}</ul></details>')
 
 
 def _bins_table(table: Table) -> str:
@@ -262,10 +330,15 @@ def _section(t: Table, reference: ReferenceIndex | None) -> str:
         f'std, the interval and the comparison); intervals here: {esc(methods)}. '
         f'{esc(stats.MARK_SYMBOL[stats.BETTER])} / {esc(stats.MARK_SYMBOL[stats.WORSE])} / '
         f'{esc(stats.MARK_SYMBOL[stats.TIE])}: better / worse / tie against {esc(t.baseline)} at the same protocol and '
-        'budget (<a href="#statistics">how</a>). Rows never merge different protocols or budgets.</p>',
-        f'<div class="scroll">{_main_table(t)}</div>',
+        'budget (<a href="#statistics">how</a>). Under a compared cell: Δ, its difference to the baseline, and the '
+        f'MDE, the smallest true difference the table detects with probability {stats.POWER:g}: a tie with a gap below '
+        'the MDE means the table cannot tell. Rows never merge different protocols or budgets.</p>',
+        f'<div class="scroll">{_main_table(t)}</div>', _budget_caption(t), _tuning_warnings(t),
         f'<h3>mAP against the known proportion, by method family</h3><div class="panels">{family_panels(t)}</div>',
         f'<h3>Paired differences against {esc(t.baseline)} (mAP points)</h3>',
+        f'<p class="note">Under each difference: its MDE and the seeds an MDE of {stats.TARGET_MDE:g} point would need '
+        '(∞: no number of seeds on this test set, the shared test-image noise sets a floor; hover a cell for it). '
+        'Budgets as in the main table.</p>',
         f'<div class="scroll">{_versus_table(t)}</div>',
         '<h3>mAP by class frequency (head / medium / tail)</h3>', _bins_table(t),
         '<h3>Reproduced vs published</h3>', gap_figure,

@@ -28,6 +28,22 @@ difference over the *same* image resamples (paired) and a two-sided t-test on
 ``mean(d) / sqrt(s_d²/n + v)`` with the ``ν`` above.
 Differences that are all equal have ``SE = 0``: p = 1 when they are 0, else 0.
 
+**Resolution: the minimum detectable effect (MDE)** of each paired comparison, at two-sided
+``alpha = 0.05`` and power 0.8: ``MDE = (t(0.975, ν) + t(0.80, ν)) · SE`` with the same ``SE`` and
+``ν`` as the comparison's interval (without saved scores ``SE = s_d / sqrt(n)``, ``ν = n - 1``,
+i.e. ``(t(0.975, n-1) + t(0.80, n-1)) · s_d / sqrt(n)``). A true difference smaller than the MDE
+is more likely than not (risk above 20 %) to be marked a tie, so a tie below it says "the table
+cannot tell", not "equal". **Seeds for a 1-point MDE:** the smallest ``n' >= 2`` whose MDE, with
+``s_d`` as measured, is at most 1 point. With saved scores the test-image part of ``SE²`` is
+split into what averages out over seeds and what the seeds share (one test set):
+``v(n') = c + (v1 - c) / n'``, ``v1`` the mean of the seeds' own bootstrap variances of their
+difference, ``c = max(0, (n·v - v1) / (n - 1))`` their mean covariance (``v`` the variance of
+the mean at the measured ``n``); without ``v1`` all of ``v`` is taken as shared (``c = v``). When
+``(t(0.975, ∞) + t(0.80, ∞)) · sqrt(c) > 1`` no number of seeds reaches 1 point on this test
+set: reported as unreachable, with that floor. Fewer than 2 paired seeds: no comparison, no MDE.
+Like the interval, this counts the test-image variance on top of the seeds' spread (which
+already holds the part of it that differs between seeds), so it errs towards more seeds.
+
 **Multiplicity:** all comparisons of one table (every method x proportion, and every method's
 Ave.) are one family, adjusted with Benjamini–Hochberg (``scipy.stats.false_discovery_control``)
 to q-values; a cell is marked *better* / *worse* when ``q <= 0.05`` (by the sign of the mean
@@ -57,6 +73,12 @@ from scipy import stats
 LEVEL = 0.95
 #: q-value at or below which a paired comparison is marked better / worse.
 ALPHA = 0.05
+#: Power at which the minimum detectable effect is stated (two-sided test at ``1 - LEVEL``).
+POWER = 0.8
+#: The effect (mAP points) whose required number of seeds is reported.
+TARGET_MDE = 1.0
+#: Largest number of seeds searched for :data:`TARGET_MDE` (beyond: reported as unreachable).
+MAX_SEEDS = 100_000
 T_SEEDS = "t"
 T_IMAGES = "t+images"
 INTERVAL_TEXT = {T_SEEDS: "t-interval over seeds",
@@ -152,18 +174,116 @@ class Paired:
     method: str
     q: float | None = None
     mark: str = ""
+    mde: float | None = None            # minimum detectable effect (alpha 0.05, power 0.8), mAP points
+    seeds_needed: int | None = None     # seeds for an MDE of TARGET_MDE (None: unreachable by seeds)
+    mde_floor: float = 0.0              # the MDE no number of seeds gets below (shared test-image noise)
 
     def text(self, digits: int = 1) -> str:
         return f"{self.diff:+.{digits}f} [{self.lo:+.{digits}f}, {self.hi:+.{digits}f}]"
 
+    def seeds_text(self) -> str:
+        """``53`` seeds for a 1-point MDE, ``∞ (floor 1.4)`` when more seeds cannot get there."""
+        return f"∞ (floor {self.mde_floor:.1f})" if self.seeds_needed is None else str(self.seeds_needed)
+
+    def mde_text(self, digits: int = 1) -> str:
+        """``MDE 8.3 (53 seeds for 1)``, or ``MDE 8.3 (no number of seeds reaches 1: floor 1.4)``."""
+        if self.seeds_needed is None:
+            return (f"MDE {self.mde:.{digits}f} (no number of seeds reaches {TARGET_MDE:g}: floor "
+                    f"{self.mde_floor:.{digits}f})")
+        return f"MDE {self.mde:.{digits}f} ({self.seeds_needed} seeds for {TARGET_MDE:g})"
+
     def detail(self) -> str:
         q = "" if self.q is None else f", q = {self.q:.3g} (BH)"
+        mde = "" if self.mde is None else f"; {self.mde_text(2)}"
         return (f"{self.mark or 'untested'}: {self.text(2)} over {self.n} paired seeds, p = {self.p:.3g}{q} "
-                f"({INTERVAL_TEXT.get(self.method, self.method)})")
+                f"({INTERVAL_TEXT.get(self.method, self.method)}){mde}")
 
 
-def paired(values, baseline, image_var: float | None = None) -> Paired | None:
-    """The paired comparison of per-seed ``values`` with ``baseline`` (same order); None below 2 pairs."""
+def _mde_factor(df):
+    """``t(0.975, ν) + t(0.80, ν)`` (elementwise), the MDE in units of SE."""
+    return stats.t.ppf(0.5 + LEVEL / 2, df) + stats.t.ppf(POWER, df)
+
+
+def mde(std: float, n: int, image_var: float | None = None) -> float | None:
+    """Minimum detectable effect of a paired comparison of ``n`` seeds whose differences have sample std ``std``.
+
+    ``(t(0.975, ν) + t(0.80, ν)) · SE`` with the interval's ``SE`` and ``ν`` (see the module
+    docstring); None below 2 seeds.
+    """
+    if n < 2:
+        return None
+    seed_var = std ** 2 / n
+    if image_var is None:
+        return float(_mde_factor(n - 1)) * math.sqrt(seed_var)
+    return float(_mde_factor(welch_df(seed_var, image_var, n))) * math.sqrt(seed_var + image_var)
+
+
+def _image_parts(n: int, image_var: float | None, image_var_single: float | None) -> tuple[float, float]:
+    """``(c, v1)``: the test-image variance the seeds share and one seed's own (module docstring)."""
+    if image_var is None:
+        return 0.0, 0.0
+    if image_var_single is None:
+        return image_var, image_var
+    shared = max(0.0, (n * image_var - image_var_single) / (n - 1))
+    return shared, max(image_var_single, shared)
+
+
+def mde_floor(n: int, image_var: float | None = None, image_var_single: float | None = None) -> float:
+    """The MDE infinitely many seeds would leave: ``(t(0.975, ∞) + t(0.80, ∞)) · sqrt(c)`` (0 without images)."""
+    return float(_mde_factor(math.inf)) * math.sqrt(_image_parts(n, image_var, image_var_single)[0])
+
+
+def seeds_needed(std: float, n: int, image_var: float | None = None, image_var_single: float | None = None,
+                 target: float = TARGET_MDE) -> int | None:
+    """The smallest number of seeds (>= 2) whose MDE is at most ``target``; None when no number up to
+    :data:`MAX_SEEDS` gets there (the test-image variance the seeds share sets a floor).
+
+    ``std``, ``n``, ``image_var``: as measured (see :func:`mde`); ``image_var_single``: the mean
+    of the seeds' own bootstrap variances of their difference, which splits ``image_var`` into a
+    shared and an averaging part (module docstring); None counts all of it as shared.
+    """
+    if n < 2:
+        return None
+    shared, single = _image_parts(n, image_var, image_var_single)
+    if mde_floor(n, image_var, image_var_single) > target:
+        return None
+
+    def reaches(count: int) -> bool:
+        seed_var = std ** 2 / count
+        image = shared + (single - shared) / count
+        df = count - 1 if image_var is None else welch_df(seed_var, image, count)
+        return float(_mde_factor(df)) * math.sqrt(seed_var + image) <= target
+
+    # The MDE falls as seeds are added (smaller SE, more degrees of freedom): double, then bisect.
+    lo, hi = 1, 2
+    while not reaches(hi):
+        if hi >= MAX_SEEDS:
+            return None
+        lo, hi = hi, min(2 * hi, MAX_SEEDS)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if reaches(mid) else (mid, hi)
+    return hi
+
+
+def paired(values, baseline, image_var: float | None = None, image_var_single: float | None = None) -> Paired | None:
+    """The paired comparison of per-seed ``values`` with ``baseline`` (same order), with its MDE; None below 2 pairs.
+
+    ``image_var``: the bootstrap variance of the mean difference; ``image_var_single``: the mean
+    of the seeds' own bootstrap variances (only for the seeds needed; see :func:`seeds_needed`).
+    """
+    result = _paired(values, baseline, image_var)
+    if result is None:
+        return None
+    a, b = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
+    d = (a - b)[np.isfinite(a) & np.isfinite(b)]
+    std = float(d.std(ddof=1))
+    return replace(result, mde=mde(std, result.n, image_var),
+                   seeds_needed=seeds_needed(std, result.n, image_var, image_var_single),
+                   mde_floor=mde_floor(result.n, image_var, image_var_single))
+
+
+def _paired(values, baseline, image_var: float | None = None) -> Paired | None:
     a, b = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]
@@ -235,6 +355,13 @@ def explanation(baseline: str) -> list[str]:
         "saved scores, the paired bootstrap variance of the difference is added); p-values of every comparison "
         f"in the table (method x proportion, and Ave.) adjusted by Benjamini-Hochberg; marked when q ≤ {ALPHA}. "
         "At least 2 paired seeds are needed.",
+        f"Resolution: every comparison with {baseline} states its minimum detectable effect (MDE), the true "
+        f"difference the test would find with probability {POWER:g} at two-sided alpha {1 - LEVEL:.2g}: "
+        f"MDE = (t(0.975, df) + t({POWER:g}, df)) x SE, with the SE and degrees of freedom of the comparison's "
+        "interval (over seeds alone: SE = s_d / sqrt(n), df = n - 1, s_d the std of the per-seed differences). "
+        "A tie (≈) in a cell whose MDE exceeds the gap you care about means the table cannot tell, not that the "
+        f"methods are equal. Beside it: the seeds a {TARGET_MDE:g}-point MDE would need with the measured s_d "
+        "(∞ when the test-image noise the seeds share is already too large: more test images, not seeds).",
         "Frequency bins: in each run's mask, classes ranked by their known training positives (ties by class "
         "index); the first third is head, the next third medium, the rest tail; a bin's mAP is the mean test "
         "AP of its classes, aggregated over seeds like mAP.",

@@ -205,14 +205,20 @@ def test_page_shows_the_expected_rows_with_intervals_marks_and_budgets(page):
     protocols = page.js(f"{ROWS}.map(r => r.dataset.protocol)")
     assert protocols[0] != protocols[6]  # the hcp-scheme run is its own row
     first = page.js("Array.from(document.querySelector('table.main tbody tr').cells).map(c => c.textContent.trim())")
-    # 80 + 10 * known (+0.5 for seed 1): mean ± t(0.975, 1) * 0.354 / sqrt(2) = ± 3.2; 10 points above partial-bce
-    assert first[2:5] == ["81.2 ± 3.2▲", "82.2 ± 3.2▲", "83.2 ± 3.2▲"]
+    # 80 + 10 * known (+0.5 for seed 1): mean ± t(0.975, 1) * 0.354 / sqrt(2) = ± 3.2; 10 points above partial-bce,
+    # every seed by exactly 10 (s_d = 0): MDE 0
+    assert first[1:4] == [f"{v} ± 3.2▲Δ\u00a0+10.0 · MDE\u00a00.0" for v in ("81.2", "82.2", "83.2")]
     marks = page.js(f"{ROWS}.map(r => Array.from(r.querySelectorAll('.mark')).map(m => m.dataset.mark).join(','))")
     assert set(marks[0].split(",")) == {"better"} and set(marks[2].split(",")) == {"worse"} and marks[1] == ""
-    title = page.js("document.querySelector('table.main tbody tr td:nth-child(3)').getAttribute('title')")
+    title = page.js("document.querySelector('table.main tbody tr td:nth-child(2)').getAttribute('title')")
     assert "2 seeds, std 0.35, 95% interval [78.1, 84.4] (t-interval over seeds)" in title and "better: +10.00" in title
-    budget = page.js("document.querySelector('table.main .budget').getAttribute('title')")
-    assert budget.startswith("epochs: 2; image size: –; batch size: 8; lr: 0.001")
+    assert "MDE 0.00 (2 seeds for 1)" in title
+    # one budget for every row: a caption line, no column, no per-row badge
+    caption = page.js("document.querySelector('.budget-caption').textContent")
+    assert caption.startswith("Budget of every row:") and "epochs: 2; image size: –; batch size: 8; lr: 0.001" in caption
+    assert page.js("document.querySelectorAll('table.main .budget').length") == 0
+    headers = page.js("Array.from(document.querySelectorAll('table.main thead th')).map(h => h.textContent)")
+    assert "Budget" not in headers and headers[-4:] == ["Ave. mAP", "Avg. OF1", "Avg. CF1", "Seeds"]
     assert page.js("document.querySelectorAll('table.bins tbody tr').length") == 7
     assert page.js("document.querySelectorAll('table.versus tbody tr').length") == 3
 
@@ -251,13 +257,13 @@ def test_injected_names_render_as_text_and_never_run(page):
 
 
 def test_clicking_a_header_sorts_numerically_with_missing_values_last(page):
-    column = f"{ROWS}.map(r => r.cells[4].getAttribute('data-value'))"
-    page.js("document.querySelectorAll('table.main thead th')[4].querySelector('button').click()")  # the 30% column
+    column = f"{ROWS}.map(r => r.cells[3].getAttribute('data-value'))"
+    page.js("document.querySelectorAll('table.main thead th')[3].querySelector('button').click()")  # the 30% column
     ascending = page.js(column)
     numbers = [float(v) for v in ascending if v]
     assert numbers == sorted(numbers) and len(numbers) == 5 and ascending[5:] == ["", ""]
-    assert page.js("document.querySelectorAll('table.main thead th')[4].getAttribute('aria-sort')") == "ascending"
-    page.js("document.querySelectorAll('table.main thead th')[4].querySelector('button').click()")
+    assert page.js("document.querySelectorAll('table.main thead th')[3].getAttribute('aria-sort')") == "ascending"
+    page.js("document.querySelectorAll('table.main thead th')[3].querySelector('button').click()")
     descending = page.js(column)
     assert [float(v) for v in descending if v] == sorted(numbers, reverse=True) and descending[5:] == ["", ""]
     page.js("document.querySelectorAll('table.main thead th')[0].querySelector('button').click()")
@@ -279,3 +285,46 @@ def test_a_broken_page_would_be_caught(browser, tmp_path):
     browser._read(lambda m: m.get("method") == "Page.loadEventFired")
     problems = browser.problems()
     assert any("undefinedFunction" in p for p in problems) and any(p.startswith("dialog") for p in problems)
+
+
+# --------------------------------------------------------------------------- the first screen (issue 19.2)
+
+@pytest.fixture(scope="module")
+def wide_site(tmp_path_factory):
+    """A table as wide as the built-in one: 20 methods x 9 proportions x 3 seeds, two-digit
+    intervals and MDEs (seeds 12 points apart) on half of them, paired with partial-bce."""
+    tmp = tmp_path_factory.mktemp("lb-wide")
+    records = sweep("partial-bce", 60, knowns=KNOWNS, seeds=(0, 1, 2))
+    for i in range(19):
+        jitter = 12.0 if i % 2 else 0.7
+        records += sweep(f"method-{i:02d}-pl", 40 + i, knowns=KNOWNS, seeds=(0, 1, 2), seed_jitter=jitter)
+    for i, rec in enumerate(records):
+        write_record_file(tmp / "results" / str(i), rec)
+    build_leaderboard(tmp / "results", tmp / "site")
+    return tmp / "site" / "index.html"
+
+
+def test_at_1400_px_the_main_table_needs_no_sideways_scroll_and_shows_ave_and_the_mde(browser, wide_site, site, tmp_path):
+    browser.call("Emulation.setDeviceMetricsOverride", {"width": 1400, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+    browser.open(wide_site.as_uri())
+    try:
+        assert browser.problems() == []
+        box = json.loads(browser.js(
+            "JSON.stringify((() => { const t = document.querySelector('table.main'), s = t.parentElement;"
+            " const ave = Array.from(t.tHead.rows[0].cells).find(h => h.textContent === 'Ave. mAP');"
+            " return {table: t.getBoundingClientRect().right, scroll: s.scrollWidth, client: s.clientWidth,"
+            " page: document.documentElement.scrollWidth, inner: window.innerWidth,"
+            " ave: ave.getBoundingClientRect().right, rows: t.tBodies[0].rows.length}; })())"))
+        assert box["rows"] == 20
+        assert box["scroll"] <= box["client"], box  # the table's own scroller has nothing to scroll
+        assert box["page"] <= box["inner"] and box["table"] <= box["inner"] and box["ave"] <= box["inner"], box
+        # every compared cell, Ave. included, says its difference and its MDE; the baseline's cells do not
+        lines = browser.js(f"{ROWS}.map(r => r.querySelectorAll('small.mde').length)")
+        methods = browser.js(f"{ROWS}.map(r => r.dataset.method)")
+        assert {m: n for m, n in zip(methods, lines)} == {m: 0 if m == "partial-bce" else 10 for m in methods}
+        shot = browser.call("Page.captureScreenshot", {"format": "png"})
+        (tmp_path / "first-screen.png").write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        browser.call("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 1600, "deviceScaleFactor": 1,
+                                                            "mobile": False})
+        browser.open(site.as_uri())  # back to the page the other tests share

@@ -31,6 +31,7 @@ def tables(results):
 
 
 def _same(a, b) -> bool:
+    a, b = (None if x is pd.NA else x for x in (a, b))  # a nullable integer column's missing value
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     if a is None or (isinstance(a, float) and math.isnan(a)):
@@ -45,7 +46,7 @@ def _same(a, b) -> bool:
 
 
 def _csv_value(v):
-    if v is None or v == "" or (isinstance(v, float) and math.isnan(v)):
+    if v is None or v is pd.NA or v == "" or (isinstance(v, float) and math.isnan(v)):
         return None
     if isinstance(v, (list, dict)):
         return v

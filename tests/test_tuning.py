@@ -25,6 +25,12 @@ def test_tune_selects_on_validation_and_records_every_candidate(cli, tmp_path):
         assert (path.parent / candidate["epoch_log"]).is_file()
     # The chosen candidate's validation score is the record's validation mAP (same best epoch).
     assert record["metrics"]["val"]["mAP"] == max(scores.values())
+    # A two-point grid: whichever value wins is at an edge; said in the record and in the log.
+    chosen_lr = tuning["chosen"]["lr"]
+    assert tuning["warnings"][0].startswith(f"grid-edge: lr={chosen_lr:g} is the "
+                                            f"{'smallest' if chosen_lr == 1e-3 else 'largest'} value of the grid")
+    assert any(w.startswith("first-epoch") for w in tuning["warnings"]) == (record["selection"]["best_epoch"] == 0)
+    assert f"WARNING grid-edge: lr={chosen_lr:g}" in res.output + res.stderr
 
 
 def test_one_point_grid_equals_the_plain_run_and_resume_does_not_retrain(cli, tmp_path):
@@ -35,6 +41,8 @@ def test_one_point_grid_equals_the_plain_run_and_resume_does_not_retrain(cli, tm
     tuned = json.loads(tuned_path.read_text())
     assert tuned["metrics"]["test"] == plain["metrics"]["test"]  # scored from the checkpoint = scored directly
     assert tuned["config_hash"] != plain["config_hash"]  # the grid is part of the run's identity
+    # one value has no edge; a warning could only be a first-epoch selection
+    assert all(w.startswith("first-epoch") for w in tuned["tuning"].get("warnings", []))
     tuned_path.unlink()
     res = _run(cli, tmp_path / "tuned", "--tune", "lr=3e-3", "--resume")
     assert res.exit_code == 0, res.stderr
@@ -73,6 +81,11 @@ def test_tune_seed_searches_on_one_seed_and_the_others_train_its_choice(cli, tmp
     assert len(searched["tuning"]["candidates"]) == 2 and searched["tuning"]["chosen_on_seed"] == 0
     assert reused["tuning"]["candidates"] == [] and reused["tuning"]["chosen"] == searched["tuning"]["chosen"]
     assert reused["tuning"]["chosen_by"] == "partial-bce__digit-scenes__pal__0.5__seed0"
+    # the seed that reuses the choice is warned of the grid edge too, and of its own first-epoch selection
+    for rec in (searched, reused):
+        warnings = rec["tuning"]["warnings"]
+        assert warnings[0].startswith(f"grid-edge: lr={rec['tuning']['chosen']['lr']:g}")
+        assert any(w.startswith("first-epoch") for w in warnings) == (rec["selection"]["best_epoch"] == 0)
     assert reused["train"]["lr"] == searched["tuning"]["chosen"]["lr"]
     assert not (tmp_path / "s" / "partial-bce__digit-scenes__pal__0.5__seed1" / "candidates").exists()
     assert reused["config_hash"] == searched["config_hash"]
