@@ -62,25 +62,6 @@ def run(args: argparse.Namespace) -> None:
             subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def mde(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Minimum detectable effect of a paired t-test with n pairs of differences of SD ``sd``."""
-    from scipy import stats
-
-    if n < 2 or not math.isfinite(sd):
-        return math.nan
-    return (stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n)
-
-
-def seeds_needed(sd: float, target: float, limit: int = 10_000) -> int | None:
-    """The fewest seeds whose MDE is at most ``target`` (None beyond ``limit``)."""
-    n = 2
-    while n <= limit:
-        if mde(sd, n) <= target:
-            return n
-        n += 1 if n < 100 else max(1, n // 10)
-    return None
-
-
 def records(root: Path) -> dict[tuple[str, int], dict]:
     out = {}
     for path in root.rglob("record.json"):
@@ -91,6 +72,8 @@ def records(root: Path) -> dict[tuple[str, int], dict]:
 
 def report(args: argparse.Namespace) -> None:
     import numpy as np
+
+    from mlrpl_bench.leaderboard.stats import mde, seeds_needed
 
     rows = []
     for design_dir in sorted(p for p in Path(args.out).iterdir() if p.is_dir()):
@@ -115,7 +98,8 @@ def report(args: argparse.Namespace) -> None:
                 sd = float(d.std(ddof=1))
                 rows.append({"design": design_dir.name, "method": method, "vs": base, "n": len(common),
                              "mean": float(d.mean()), "sd": sd, "mde": mde(sd, len(common)),
-                             "seeds_for_mde_2": seeds_needed(sd, 2.0), "seeds_for_mde_1": seeds_needed(sd, 1.0)})
+                             "seeds_for_mde_2": seeds_needed(sd, len(common), target=2.0),
+                             "seeds_for_mde_1": seeds_needed(sd, len(common), target=1.0)})
     print("| design | method | vs | n | mean | SD | MDE | seeds for MDE 2 | seeds for MDE 1 | CPU s/cell |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
