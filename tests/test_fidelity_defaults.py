@@ -160,3 +160,32 @@ def test_dsrb_map_prototypes_use_at_most_100_maps_per_class_and_quadrant():
     # 100/101 of it (the cap is reached), and a cap above n keeps all 130: 130/131.
     assert torch.allclose(prototypes[None], maps[0] * 100 / 101, atol=1e-6)
     assert torch.allclose(prototypes[200], maps[0] * n / (n + 1), atol=1e-6)
+
+
+# -- the table itself ------------------------------------------------------------------------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def fidelity_rows() -> list[str]:
+    lines = (ROOT / "docs" / "fidelity.md").read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.startswith("|") and not line.startswith("|---") and "| test |" not in line]
+
+
+def test_every_fidelity_row_names_a_test_that_exists():
+    import re
+
+    missing = []
+    for row in fidelity_rows():
+        names = re.findall(r"`(?:(tests/test_\w+\.py)::)?(test_\w+)`", row)
+        files = re.findall(r"`(tests/test_\w+\.py)`", row)  # a whole test file
+        if not names and not files and re.search(r"\| same tests? \|\s*$", row):
+            continue  # the row above's test covers it
+        if not names and not files:
+            missing.append(f"no test named in: {row[:70]}")
+        missing += [path for path in files if not (ROOT / path).is_file()]
+        for path, name in names:
+            path = path or "tests/test_fidelity.py"  # the table's convention for a bare name
+            if not re.search(rf"^def {name}\(", (ROOT / path).read_text(encoding="utf-8"), flags=re.M):
+                missing.append(f"{path}::{name}")
+    assert not missing, f"docs/fidelity.md names tests that do not exist: {missing}"
