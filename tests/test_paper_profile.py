@@ -97,6 +97,11 @@ def test_the_pool_is_the_official_2x2_average_of_the_layer4_maps_at_a_tiny_input
     assert b.shape[-2:] == (4, 4) and a.shape[-2:] == (2, 2)  # 448 / 64 = 7 at 448 px; 128 / 64 = 2 here
     assert torch.allclose(a[0, :, 0, 0], b[0, :, :2, :2].mean(dim=(-2, -1)), atol=1e-5)
     assert torch.allclose(a[0, :, 1, 1], b[0, :, 2:, 2:].mean(dim=(-2, -1)), atol=1e-5)
+    # the frozen track's feature cache tells them apart although their weights are the same
+    from mlrpl_bench.feature_cache import module_fingerprint
+    from mlrpl_bench.models.backbones import FrozenBackbone
+
+    assert module_fingerprint(FrozenBackbone(pooled)) != module_fingerprint(FrozenBackbone(plain))
 
 
 @pytest.mark.parametrize("plugin", ["sst", "hst", "dsrb"])
