@@ -55,6 +55,7 @@ class HST(SemanticTransferMethod):
     Options = make_options_class("HSTOptions", cst_similarity="prototype", thresholds="dtl")
     profiles = {
         "paper": paper_profile(batch_size=32),  # the paper's recipe = scripts/HST.sh's
+        "official": paper_profile(batch_size=32),  # scripts/HST.sh (batch 32), named like sst's and dsrb's
         "paper-literal": dict(HST_PAPER_LITERAL),
     }
 

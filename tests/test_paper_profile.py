@@ -22,8 +22,8 @@ from mlrpl_bench.single_run import run_transforms
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-PROFILES = [("sst", "paper", 32), ("sst", "official", 8), ("hst", "paper", 32), ("dsrb", "paper", 32),
-            ("dsrb", "official", 8)]
+PROFILES = [("sst", "paper", 32), ("sst", "official", 8), ("hst", "paper", 32), ("hst", "official", 32),
+            ("dsrb", "paper", 32), ("dsrb", "official", 8)]
 
 
 def prepared(plugin: str, profile: str, **train):
