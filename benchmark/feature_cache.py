@@ -35,13 +35,19 @@ from .errors import BenchError
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:
-    """sha256 over a module's parameter and buffer names, shapes and values."""
+    """sha256 over a module's parameter and buffer names, shapes and values, and the
+    ``fingerprint_extra()`` text of any submodule that has one (a setting without weights that
+    changes the outputs, e.g. the ``resnet101-pool2`` trunk's pool; empty texts add nothing)."""
     h = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         h.update(name.encode())
         t = tensor.detach().cpu().contiguous()
         h.update(str((t.dtype, tuple(t.shape))).encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    for name, sub in module.named_modules():
+        extra = sub.fingerprint_extra() if hasattr(sub, "fingerprint_extra") else ""
+        if extra:
+            h.update(f"{name}:{extra}".encode())
     return h.hexdigest()
 
 

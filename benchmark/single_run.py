@@ -176,6 +176,17 @@ def initial_model(prepared: PreparedRun, ctx: MethodContext, build_backbone: Cal
     return method, backbone, method.build_model(backbone).to(ctx.device)
 
 
+def run_transforms(dataset, train) -> tuple[Any, Any]:
+    """``(train transform, evaluation transform)`` of a run: the dataset's, except on the frozen
+    track, where training sees the evaluation transform too (a frozen backbone's outputs on
+    un-augmented images are what the feature cache stores, and the no-cache variant must see the
+    same inputs to be comparable). The finetune track trains on the dataset's augmentation."""
+    eval_tf = dataset.transforms(train.image_size, False)
+    if train.track == "frozen":
+        return eval_tf, eval_tf
+    return dataset.transforms(train.image_size, True), eval_tf
+
+
 def train_cell(prepared: PreparedRun, data: SweepData, run_id: str, known: float, seed: int, *, device: torch.device,
                dist: D.DistInfo, output: Path, run_dir: Path, hooks: Any = None, build_backbone: Callable | None = None,
                log: Callable[[str], None] = print, observe: Callable[..., None] | None = None,
@@ -208,12 +219,8 @@ def train_cell(prepared: PreparedRun, data: SweepData, run_id: str, known: float
                                      log=log if dist.is_main else (lambda _: None))
 
     dataset = data.dataset
-    train_tf, eval_tf = dataset.transforms(train.image_size, True), dataset.transforms(train.image_size, False)
+    train_tf, eval_tf = run_transforms(dataset, train)
     frozen = train.track == "frozen"
-    if frozen:
-        # A frozen backbone sees un-augmented images: that is what makes its outputs cacheable,
-        # and the no-cache variant must see the same inputs to be comparable.
-        train_tf = eval_tf
     skip = config.skip_bad_images
     train_rows = SplitRows(train_split, protocol.train_idx, train_labels, train_tf, skip)
     feature_rows = SplitRows(train_split, protocol.train_idx, train_labels, eval_tf, skip)

@@ -32,7 +32,9 @@ class TrainConfig:
     5e-7. (The official 5e-4 at lr 1e-2 drives the semantic-decoupling weights to their decay
     equilibrium within epochs: the attention becomes exactly uniform; 0 would remove the pull
     that lowers HST's official thresholds.) The ``paper`` profiles of the methods are the GPU
-    recipe (ResNet-101, 448 px, lr 1e-5, weight decay 5e-4).
+    recipe (ResNet-101, 448 px, lr 1e-5, weight decay 5e-4); those of the seed methods are the
+    official training (``track="finetune"``, ``resnet101-pool2``, ``freeze_backbone="official"``,
+    ``precision="fp32"``; docs/fidelity.md, "Training").
     """
 
     epochs: Annotated[int, Field(ge=1)] = field(default=20, metadata={"help": "training epochs (the papers' 20)"})

@@ -15,6 +15,11 @@ soft labels for unknown ones:
 Loss eq. 14–16: partial BCE on the original, IPRB and PPRB predictions (equal weights) plus
 λ = 0.05 times the contrastive loss; α and β start at 0.5 and are clamped to [0, 1].
 
+Profiles ``paper`` (batch 32) and ``official`` (``scripts/DSRB.sh``: batch 8) train as the official
+code does: images with its bicubic augmentation, ResNet-101 with its 2x2 pool after layer4
+(``resnet101-pool2``: 7x7 category maps at 448 px, so the quadrant boundary is row/column 3),
+layers 1-3 frozen and layer4 trained, fp32 (``docs/fidelity.md``, "Training").
+
 Schedule: the paper blends from epoch 5 of 20 and recomputes the prototypes every 5 epochs.
 ``blend_start_epoch = -1`` and ``prototype_interval = -1`` (defaults) mean *a quarter of the
 epochs*, rounded (5 for the paper's 20 epochs, 2 for the built-in dataset's 8, 0 for 1–2

@@ -25,6 +25,9 @@ included), the IST score is the mean over the known positives with P(i, i) = 1, 
 prototype contrastive term joins from the pseudo-label epoch (with the code's sign, which pushes
 known positives away from their prototypes), prototypes are scikit-learn K-means centres, and
 L_ist / L_cst ramp up over the first epoch. ``--profile paper-literal`` selects the paper's text.
+``--profile paper`` trains as ``scripts/HST.sh`` does: images with the official bicubic
+augmentation, ResNet-101 with its 2x2 pool after layer4 (``resnet101-pool2``), layers 1-3 frozen
+and layer4 trained, fp32, batch 32 (``docs/fidelity.md``, "Training").
 
 Ablations (Tables 4-7, Fig. 5): ``ablation=ist-only|ist-no-loss|ist-stat|cst-only|cst-no-loss|
 cst-instance|fixed-threshold|sa|baseline``, ``num_prototypes=K``, ``fixed_threshold=θ``.
@@ -52,6 +55,7 @@ class HST(SemanticTransferMethod):
     Options = make_options_class("HSTOptions", cst_similarity="prototype", thresholds="dtl")
     profiles = {
         "paper": paper_profile(batch_size=32),  # the paper's recipe = scripts/HST.sh's
+        "official": paper_profile(batch_size=32),  # scripts/HST.sh (batch 32), named like sst's and dsrb's
         "paper-literal": dict(HST_PAPER_LITERAL),
     }
 

@@ -23,6 +23,9 @@ the first epoch, and the partial BCE is the mean over the batch's known entries.
 ``--profile paper-literal`` selects the paper's text for each of these. Ablations of Table 2:
 ``ablation=ist-only|ist-no-loss|ist-stat|cst-only|cst-no-loss|sa|baseline``. Profiles: ``paper``
 (the paper's recipe, batch 32), ``official`` (the script's recipe, batch 8), ``paper-literal``.
+``paper`` and ``official`` train as the official code does: images with the official bicubic
+augmentation, ResNet-101 with its 2x2 pool after layer4 (``resnet101-pool2``), layers 1-3 frozen
+and layer4 trained, fp32 (``docs/fidelity.md``, "Training").
 
 Default (no profile) sizes for CPU: category features D = the backbone's channels (128 for
 the small CNN, no reduction), SD hidden D/2, classifier input D, φ_intra hidden (D/2, D) -- the
@@ -41,7 +44,9 @@ class SST(SemanticTransferMethod):
     summary = "Structured semantic transfer: IST co-occurrence + CST similarity pseudo labels on SSGRL"
     citation = ("Chen, Pu, Wu, Xie, Lin. Structured Semantic Transfer for Multi-Label Recognition with Partial Labels. "
                 "AAAI 2022")
-    version = "2.0"  # 2.0: the official code's behaviour is the default (docs/fidelity.md)
+    # 2.0: the official code's behaviour is the default (docs/fidelity.md); 2.1: the bank takes a
+    # batch's features in the official order (eviction differs once a class's bank is full).
+    version = "2.1"
     Options = make_options_class("SSTOptions", cst_similarity="instance", thresholds="schedule")
     profiles = {
         "paper": paper_profile(batch_size=32),

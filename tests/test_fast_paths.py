@@ -83,7 +83,7 @@ def test_bank_update_of_all_classes_at_once_equals_the_per_class_loop():
         bank = bank.clone()
         pos = labels > 0
         for cls in pos.any(dim=0).nonzero(as_tuple=True)[0].tolist():
-            new = features[pos[:, cls], cls].flip(0)
+            new = features[pos[:, cls], cls]  # batch order, as model/SST.py updateFeature
             bank[cls] = torch.cat([new, bank[cls]])[:size]
         return bank
 

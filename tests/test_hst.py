@@ -279,7 +279,7 @@ def test_hst_lifecycle_loss_decreases_and_predict_in_unit_interval():
 
 
 def test_profiles():
-    assert HST.profiles["paper"]["batch_size"] == 32 and HST.profiles["paper"]["backbone"] == "resnet101"
+    assert HST.profiles["paper"]["batch_size"] == 32 and HST.profiles["paper"]["backbone"] == "resnet101-pool2"
     assert HST.profiles["paper-literal"]["dtl_form"] == "paper" and HST.make_options({}).dtl_form == "official"
     opts = HST.make_options({})
     assert (opts.thresholds, opts.cst_similarity, opts.num_prototypes, opts.dtl_init) == ("dtl", "prototype", 10, 1.0)

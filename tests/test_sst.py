@@ -265,7 +265,7 @@ def test_sa_ablation_and_bad_options():
 
 def test_profiles_hold_the_papers_recipe():
     paper = SST.profiles["paper"]
-    assert paper["backbone"] == "resnet101" and paper["image_size"] == 448 and paper["lr"] == 1e-5
+    assert paper["backbone"] == "resnet101-pool2" and paper["image_size"] == 448 and paper["lr"] == 1e-5
     assert paper["epochs"] == 20 and paper["lr_step"] == 10 and paper["weight_decay"] == 5e-4
     assert paper["freeze_backbone"] == "official"
     assert SST.profiles["official"]["batch_size"] == 8  # scripts/SST.sh
@@ -282,14 +282,14 @@ def test_profiles_hold_the_papers_recipe():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_bank_keeps_latest_positives_newest_first():
+def test_bank_keeps_latest_positives_newest_batch_first_in_batch_order():
     method, _, _ = tiny_setup(SST, {"cst_reference": "bank", "bank_size": 3})
     feats = torch.arange(1, 5, dtype=torch.float32).view(4, 1, 1).expand(4, 2, 2).contiguous()
     method.update_bank(feats[:2], torch.tensor([[1.0, -1.0], [1.0, 0.0]]))
-    assert method.bank[0, :, 0].tolist() == [2.0, 1.0, 0.0]  # zero-initialised, like the official posFeature
+    assert method.bank[0, :, 0].tolist() == [1.0, 2.0, 0.0]  # zero-initialised, like the official posFeature
     assert method.bank[1, :, 0].tolist() == [0.0, 0.0, 0.0]
     method.update_bank(feats[2:], torch.tensor([[1.0, 1.0], [1.0, -1.0]]))
-    assert method.bank[0, :, 0].tolist() == [4.0, 3.0, 2.0]  # 1 dropped, newest first
+    assert method.bank[0, :, 0].tolist() == [3.0, 4.0, 1.0]  # new batch in front, in batch order; 2 dropped
     assert method.bank[1, :, 0].tolist() == [3.0, 0.0, 0.0]
 
 

@@ -1,8 +1,10 @@
 """Image transforms.
 
-The papers' recipe (448 px): train — resize to 512, random square crop with a side drawn from
-{512, 448, 384, 320, 256}, resize to 448, horizontal flip; test — resize to 448. For another
-image size every length is scaled by ``image_size / 448``.
+The papers' recipe, as the official code has it (HCP-MLR-PL ``utils/dataloader.py:72-83``; 448 px):
+train — resize to 512, random square crop with a side drawn from {512, 448, 384, 320, 256},
+resize to 448, horizontal flip; test — resize to 448. Every resize is **bicubic**
+(``PIL.Image.BICUBIC`` in the official code; :data:`PAPER_INTERPOLATION`). For another image size
+every length is scaled by ``image_size / 448``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from torchvision import transforms as T
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAPER_CROP_SIDES = (512, 448, 384, 320, 256)
+#: The official resize of train and test images (``utils/dataloader.py:74,76,81``).
+PAPER_INTERPOLATION = T.InterpolationMode.BICUBIC
 
 
 class RandomSideCrop:
@@ -36,14 +40,16 @@ class RandomSideCrop:
 
 
 def paper_transform(image_size: int = 448, train: bool = True):
+    """The official train (augmenting) or test transform at ``image_size`` (see the module docstring)."""
     scale = image_size / 448.0
     resize = max(1, round(512 * scale))
     normalize = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if train:
         sides = [max(1, round(s * scale)) for s in PAPER_CROP_SIDES]
-        return T.Compose([T.Resize((resize, resize)), RandomSideCrop(sides), T.Resize((image_size, image_size)),
+        return T.Compose([T.Resize((resize, resize), interpolation=PAPER_INTERPOLATION), RandomSideCrop(sides),
+                          T.Resize((image_size, image_size), interpolation=PAPER_INTERPOLATION),
                           T.RandomHorizontalFlip(), *normalize])
-    return T.Compose([T.Resize((image_size, image_size)), *normalize])
+    return T.Compose([T.Resize((image_size, image_size), interpolation=PAPER_INTERPOLATION), *normalize])
 
 
 def describe(transform) -> str:

@@ -129,19 +129,27 @@ class SmallCNN(_PartlyFrozen):
 
 
 class ResNetTrunk(_PartlyFrozen):
-    """A torchvision ResNet without its pooling and classifier: images -> layer4 feature maps.
+    """A torchvision ResNet without its global pooling and classifier: images -> layer4 feature maps.
 
     ``freeze="official"`` is the official code's: stem and layers 1-3 frozen (BatchNorm in eval
-    mode), only layer4 trains; ``"all"`` freezes layer4 too.
+    mode), only layer4 trains; ``"all"`` freezes layer4 too. ``map_pool=2`` adds the official
+    backbone's 2x2 average pool with stride 2 after layer4 (HCP-MLR-PL ``model/backbone/resnet.py``
+    lines 108 and 146, the backbone of ``model/SST.py``, ``HST.py`` and ``DSRB.py``): 7x7 maps at
+    448 px instead of 14x14 (the ``resnet101-pool2`` backbone).
     """
 
-    def __init__(self, resnet: nn.Module, freeze: FreezeMode = "none"):
+    def __init__(self, resnet: nn.Module, freeze: FreezeMode = "none", map_pool: int = 1):
         super().__init__()
         self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
         self.out_channels = resnet.fc.in_features
+        self.map_pool = int(map_pool)
         self.freeze = freeze
         self._freeze()
+
+    def fingerprint_extra(self) -> str:
+        """What shapes the outputs beside the weights (the pool has none): part of feature-cache keys."""
+        return f"map_pool={self.map_pool}" if self.map_pool > 1 else ""
 
     def frozen_modules(self) -> list[nn.Module]:
         early = [self.stem, self.layer1, self.layer2, self.layer3]
@@ -149,7 +157,10 @@ class ResNetTrunk(_PartlyFrozen):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        if self.map_pool > 1:  # floor division of the map, as nn.AvgPool2d(2, stride=2) in the official code
+            x = nn.functional.avg_pool2d(x, self.map_pool, stride=self.map_pool)
+        return x
 
 
 class FrozenBackbone(nn.Module):
@@ -345,10 +356,14 @@ def default_weights(dataset_cls, backbone: str) -> str:
 # Builders
 # ---------------------------------------------------------------------------------------------
 
-_TORCHVISION_ARCHS = {"resnet50": "resnet50", "resnet101": "resnet101"}
+#: Registered ResNet names -> torchvision architecture (whose ImageNet weights they load).
+_TORCHVISION_ARCHS = {"resnet50": "resnet50", "resnet101": "resnet101", "resnet50-pool2": "resnet50",
+                      "resnet101-pool2": "resnet101"}
+#: The official backbone's pool after layer4 (``model/backbone/resnet.py:108``: ``nn.AvgPool2d(2, stride=2)``).
+OFFICIAL_MAP_POOL = 2
 
 
-def _resnet_builder(arch: str) -> Callable[[str, str], nn.Module]:
+def _resnet_builder(arch: str, map_pool: int = 1) -> Callable[[str, str], nn.Module]:
     def build(weights: str = "none", freeze: FreezeMode = "none") -> nn.Module:
         import torchvision
 
@@ -366,7 +381,7 @@ def _resnet_builder(arch: str) -> Callable[[str, str], nn.Module]:
                 builtin_weights_path(arch)  # raises: no ResNet weights ship with the package
             elif weights not in ("none", "", None):
                 load_state_dict_file(resnet, weights, optional=("fc.",))
-        return ResNetTrunk(resnet, freeze)
+        return ResNetTrunk(resnet, freeze, map_pool)
 
     return build
 
@@ -386,7 +401,12 @@ BUILTIN_BACKBONES = [
     BackboneSpec("small-cnn", _small_cnn_builder, 128,
                  "6-layer CNN for small images on CPU (the built-in dataset's default; builtin weights: pretrained on single glyphs)"),
     BackboneSpec("resnet50", _resnet_builder("resnet50"), 2048, "torchvision ResNet-50 trunk (layer4 maps)"),
-    BackboneSpec("resnet101", _resnet_builder("resnet101"), 2048, "torchvision ResNet-101 trunk (layer4 maps), the papers' backbone"),
+    BackboneSpec("resnet101", _resnet_builder("resnet101"), 2048, "torchvision ResNet-101 trunk (layer4 maps)"),
+    BackboneSpec("resnet50-pool2", _resnet_builder("resnet50", OFFICIAL_MAP_POOL), 2048,
+                 "ResNet-50 trunk + the official 2x2 average pool after layer4 (7x7 maps at 448 px)"),
+    BackboneSpec("resnet101-pool2", _resnet_builder("resnet101", OFFICIAL_MAP_POOL), 2048,
+                 "ResNet-101 trunk + the official 2x2 average pool after layer4 (7x7 maps at 448 px): the official "
+                 "code's backbone, the seed papers' paper/official profiles"),
 ]
 
 

@@ -8,8 +8,11 @@ option            SST (AAAI 2022)                              HST (journal exte
 ================  ===========================================  ==========================================
 cst_similarity    ``instance``: images with c known positive   ``prototype``: K-means prototypes (K=10)
 thresholds        ``schedule``: 0.95 −0.025/epoch, floor 0.75  ``dtl``: learned θ_intra, θ_cross from 1.0
-pseudo_target     ``combined``: ŷ = known + pseudo positives   ``pseudo``: known entries set to 0
 ================  ===========================================  ==========================================
+
+Both use ``pseudo_target=combined`` (known + pseudo positives, the official code of both and SST
+eq. 10); HST's paper text sets the known entries to 0 instead (``pseudo_target=pseudo``, part of
+its ``paper-literal`` profile).
 
 The equations are in :mod:`.equations`, the model in :mod:`.model`, the options and ablation
 presets in :mod:`.options`. ``feature_blending=true`` is HST Table 8's "HST w/ FB": DSRB's
@@ -202,20 +205,25 @@ class SemanticTransferMethod(Method):
 
     @torch.no_grad()
     def update_bank(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Official SST (``updateFeature``): a zero-initialised bank keeps the ``bank_size`` latest
-        known-positive features of each class; called before the step's scores, as the official
-        training loop does."""
+        """Official SST (``model/SST.py:88-96`` ``updateFeature``, called at ``SST.py:143``): a
+        zero-initialised bank keeps the ``bank_size`` latest known-positive features of each class;
+        called before the step's scores, as the official training loop does.
+
+        The order is the official one: per class, the batch's known positives **in batch order**
+        go in front of the old slots (``torch.cat((posFeature, self.posFeature[c]))``) and the bank
+        is cut to its size, so the oldest batch leaves first and, within a batch, its *last*
+        images leave first (and a batch with more positives than slots keeps its first images)."""
         b, c, d = features.shape
         size = self.opts.bank_size
         if self.bank is None:
             self.bank = features.new_zeros((c, size, d))
         self.bank = self.bank.to(features.device)
         # All classes at once (pure data movement, so the bank is exactly the per-class loop's):
-        # per class, its known positives newest first, then the old slots, cut to `size`.
-        newest = (labels > 0).flip(0).t()  # (C, B): the batch's images, last first
-        first = torch.argsort((~newest).to(torch.int8), dim=1, stable=True)  # positives to the front, in order
-        incoming = features.detach().to(self.bank.dtype).flip(0).transpose(0, 1).gather(1, first.unsqueeze(-1).expand(c, b, d))
-        count = newest.sum(dim=1, keepdim=True)  # (C, 1) positives per class
+        # per class, its known positives in batch order, then the old slots, cut to `size`.
+        positive = (labels > 0).t()  # (C, B)
+        first = torch.argsort((~positive).to(torch.int8), dim=1, stable=True)  # positives to the front, in order
+        incoming = features.detach().to(self.bank.dtype).transpose(0, 1).gather(1, first.unsqueeze(-1).expand(c, b, d))
+        count = positive.sum(dim=1, keepdim=True)  # (C, 1) positives per class
         slot = torch.arange(size, device=features.device).unsqueeze(0)
         source = torch.where(slot < count, slot, b + slot - count)  # into [incoming ; old bank]
         pool = torch.cat([incoming, self.bank], dim=1)

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from mlrpl_bench.errors import BenchError
 
+from .._baseline_common import SEED_RECIPE
 from .._sarl.losses import CONTRASTIVE_PAIRS_HELP, ContrastivePairs
 from .._sarl.model import BCE_REDUCTION_HELP, GRAPH_DIAGONAL_HELP, BceReduction, GnnSteps, GraphDiagonal, SarlKind
 
@@ -157,6 +158,7 @@ def resolve_options(options: Any, method: str) -> Any:
 
 
 def paper_profile(batch_size: int) -> dict[str, Any]:
-    """The papers' training recipe (ResNet-101 on ImageNet weights, 448 px, Adam 1e-5, 20 epochs)."""
-    return {"backbone": "resnet101", "backbone_weights": "imagenet", "freeze_backbone": "official", "image_size": 448,
-            "batch_size": batch_size, "lr": 1e-5, "weight_decay": 5e-4, "lr_step": 10, "lr_gamma": 0.1, "epochs": 20}
+    """The papers' training recipe as the official code runs it (:data:`SEED_RECIPE`: the image
+    track, ResNet-101 + the official 2x2 pool, layer4 trained, fp32, 448 px, Adam 1e-5, 20 epochs)
+    at ``batch_size``."""
+    return {**SEED_RECIPE, "batch_size": batch_size}
