@@ -92,6 +92,13 @@ def main(argv: list[str] | None = None) -> None:
     except BenchError as exc:
         click.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a full disk met outside the atomic writers (which say it themselves)
+        from ..atomic import FULL_DISK, disk_full
+
+        if exc.errno not in FULL_DISK:
+            raise
+        click.echo(f"error: {one_line(str(disk_full(exc.filename or '.', exc, None)))}", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         # Ctrl-C: every file is written atomically, so what exists is whole; a run's checkpoints are per epoch.
         click.echo("error: interrupted; files already written are complete, nothing is half-written (an "
