@@ -380,6 +380,24 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
+#: The one flag every command that writes a named file takes to overwrite an existing one.
+REPLACE_FLAG = "--replace"
+
+
+def refuse_existing_outputs(outputs: dict[str, str | os.PathLike], *, replace: bool) -> None:
+    """The one overwrite policy of commands that write named files: an existing output is refused
+    unless ``--replace`` was given (checked before anything is written).
+
+    :param outputs: ``{"--out": path, ...}`` the command is about to write.
+    :raises BenchError: naming the flag, the file and :data:`REPLACE_FLAG`.
+    """
+    if replace:
+        return
+    for flag, path in outputs.items():
+        if path is not None and (Path(path).exists() or Path(path).is_symlink()):
+            raise BenchError(f"{flag} {path}: already exists; pass {REPLACE_FLAG} to overwrite it, or choose another {flag}")
+
+
 def refuse_overwriting_inputs(output: str | os.PathLike, inputs: dict[str, str | os.PathLike], *, flag: str = "--out") -> None:
     """Refuse an output path that is one of the inputs (the same file, a hard link or a symlink to it).
 

@@ -44,6 +44,9 @@ SEED_LIMIT = 2**32
 
 #: Registry names of methods, profiles and plugins: lower-case words joined by single dashes.
 NAME_PATTERN = r"[a-z][a-z0-9]*(-[a-z0-9]+)*"
+#: The longest registry name: it becomes file and package names (``mlrpl_<name>``), and a file
+#: name has at most 255 bytes on common file systems.
+NAME_MAX_LENGTH = 64
 _NAME_RE = re.compile(NAME_PATTERN)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -203,8 +206,9 @@ def path_component(name: Any, max_len: int = 120) -> str:
 
 
 def is_registry_name(name: Any) -> bool:
-    """Whether ``name`` is a well-formed registry name (``my-method``, ``paper-literal``)."""
-    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+    """Whether ``name`` is a well-formed registry name (``my-method``, ``paper-literal``) of at most
+    :data:`NAME_MAX_LENGTH` characters."""
+    return isinstance(name, str) and len(name) <= NAME_MAX_LENGTH and _NAME_RE.fullmatch(name) is not None
 
 
 def plan_cells(setting: str, known: "tuple[float, ...] | list[float]", seeds: "tuple[int, ...] | list[int]") -> list[tuple[float, int]]:
@@ -226,7 +230,7 @@ def make_run_id(method: str, dataset: str, setting: str, known: float, seed: int
 
 
 __all__ = [
-    "DEFAULT_PROPORTIONS", "HCP_SETTINGS", "NAME_PATTERN", "PROPORTION_DECIMALS", "PROPORTION_FREE_SETTINGS",
+    "DEFAULT_PROPORTIONS", "HCP_SETTINGS", "NAME_MAX_LENGTH", "NAME_PATTERN", "PROPORTION_DECIMALS", "PROPORTION_FREE_SETTINGS",
     "SCHEMES", "SEED_LIMIT", "SETTINGS", "VocabularyError", "check_distinct", "check_path_text", "check_proportion",
     "check_scheme",
     "check_seed",
