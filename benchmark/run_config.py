@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from .errors import BenchError
 from .loggers import LoggerName
 from .metrics import metric_names
+from .resources import MAX_THREADS, MAX_TUNE_CANDIDATES
 from .schema import build_options, read_config
 from .train_config import TrainConfig  # noqa: F401 - part of the run configuration
 from .vocabulary import (DEFAULT_PROPORTIONS, SCHEMES, SETTINGS, check_distinct,
@@ -147,10 +149,10 @@ class RunConfig:
     progress: bool = field(default=True, metadata={"help": "progress bars"})
     log: tuple[LoggerName, ...] = field(default=(), metadata={
         "help": "experiment trackers to report to: tensorboard, wandb, mlflow (not part of the run's identity)"})
-    jobs: Annotated[int, Field(ge=0)] = field(default=0, metadata={
+    jobs: Annotated[int, Field(ge=0, le=MAX_THREADS)] = field(default=0, metadata={
         "help": "worker processes for the sweep's cells on a CPU; 0 = one per core, at most one per cell (1 on a GPU "
                 "or under torchrun)"})
-    threads: Annotated[int, Field(ge=0)] = field(default=0, metadata={
+    threads: Annotated[int, Field(ge=0, le=MAX_THREADS)] = field(default=0, metadata={
         "help": "torch threads per process; 0 = 1 on a CPU (the same numbers on any machine), torch's default on a GPU"})
     save_scores: bool | None = field(default=None, metadata={
         "help": "keep the test scores beside each record (test_scores.npz); None: on for the built-in dataset only"})
@@ -413,6 +415,10 @@ def _tune_grid(config: RunConfig, method_cls: type) -> dict[str, tuple[Any, ...]
         if len(set(map(repr, typed))) != len(typed):
             raise BenchError(f"--tune {key}: the values {list(values)} repeat one; list each value once")
         grid[key] = typed
+    candidates = math.prod(len(values) for values in grid.values())
+    if candidates > MAX_TUNE_CANDIDATES:
+        raise BenchError(f"--tune: the grid has {candidates} candidates (each trains a whole run), more than "
+                         f"{MAX_TUNE_CANDIDATES}; search fewer values")
     return grid
 
 

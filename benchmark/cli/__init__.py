@@ -28,8 +28,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
-    """Repeated ``KEY=VALUE`` options as a mapping; values stay text (the schema parses them by type)."""
+def parse_pairs(pairs: tuple[str, ...], flag: str, *, once: bool = False) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` options as a mapping; values stay text (the schema parses them by type).
+
+    A later ``KEY=`` wins (a script may override one option of a shared list), except with ``once``:
+    there a key given twice is refused (``--tune lr=1e-3 --tune lr=1e-2`` would search one grid where
+    two were meant; every value goes in one ``KEY=V1,V2``).
+    """
     from ..errors import BenchError
 
     out = {}
@@ -37,7 +42,11 @@ def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
         if "=" not in pair:
             raise BenchError(f"{flag} {pair!r}: expected KEY=VALUE")
         key, value = pair.split("=", 1)
-        out[key.strip().replace("-", "_")] = value
+        key = key.strip().replace("-", "_")
+        if once and key in out:
+            raise BenchError(f"{flag} {key}: given twice ({out[key]!r} and {value!r}); give it once (a list of values "
+                             "goes in one option, comma-separated)")
+        out[key] = value
     return out
 
 

@@ -163,6 +163,10 @@ def materialise(target: Path, *, seed: int, sizes: dict[str, int], image_size: i
     """
     if (target / MANIFEST).is_file():
         return False
+    if target.exists() and target.resolve() == Path.cwd().resolve():
+        # The dataset is renamed into place, which would take the working folder's place.
+        raise BenchError(f"--data-root {target}: is the working folder; the dataset is generated into a folder of "
+                         "its own -- point --data-root at a new folder, e.g. --data-root data/digit-scenes")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BenchError(f"{target}: exists but holds no {MANIFEST} (not a complete digit-scenes dataset); "
                          f"delete it or point --data-root at an empty or missing directory")
