@@ -391,6 +391,10 @@ def refuse_existing_outputs(outputs: dict[str, str | os.PathLike], *, replace: b
     :param outputs: ``{"--out": path, ...}`` the command is about to write.
     :raises BenchError: naming the flag, the file and :data:`REPLACE_FLAG`.
     """
+    for flag, path in outputs.items():
+        if path is not None and Path(path).exists() and not Path(path).is_file():
+            # os.replace would put a plain file in a device's place (/dev/full, as root): never.
+            raise BenchError(f"{flag} {path}: is not a regular file (a device, pipe or folder); choose a file path")
     if replace:
         return
     for flag, path in outputs.items():

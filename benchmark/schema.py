@@ -42,6 +42,7 @@ import json
 import math
 import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Mapping
@@ -340,6 +341,14 @@ def _refuse_constant(name: str):
     raise _NonFinite(name)
 
 
+def _finite_float(text: str) -> float:
+    """``parse_float``: a number too large for a float (``1e400``) would become infinity silently."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(text)
+    return value
+
+
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """``object_pairs_hook``: a JSON object naming one key twice is refused (``json`` keeps the last silently)."""
     out: dict[str, Any] = {}
@@ -361,6 +370,8 @@ def read_bounded(path: str | Path, limit: int) -> bytes:
 
     :raises OSError: as ``open`` raises it (missing, a directory, no permission).
     """
+    if stat.S_ISFIFO(os.stat(path).st_mode) or stat.S_ISSOCK(os.stat(path).st_mode):
+        raise ValueError("a pipe or socket")  # opening a pipe would wait for a writer, forever
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size > limit:
@@ -391,9 +402,11 @@ def read_text_file(path: str | Path, *, source: str | None = None, what: str = "
     except IsADirectoryError:
         raise SchemaError(f"{source}: is a directory, not a {what}{tail}") from None
     except OSError as exc:
-        raise SchemaError(f"{source}: cannot read ({exc.strerror or type(exc).__name__}); check the file's "
-                          "permissions") from None
+        fix = "check the file's permissions" if isinstance(exc, PermissionError) else "pass a readable file"
+        raise SchemaError(f"{source}: cannot read ({exc.strerror or type(exc).__name__}); {fix}") from None
     except ValueError as exc:
+        if "pipe" in str(exc):
+            raise SchemaError(f"{source}: is {exc}, not a {what}; pass a file") from None
         raise SchemaError(f"{source}: {exc} is too large for a {what} (at most {limit} bytes are read); "
                           "is it the right file?") from None
     try:
@@ -425,7 +438,8 @@ def loads_strict(text: str | bytes, *, source: str) -> Any:
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_duplicates)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          object_pairs_hook=_refuse_duplicates)
     except _DuplicateKey as exc:
         raise SchemaError(f"{source}: key {str(exc)!r} appears twice in one object; keep one of them") from None
     except _NonFinite as exc:
@@ -438,6 +452,8 @@ def loads_strict(text: str | bytes, *, source: str) -> Any:
                           "numbers only -- write null for a missing value") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SchemaError(f"{source}: not valid JSON ({exc})") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise SchemaError(f"{source}: not a JSON file of this suite ({str(exc).splitlines()[0][:120]})") from None
     except RecursionError:
         raise SchemaError(f"{source}: nested too deeply to be a JSON file of this suite") from None
 
@@ -456,6 +472,8 @@ def loads_config(text: str, *, source: str, toml: bool) -> Any:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SchemaError(f"{source}: not valid TOML ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # an integer of too many digits, nesting too deep
+        raise SchemaError(f"{source}: not a config file of this suite ({str(exc).splitlines()[0][:120] or type(exc).__name__})") from None
     where = non_finite_path(data)
     if where is not None:
         raise SchemaError(f"{source}: field {where!r} is not a finite number (nan/inf); config files hold finite "

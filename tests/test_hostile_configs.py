@@ -227,3 +227,51 @@ def test_a_300_character_plugin_name_writes_nothing(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _one_line_exit_2(cli("new-plugin", "a" * 300, "--dir", tmp_path / "pkg"), "is not valid", "at most 64 characters")
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ further hostile files
+
+
+def _write_case(tmp_path, case):
+    if case == "fifo":
+        path = tmp_path / "c.json"
+        os.mkfifo(path)
+    elif case == "loop":
+        path = tmp_path / "c.json"
+        (tmp_path / "other.json").symlink_to(path)
+        path.symlink_to(tmp_path / "other.json")
+    else:
+        path = tmp_path / ("c.toml" if case == "deep-toml" else "c.json")
+        path.write_text({"1e400": '{"plugin": "bce", "train": {"lr": 1e400}}',
+                         "digits": '{"plugin": "bce", "seeds": [' + "9" * 5000 + "]}",
+                         "deep": "[" * 100_000 + "]" * 100_000,
+                         "deep-toml": "a = " + "[" * 5000 + "]" * 5000}[case])
+    return path
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("fifo", "is a pipe or socket"),  # opening it would wait for a writer forever
+    ("loop", "Too many levels of symbolic links"),
+    ("1e400", "field 'train.lr' is 1e400"),  # json would read infinity
+    ("digits", "not a JSON file of this suite"),  # ValueError from int(), not a JSONDecodeError
+    ("deep", "nested too deeply"),  # RecursionError
+    ("deep-toml", "not a config file of this suite"),
+])
+def test_hostile_config_files_are_one_line(cli, tmp_path, case, fragment):
+    path = _write_case(tmp_path, case)
+    _one_line_exit_2(cli("run", "--config", path, "--output", tmp_path / "out"), "--config", fragment)
+
+
+@pytest.mark.parametrize("device", ["/dev/full", "/dev/null"])
+def test_a_device_is_never_replaced_by_an_output_file(cli, tmp_path, device):
+    import numpy as np
+
+    if not os.path.exists(device):
+        pytest.skip(f"no {device} here")
+    labels = tmp_path / "l.npy"
+    np.save(labels, np.ones((4, 2), dtype=np.int8))
+    before = os.stat(device)
+    res = cli("protocol", "--labels", labels, "--out", device, "--setting", "full", "--replace")
+    _one_line_exit_2(res, f"--out {device}: is not a regular file")
+    after = os.stat(device)
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
