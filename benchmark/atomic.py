@@ -8,7 +8,10 @@ the target (``os.replace`` is atomic on POSIX and Windows).
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -37,6 +40,38 @@ def not_a_folder(folder: str | os.PathLike) -> str:
     return ""
 
 
+#: ``errno`` values of a full disk: no space left (ENOSPC), or the user's quota spent (EDQUOT).
+FULL_DISK = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+class DiskFull(BenchError):
+    """A write that found no space left (ENOSPC) or the quota spent (EDQUOT): one line naming the
+    path and the space it needs; the temporary file is removed, the target is untouched."""
+
+
+def _size_text(n: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)  # pragma: no cover
+
+
+def disk_full(path: str | os.PathLike, exc: OSError, needed: int | None) -> DiskFull:
+    """The one-line :class:`DiskFull` for ``exc`` raised while writing ``needed`` bytes to ``path``."""
+    path = Path(path)
+    folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    what = "the disk quota is spent (EDQUOT)" if exc.errno == getattr(errno, "EDQUOT", None) else "no space left on the device (ENOSPC)"
+    need = f"it needs {_size_text(needed)}" if needed else "it needs more space"
+    have = f", {_size_text(free)} free in {folder}" if free is not None else ""
+    more = f"; free at least {_size_text(max(needed - (free or 0), 1))}" if needed else "; free some space"
+    return DiskFull(f"{path}: {what}; {need}{have}{more} and run again (nothing was half-written)")
+
+
 def _temp_beside(path: Path, suffix: str) -> tuple[int, str]:
     """A new temporary file in ``path``'s directory (created if needed), with a plain file's mode."""
     try:
@@ -48,6 +83,8 @@ def _temp_beside(path: Path, suffix: str) -> tuple[int, str]:
             os.fchmod(fd, 0o666 & ~_current_umask())
         return fd, tmp
     except OSError as exc:
+        if exc.errno in FULL_DISK:
+            raise disk_full(path, exc, None) from None
         raise BenchError(f"{path.parent}: cannot write here ({not_a_folder(path.parent) or exc.strerror}); choose a "
                          "writable output directory") from None
 
@@ -76,33 +113,158 @@ def interrupts_deferred() -> Iterator[None]:
 
 
 @contextmanager
-def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def atomic_open(path: str | os.PathLike, *, size: int | None = None) -> Iterator[BinaryIO]:
     """Open a binary handle whose content replaces ``path`` only if the block finishes.
 
     Ctrl-C during the write takes effect once the target is replaced (:func:`interrupts_deferred`),
-    so an interrupted run never leaves a temporary file beside its outputs.
+    so an interrupted run never leaves a temporary file beside its outputs. A full disk (ENOSPC,
+    EDQUOT) removes the temporary file and is one line (:class:`DiskFull`).
 
+    :param size: how many bytes will be written, when known (for the full-disk message).
     :raises BenchError: when the directory cannot be created or written.
     """
     path = Path(path)
     with interrupts_deferred():
         fd, tmp = _temp_beside(path, ".tmp")
+        written = None
         try:
             with os.fdopen(fd, "wb") as handle:
-                yield handle
-                handle.flush()
-                os.fsync(handle.fileno())
+                try:
+                    yield handle
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                except OSError:
+                    written = handle.tell() if not handle.closed else None
+                    raise
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.errno in FULL_DISK:
+                raise disk_full(path, exc, size or written) from None
             raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically."""
-    with atomic_open(path) as handle:
+    """Replace ``path`` with ``data`` atomically (a full disk: one line, :class:`DiskFull`)."""
+    with atomic_open(path, size=len(data)) as handle:
         handle.write(data)
+
+
+def replace_folder(folder: str | os.PathLike, files: dict[str, bytes]) -> None:
+    """Make ``folder`` hold exactly ``files`` (relative path -> bytes), swapped in at once.
+
+    Everything is written into a new folder beside it first; only when every file is there does
+    the new folder take the old one's place (two renames, the old one then removed), so a reader
+    never sees old files beside new ones, and a failure (a full disk: :class:`DiskFull`) leaves
+    the old folder as it was.
+    """
+    folder = Path(folder)
+    with interrupts_deferred():
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            new = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=folder.parent))
+        except OSError as exc:
+            if exc.errno in FULL_DISK:
+                raise disk_full(folder, exc, sum(map(len, files.values()))) from None
+            raise BenchError(f"{folder.parent}: cannot write here ({not_a_folder(folder.parent) or exc.strerror}); "
+                             "choose a writable output directory") from None
+        old = None
+        try:
+            os.chmod(new, 0o777 & ~_current_umask())
+            for relative, data in files.items():
+                target = new / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            if folder.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+                os.replace(folder, old / folder.name)
+            os.replace(new, folder)
+        except BaseException as exc:
+            if old is not None and not folder.exists() and (old / folder.name).exists():
+                os.replace(old / folder.name, folder)  # put the old folder back
+            shutil.rmtree(new, ignore_errors=True)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno in FULL_DISK:
+                raise disk_full(folder, exc, sum(map(len, files.values()))) from None
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- checksummed artefacts
+#: The sidecar beside an artefact a run reuses (``checkpoint.pt`` -> ``checkpoint.pt.sha256``).
+CHECKSUM_SUFFIX = ".sha256"
+
+
+class CorruptArtefact(BenchError):
+    """An artefact whose bytes differ from the sha256 written with it (one line naming the file)."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """The sha256 hex digest of a file's bytes, read in chunks (a feature cache may be gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checksum_path(path: str | os.PathLike) -> Path:
+    """The sidecar that holds ``path``'s sha256."""
+    path = Path(path)
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def _sidecar_digests(path: Path) -> list[str]:
+    """The digests a sidecar accepts (``sha256sum`` format: ``<hex>  <name>``, newest first); [] if none."""
+    try:
+        text = checksum_path(path).read_text(encoding="ascii")[:1000]
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [line.split()[0] for line in text.splitlines() if line.split() and len(line.split()[0]) == 64]
+
+
+def write_checked(path: str | os.PathLike, data: bytes) -> str:
+    """Replace ``path`` with ``data`` atomically, with its sha256 in the sidecar :func:`checksum_path`.
+
+    The sidecar goes first and keeps the previous digest too, so a crash between the two renames
+    leaves the previous file (still listed) rather than a file the sidecar refuses.
+
+    :return: the digest of ``data``.
+    """
+    path = Path(path)
+    digest = hashlib.sha256(data).hexdigest()
+    previous = _sidecar_digests(path)[:1]
+    lines = [digest] + [d for d in previous if d != digest]
+    atomic_write_text(checksum_path(path), "".join(f"{d}  {path.name}\n" for d in lines))
+    atomic_write_bytes(path, data)
+    return digest
+
+
+def check_digest(path: str | os.PathLike, digest: str, *, fix: str) -> None:
+    """Refuse ``path`` when ``digest`` (of the bytes just read from it) is not one its sidecar lists.
+
+    A file without a sidecar (written before sidecars existed) passes.
+
+    :raises CorruptArtefact: one line naming the file and ``fix``.
+    """
+    path = Path(path)
+    accepted = _sidecar_digests(path)
+    if checksum_path(path).exists() and digest not in accepted:
+        raise CorruptArtefact(f"{path}: sha256 differs from {checksum_path(path).name} (the file is damaged or was "
+                              f"changed after it was written); {fix}")
+
+
+def read_checked(path: str | os.PathLike, *, fix: str) -> bytes:
+    """The bytes of ``path`` after :func:`check_digest` against its sidecar."""
+    data = Path(path).read_bytes()
+    check_digest(path, hashlib.sha256(data).hexdigest(), fix=fix)
+    return data
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -198,6 +360,10 @@ def create_exclusive(path: str | os.PathLike, data: bytes) -> None:
             os.link(tmp, path)  # fails if path exists: the create-if-absent step
         except FileExistsError:
             raise AlreadyExists(path) from None
+        except OSError as exc:
+            if exc.errno in FULL_DISK:
+                raise disk_full(path, exc, len(data)) from None
+            raise
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -212,6 +378,28 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return pa.exists() and pb.exists() and os.path.samefile(pa, pb)
     except OSError:
         return False
+
+
+#: The one flag every command that writes a named file takes to overwrite an existing one.
+REPLACE_FLAG = "--replace"
+
+
+def refuse_existing_outputs(outputs: dict[str, str | os.PathLike], *, replace: bool) -> None:
+    """The one overwrite policy of commands that write named files: an existing output is refused
+    unless ``--replace`` was given (checked before anything is written).
+
+    :param outputs: ``{"--out": path, ...}`` the command is about to write.
+    :raises BenchError: naming the flag, the file and :data:`REPLACE_FLAG`.
+    """
+    for flag, path in outputs.items():
+        if path is not None and Path(path).exists() and not Path(path).is_file():
+            # os.replace would put a plain file in a device's place (/dev/full, as root): never.
+            raise BenchError(f"{flag} {path}: is not a regular file (a device, pipe or folder); choose a file path")
+    if replace:
+        return
+    for flag, path in outputs.items():
+        if path is not None and (Path(path).exists() or Path(path).is_symlink()):
+            raise BenchError(f"{flag} {path}: already exists; pass {REPLACE_FLAG} to overwrite it, or choose another {flag}")
 
 
 def refuse_overwriting_inputs(output: str | os.PathLike, inputs: dict[str, str | os.PathLike], *, flag: str = "--out") -> None:

@@ -12,7 +12,8 @@ parallel sweep wait for the first one's cache; without the lock (other platforms
 own temporary file and renames it into place, and since the content is a deterministic function
 of the key, whichever rename lands last is equally right.
 A ``.json`` manifest written after the array makes a half-written cache impossible to mistake
-for a finished one. It also lists the images that could not be read (their rows hold no
+for a finished one; it holds the array's sha256, checked whenever the cache is opened, so a
+damaged cache (flipped bytes of the same size) is said in one line and built again, never used. It also lists the images that could not be read (their rows hold no
 features): whether a run stops on them or skips them (``--skip-bad-images``) is decided when the
 cache is used, so the cache itself does not depend on that flag.
 """
@@ -22,16 +23,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .atomic import atomic_open, atomic_write_bytes
+from .atomic import CorruptArtefact, atomic_open, atomic_write_bytes, sha256_file
 from .data.base import BadImageError
 from .data.loading import ArrayRows, make_loader
 from .errors import BenchError
+from .schema import SchemaError, read_json_file
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:
@@ -75,7 +78,7 @@ def load_or_compute(cache_dir: Path, key: str, rows: Dataset, backbone: torch.nn
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
     array_path, manifest_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    found = _read_cache(array_path, manifest_path, len(rows))
+    found = _read_cache(array_path, manifest_path, len(rows), warn=False)
     if found is not None:
         return found, True
     # Processes that need the same cache at once (the workers of a parallel sweep) wait for the
@@ -91,21 +94,46 @@ def load_or_compute(cache_dir: Path, key: str, rows: Dataset, backbone: torch.nn
 def unreadable_rows(cache_dir: Path, key: str) -> dict[int, dict[str, str]]:
     """Rows of the cache ``key`` whose image could not be read -> ``{"path": ..., "message": ...}``
     (the message is the run's one-line error for that image)."""
-    manifest = json.loads((cache_dir / f"{key}.json").read_text())
+    manifest = read_json_file(cache_dir / f"{key}.json", what="feature-cache manifest")
     return {int(row): entry for row, entry in manifest.get("unreadable", {}).items()}
 
 
-def _read_cache(array_path: Path, manifest_path: Path, n_rows: int) -> np.ndarray | None:
-    """The finished cache (memory-mapped), or None when there is none yet."""
+def _read_cache(array_path: Path, manifest_path: Path, n_rows: int, *, warn: bool = True) -> np.ndarray | None:
+    """The finished cache (memory-mapped) after checking its sha256, or None when there is none
+    yet -- or when it is damaged: then one line says so on stderr and the caller builds it again."""
     if not (manifest_path.exists() and array_path.exists()):
         return None
     try:
-        manifest = json.loads(manifest_path.read_text())
+        return _open_checked(array_path, manifest_path, n_rows)
+    except CorruptArtefact as exc:
+        if warn:
+            print(f"warning: {exc}; building it again", file=sys.stderr)
+        return None
+
+
+def _open_checked(array_path: Path, manifest_path: Path, n_rows: int) -> np.ndarray:
+    """The memory-mapped array of a finished cache.
+
+    :raises CorruptArtefact: naming the file that is unreadable, of the wrong shape, or whose
+        sha256 differs from the manifest's (a cache written before manifests held one counts too).
+    """
+    try:
+        manifest = read_json_file(manifest_path, what="feature-cache manifest")
+    except SchemaError as exc:
+        raise CorruptArtefact(str(exc)) from None
+    digest = manifest.get("sha256") if isinstance(manifest, dict) else None
+    if not isinstance(digest, str):
+        raise CorruptArtefact(f"{manifest_path}: no field 'sha256' (written by an older mlrpl-bench, or damaged)")
+    try:
+        actual = sha256_file(array_path)
         features = np.load(array_path, mmap_mode="r")
-    except (ValueError, OSError, json.JSONDecodeError) as exc:
-        raise BenchError(f"{array_path}: corrupt feature cache ({exc}); delete it and run again") from None
+    except (ValueError, OSError) as exc:
+        raise CorruptArtefact(f"{array_path}: unreadable feature cache ({exc})") from None
+    if actual != digest:
+        raise CorruptArtefact(f"{array_path}: sha256 differs from field 'sha256' of {manifest_path.name} (the file is "
+                              "damaged or was changed after it was written)")
     if list(features.shape) != manifest.get("shape") or len(features) != n_rows:
-        raise BenchError(f"{array_path}: feature cache does not match its manifest; delete both files and run again")
+        raise CorruptArtefact(f"{array_path}: feature cache does not match its manifest (shape)")
     return features
 
 
@@ -151,11 +179,24 @@ def _compute(array_path: Path, manifest_path: Path, key: str, rows: Dataset, bac
     if out is None:  # not one readable image: nothing to cache
         raise BadImageError(next(iter(unreadable.values()), {"message": "every image of the split"})["message"])
     out[sorted(unreadable)] = 0.0  # rows without an image hold zeros, never served
+    digest = hashlib.sha256()
     with atomic_open(array_path) as handle:
-        np.save(handle, out)
+        np.save(_Hashing(handle, digest), out)
     atomic_write_bytes(manifest_path, json.dumps({"key": key, "shape": list(out.shape), "dtype": dtype,
+                                                  "sha256": digest.hexdigest(),
                                                   "unreadable": {str(k): v for k, v in sorted(unreadable.items())}}).encode())
     return np.load(array_path, mmap_mode="r")
+
+
+class _Hashing:
+    """A write-only handle that hashes what passes through it (the cache's sha256 without reading it back)."""
+
+    def __init__(self, handle, digest):
+        self.handle, self.digest = handle, digest
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
 
 
 class _Reasons:

@@ -79,6 +79,8 @@ def read_matrix_file(path: str | os.PathLike, *, what: str = "label matrix") -> 
     path = Path(path)
     if path.is_dir():
         raise BenchError(f"{path}: is a directory; pass the {what} file inside it (.npy or comma-separated text)")
+    if path.exists() and not path.is_file():
+        raise BenchError(f"{path}: not a regular file (a device, pipe or socket); pass a .npy or comma-separated text file")
     if not path.is_file():
         raise BenchError(f"{path}: file not found; pass an existing .npy or comma-separated text file")
     suffix = path.suffix.lower()

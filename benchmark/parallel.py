@@ -180,6 +180,10 @@ def _exit_on_term(signum, frame) -> None:
 
 def _one_line(exc: BaseException) -> str:
     """The error as one line; an unexpected one (a bug, not bad input) says how to see its traceback."""
+    from .atomic import FULL_DISK, disk_full
+
+    if isinstance(exc, OSError) and exc.errno in FULL_DISK:  # met outside the atomic writers
+        exc = disk_full(exc.filename or ".", exc, None)
     if isinstance(exc, BenchError):
         return " ".join(str(exc).split()) or type(exc).__name__
     text = " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -39,14 +39,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import BenchError
-from .atomic import atomic_write_bytes
+from .atomic import CorruptArtefact, atomic_write_bytes
 from .labels import check_label_matrix, refuse_zero_one
+from .schema import SchemaError, read_json_file
 from .vocabulary import (DEFAULT_PROPORTIONS, PROPORTION_FREE_SETTINGS, SCHEMES, SETTINGS,  # noqa: F401 - re-exported
                          check_proportion, check_seed, check_setting_scheme, known_text, proportion_key, safe_name)
 
@@ -241,17 +243,23 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 
 def _load_cached(meta_path: Path, full_train: np.ndarray, labels_fp: str) -> tuple[np.ndarray, np.ndarray]:
-    fix = f"delete {meta_path} to make the mask again"
+    """The cached ``(partial, val_idx)`` of a cell after checking them against their metadata.
+
+    :raises CorruptArtefact: a damaged cell (unreadable files, a sha256 or shape that differs): the
+        caller makes the mask again, it is a deterministic function of its key.
+    :raises BenchError: a cell of the same key made from other labels (not damage: a key clash).
+    """
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"{meta_path}: unreadable protocol cache ({exc}); {fix}") from None
+        meta = read_json_file(meta_path, what="protocol cache")
+    except SchemaError as exc:
+        raise CorruptArtefact(str(exc)) from None
     if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
-        raise BenchError(f"{meta_path}: field 'format' is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {CACHE_FORMAT}; {fix}")
+        raise CorruptArtefact(f"{meta_path}: field 'format' is {meta.get('format') if isinstance(meta, dict) else None!r}, "
+                              f"expected {CACHE_FORMAT}")
     if meta.get("labels_fingerprint") != labels_fp:
         raise BenchError(
             f"{meta_path}: field 'labels_fingerprint' does not match these training labels (same key, different data); "
-            "pass a key that names the data (e.g. the dataset fingerprint) or " + fix
+            f"pass a key that names the data (e.g. the dataset fingerprint) or delete {meta_path} to make the mask again"
         )
     arrays = []
     for suffix, fp_field in ((".partial.npy", "mask_fingerprint"), (".val_idx.npy", "val_fingerprint")):
@@ -259,13 +267,13 @@ def _load_cached(meta_path: Path, full_train: np.ndarray, labels_fp: str) -> tup
         try:
             arr = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise BenchError(f"{path}: cannot read the cached protocol array ({exc}); {fix}") from None
+            raise CorruptArtefact(f"{path}: cannot read the cached protocol array ({exc})") from None
         if fingerprint_array(arr) != meta.get(fp_field):
-            raise BenchError(f"{path}: sha256 differs from field {fp_field!r} in {meta_path.name} (file changed or corrupt); {fix}")
+            raise CorruptArtefact(f"{path}: sha256 differs from field {fp_field!r} in {meta_path.name} (file changed or corrupt)")
         arrays.append(arr)
     partial, val_idx = arrays
     if partial.shape != full_train.shape:
-        raise BenchError(f"{meta_path}: cached mask has shape {partial.shape}, labels have {full_train.shape}; {fix}")
+        raise CorruptArtefact(f"{meta_path}: cached mask has shape {partial.shape}, labels have {full_train.shape}")
     return partial, val_idx
 
 
@@ -279,8 +287,11 @@ def prepare_protocol(full_train: np.ndarray, *, setting: str, known: float, seed
     fingerprints, written last) and later calls load it after checking the fingerprints, so
     every method of a sweep sees the same mask.
 
-    :raises BenchError: on bad inputs, or a cache that does not match the labels or its own
-        fingerprints (the message says which file to delete).
+    A damaged cell (a file whose sha256 differs from its metadata, unreadable, truncated) is
+    said in one line on stderr and made again: the mask is a deterministic function of its key.
+
+    :raises BenchError: on bad inputs, or a cache made from other labels under the same key (the
+        message says which file to delete).
     """
     check_setting_scheme(setting, scheme)
     known = check_proportion(known)
@@ -294,8 +305,11 @@ def prepare_protocol(full_train: np.ndarray, *, setting: str, known: float, seed
     if cache_dir is not None:
         meta_path = Path(cache_dir) / (cache_stem(key, setting, known, seed, scheme, val_fraction) + ".json")
         if meta_path.is_file():
-            partial, val_idx = _load_cached(meta_path, full_train, labels_fp)
-            reused = True
+            try:
+                partial, val_idx = _load_cached(meta_path, full_train, labels_fp)
+                reused = True
+            except CorruptArtefact as exc:  # a cache: made again (the same mask), said in one line
+                print(f"warning: {exc}; making the mask again", file=sys.stderr)
     if partial is None:
         partial = _mask(full_train, setting, known, seed, scheme, key)
         _, val_idx = split_validation(full_train.shape[0], val_fraction, seed, key=key)

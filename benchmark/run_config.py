@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +33,12 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from .errors import BenchError
 from .loggers import LoggerName
 from .metrics import metric_names
-from .schema import build_options, loads_strict, read_text_file
+from .resources import MAX_THREADS, MAX_TUNE_CANDIDATES
+from .schema import build_options, read_config
 from .train_config import TrainConfig  # noqa: F401 - part of the run configuration
-from .vocabulary import (DEFAULT_PROPORTIONS, PROPORTION_FREE_SETTINGS, SCHEMES, SETTINGS, check_distinct,
+from .vocabulary import (DEFAULT_PROPORTIONS, SCHEMES, SETTINGS, check_distinct,
                          check_path_text, check_proportion, check_seed, check_setting_scheme, make_run_id, parse_proportions,
-                         parse_seeds, proportion_key, safe_name)
+                         parse_seeds, plan_cells, proportion_key, safe_name)
 
 DEFAULT_DATASET = "digit-scenes"
 #: What ``--tune-metric`` may name: the validation metrics every run computes (checked before anything trains).
@@ -106,6 +107,12 @@ def _distinct_seeds(values: tuple[int, ...]) -> tuple[int, ...]:
     return check_distinct(values, name="seeds")
 
 
+#: Known-label proportions (``"all"``, ``"0.1,0.5"`` or a list): checked, distinct, at least one (``run`` and ``sweep``).
+KnownList = Annotated[tuple[Known, ...], BeforeValidator(_proportions), Field(min_length=1), AfterValidator(_distinct_known)]
+#: Seeds (``"0,1"`` or a list): checked, distinct, at least one (``run`` and ``sweep``).
+SeedList = Annotated[tuple[Seed, ...], BeforeValidator(_seeds), Field(min_length=1), AfterValidator(_distinct_seeds)]
+
+
 @dataclass
 class RunConfig:
     """What ``mlrpl-bench run`` was asked to do, from the command line and/or a config file.
@@ -119,11 +126,9 @@ class RunConfig:
     data_root: PathText | None = field(default=None, metadata={"help": "where the dataset lives on disk"})
     dataset_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "loader options"})
     setting: Literal[SETTINGS] = field(default="pal", metadata={"help": "protocol setting"})  # type: ignore[valid-type]
-    known: Annotated[tuple[Known, ...], BeforeValidator(_proportions), Field(min_length=1),
-                     AfterValidator(_distinct_known)] = field(
+    known: KnownList = field(
         default=DEFAULT_PROPORTIONS, metadata={"help": "known-label proportions, or 'all'"})
-    seeds: Annotated[tuple[Seed, ...], BeforeValidator(_seeds), Field(min_length=1),
-                     AfterValidator(_distinct_seeds)] = field(default=(0,), metadata={"help": "seeds"})
+    seeds: SeedList = field(default=(0,), metadata={"help": "seeds"})
     scheme: Literal[SCHEMES] = field(default="generator", metadata={"help": "mask scheme"})  # type: ignore[valid-type]
     profile: str = field(default="default", metadata={"help": "the method's profile"})
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method options"})
@@ -144,10 +149,10 @@ class RunConfig:
     progress: bool = field(default=True, metadata={"help": "progress bars"})
     log: tuple[LoggerName, ...] = field(default=(), metadata={
         "help": "experiment trackers to report to: tensorboard, wandb, mlflow (not part of the run's identity)"})
-    jobs: Annotated[int, Field(ge=0)] = field(default=0, metadata={
+    jobs: Annotated[int, Field(ge=0, le=MAX_THREADS)] = field(default=0, metadata={
         "help": "worker processes for the sweep's cells on a CPU; 0 = one per core, at most one per cell (1 on a GPU "
                 "or under torchrun)"})
-    threads: Annotated[int, Field(ge=0)] = field(default=0, metadata={
+    threads: Annotated[int, Field(ge=0, le=MAX_THREADS)] = field(default=0, metadata={
         "help": "torch threads per process; 0 = 1 on a CPU (the same numbers on any machine), torch's default on a GPU"})
     save_scores: bool | None = field(default=None, metadata={
         "help": "keep the test scores beside each record (test_scores.npz); None: on for the built-in dataset only"})
@@ -161,13 +166,9 @@ class RunConfig:
         return Path(self.output).expanduser()
 
     def planned_runs(self) -> list[tuple[float, int]]:
-        """The (known, seed) pairs of this sweep, restricted to this shard (deterministic order).
-
-        ``full`` and ``spl`` draw the same mask at every proportion: one run per seed, filed at
-        known 1.0 (where the leaderboard's published SPL and full-label numbers sit).
-        """
-        knowns = (1.0,) if self.setting in PROPORTION_FREE_SETTINGS else tuple(self.known)
-        runs = [(k, s) for k in knowns for s in self.seeds]
+        """The (known, seed) pairs of this sweep (:func:`~mlrpl_bench.vocabulary.plan_cells`: one run per
+        seed for ``full`` and ``spl``), restricted to this shard (deterministic order)."""
+        runs = plan_cells(self.setting, self.known, self.seeds)
         i, n = self.shard
         return [r for j, r in enumerate(runs) if j % n == i]
 
@@ -185,16 +186,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except BenchError as exc:
         raise BenchError(f"--config {exc}; pass a .json or .toml file") from None
     p = Path(path)
-    text = read_text_file(p, source=f"--config {p}", what="config file", hint="pass a .json or .toml file")
-    if p.suffix == ".toml":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise BenchError(f"--config {p}: not valid TOML ({exc})") from None
-    elif p.suffix in (".yaml", ".yml", ".ini", ".cfg", ".py"):
+    if p.suffix in (".yaml", ".yml", ".ini", ".cfg", ".py"):
         raise BenchError(f"--config {p}: config files are JSON or TOML (by suffix: .json, .toml); convert it")
-    else:
-        data = loads_strict(text, source=f"--config {p}")
+    data = read_config(p, source=f"--config {p}")
     if not isinstance(data, dict):
         raise BenchError(f"--config {p}: expected a mapping at the top level")
     unknown = sorted(set(data) - set(FILE_KEYS))
@@ -421,6 +415,10 @@ def _tune_grid(config: RunConfig, method_cls: type) -> dict[str, tuple[Any, ...]
         if len(set(map(repr, typed))) != len(typed):
             raise BenchError(f"--tune {key}: the values {list(values)} repeat one; list each value once")
         grid[key] = typed
+    candidates = math.prod(len(values) for values in grid.values())
+    if candidates > MAX_TUNE_CANDIDATES:
+        raise BenchError(f"--tune: the grid has {candidates} candidates (each trains a whole run), more than "
+                         f"{MAX_TUNE_CANDIDATES}; search fewer values")
     return grid
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import BenchError
-from .vocabulary import is_registry_name
+from .vocabulary import NAME_MAX_LENGTH, is_registry_name
 
 
 PYPROJECT = '''\
@@ -139,8 +139,9 @@ mlrpl-bench run --plugin {name} --dataset voc2007 --data-root ~/data/VOC2007
 def check_plugin_name(name: str) -> str:
     """Validate a plugin name (lower-case letters, digits, single dashes) and return it."""
     if not is_registry_name(name or ""):
-        raise BenchError(f"plugin name {name!r} is not valid; use lower-case letters, digits and single dashes, "
-                         "starting with a letter (e.g. my-method)")
+        shown = name if len(name or "") <= 80 else f"{name[:40]}...({len(name)} characters)"
+        raise BenchError(f"plugin name {shown!r} is not valid; use lower-case letters, digits and single dashes, "
+                         f"starting with a letter, at most {NAME_MAX_LENGTH} characters (e.g. my-method)")
     return name
 
 
@@ -179,13 +180,11 @@ def write_plugin_package(name: str, target: str | Path) -> list[Path]:
         f"{n['package']}/method.py": METHOD,
         "tests/test_conformance.py": TEST,
     }
-    written = []
-    try:
-        for rel, template in files.items():
-            path = target / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(template.format(**n))
-            written.append(path)
+    from .atomic import replace_folder
+
+    contents = {rel: template.format(**n).encode() for rel, template in files.items()}
+    try:  # written beside and swapped in whole: a failure leaves no half-written package
+        replace_folder(target, contents)
     except OSError as exc:
         raise BenchError(f"{target}: cannot write the package ({exc.strerror or exc}); choose a writable --dir") from None
-    return written
+    return [target / rel for rel in files]

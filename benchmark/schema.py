@@ -40,7 +40,9 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Mapping
@@ -331,30 +333,82 @@ class _NonFinite(ValueError):
     pass
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
 def _refuse_constant(name: str):
     raise _NonFinite(name)
 
 
-def read_text_file(path: str | Path, *, source: str | None = None, what: str = "file", hint: str = "") -> str:
+def _finite_float(text: str) -> float:
+    """``parse_float``: a number too large for a float (``1e400``) would become infinity silently."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(text)
+    return value
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: a JSON object naming one key twice is refused (``json`` keeps the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+#: Largest file :func:`read_text_file` reads (records, configs, manifests, sweep state): a bigger one,
+#: or an endless one such as ``/dev/zero``, is refused before it fills the memory.
+MAX_TEXT_BYTES = 64 * 1024 * 1024
+
+
+def read_bounded(path: str | Path, limit: int) -> bytes:
+    """The bytes of ``path``, refusing (``ValueError``) a file of more than ``limit`` bytes before
+    reading it whole; a device or pipe with no size (``/dev/zero``) is read to ``limit + 1`` at most.
+
+    :raises OSError: as ``open`` raises it (missing, a directory, no permission).
+    """
+    if stat.S_ISFIFO(os.stat(path).st_mode) or stat.S_ISSOCK(os.stat(path).st_mode):
+        raise ValueError("a pipe or socket")  # opening a pipe would wait for a writer, forever
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise ValueError(f"{size} bytes")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"more than {limit} bytes")
+    return data
+
+
+def read_text_file(path: str | Path, *, source: str | None = None, what: str = "file", hint: str = "",
+                   limit: int = MAX_TEXT_BYTES) -> str:
     """The UTF-8 text of ``path`` (a leading byte-order mark dropped), or one line saying why not.
 
     :param source: how the file is named in messages (default: its path).
     :param what: what the file should be, for messages (``record file``).
     :param hint: what to pass instead, appended to the messages about a missing file or a folder.
-    :raises SchemaError: the file is missing, a directory, unreadable or not UTF-8.
+    :param limit: the largest size read (:data:`MAX_TEXT_BYTES`); a larger file is refused unread.
+    :raises SchemaError: the file is missing, a directory, too large, unreadable or not UTF-8.
     """
     path = Path(path)
     source = source or str(path)
     tail = f"; {hint}" if hint else ""
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, limit)
     except FileNotFoundError:
         raise SchemaError(f"{source}: {what} not found{tail}") from None
     except IsADirectoryError:
         raise SchemaError(f"{source}: is a directory, not a {what}{tail}") from None
     except OSError as exc:
-        raise SchemaError(f"{source}: cannot read ({exc.strerror or type(exc).__name__}); check the file's "
-                          "permissions") from None
+        fix = "check the file's permissions" if isinstance(exc, PermissionError) else "pass a readable file"
+        raise SchemaError(f"{source}: cannot read ({exc.strerror or type(exc).__name__}); {fix}") from None
+    except ValueError as exc:
+        if "pipe" in str(exc):
+            raise SchemaError(f"{source}: is {exc}, not a {what}; pass a file") from None
+        raise SchemaError(f"{source}: {exc} is too large for a {what} (at most {limit} bytes are read); "
+                          "is it the right file?") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -368,16 +422,26 @@ def read_json_file(path: str | Path, *, source: str | None = None, what: str = "
 
 
 def loads_strict(text: str | bytes, *, source: str) -> Any:
-    """Parse JSON text, refusing ``NaN``/``Infinity`` (not JSON) instead of reading them as floats.
+    """Parse JSON text, refusing ``NaN``/``Infinity`` (not JSON) instead of reading them as floats,
+    and an object that names one key twice (``json`` would keep the last one silently).
 
-    A leading UTF-8 byte-order mark (some Windows editors write one) is allowed.
+    A leading UTF-8 byte-order mark (some Windows editors write one) is allowed. Every JSON text
+    the suite reads -- configs, records, manifests, caches' metadata, sweep state -- goes through here.
 
-    :raises BenchError: one line naming ``source`` and the problem.
+    :raises SchemaError: one line naming ``source`` and the problem.
     """
-    if isinstance(text, str) and text.startswith("\ufeff"):
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise SchemaError(f"{source}: not UTF-8 text (byte {exc.start}); not a JSON file") from None
+    if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          object_pairs_hook=_refuse_duplicates)
+    except _DuplicateKey as exc:
+        raise SchemaError(f"{source}: key {str(exc)!r} appears twice in one object; keep one of them") from None
     except _NonFinite as exc:
         try:  # parsed again, leniently, only to say where (the first problem found is reported either way)
             where = non_finite_path(json.loads(text))
@@ -388,6 +452,45 @@ def loads_strict(text: str | bytes, *, source: str) -> Any:
                           "numbers only -- write null for a missing value") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SchemaError(f"{source}: not valid JSON ({exc})") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise SchemaError(f"{source}: not a JSON file of this suite ({str(exc).splitlines()[0][:120]})") from None
+    except RecursionError:
+        raise SchemaError(f"{source}: nested too deeply to be a JSON file of this suite") from None
+
+
+def loads_config(text: str, *, source: str, toml: bool) -> Any:
+    """Parse the text of a config or state file, JSON or TOML, as strictly as :func:`loads_strict`:
+    duplicate keys (TOML refuses them itself), ``nan``/``inf`` (TOML allows them) refused.
+
+    :raises SchemaError: one line naming ``source``.
+    """
+    if not toml:
+        return loads_strict(text, source=source)
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SchemaError(f"{source}: not valid TOML ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # an integer of too many digits, nesting too deep
+        raise SchemaError(f"{source}: not a config file of this suite ({str(exc).splitlines()[0][:120] or type(exc).__name__})") from None
+    where = non_finite_path(data)
+    if where is not None:
+        raise SchemaError(f"{source}: field {where!r} is not a finite number (nan/inf); config files hold finite "
+                          "numbers only")
+    return data
+
+
+def read_config(path: str | Path, *, source: str, what: str = "config file", hint: str = "pass a .json or .toml file") -> Any:
+    """The one strict reader of config and state files: JSON, or TOML by the ``.toml`` suffix.
+
+    Used by ``run --config``, ``sweep --config`` and the sweep's ``sweep.json``; a binary,
+    truncated, oversized or duplicate-keyed file is one line naming it (:func:`read_text_file`,
+    :func:`loads_config`).
+    """
+    path = Path(path)
+    text = read_text_file(path, source=source, what=what, hint=hint)
+    return loads_config(text, source=source, toml=path.suffix == ".toml")
 
 
 def non_finite_path(value: Any, path: str = "") -> str | None:
@@ -451,5 +554,5 @@ def describe_field(options_cls: type, name: str) -> str:
 
 
 __all__ = ["SchemaError", "build_options", "describe_field", "dumps_strict", "field_default", "format_error",
-           "diff_fields", "format_field_error", "loads_strict", "non_finite_path", "options_model", "read_json_file",
+           "diff_fields", "format_field_error", "loads_config", "loads_strict", "non_finite_path", "options_model", "read_bounded", "read_config", "read_json_file",
            "read_text_file", "validate_model"]

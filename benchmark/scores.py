@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,9 @@ SAVE_BY_DEFAULT = frozenset({"digit-scenes"})
 AP_TOLERANCE = 0.01
 #: Largest |recomputed - recorded| test mAP (points) accepted when a scores file is read back.
 MAP_TOLERANCE = 0.05
+#: Largest scores file read (compressed on disk, or any one array unpacked from it): MS-COCO's
+#: test set in float32 is 13 MB; a larger file, or an endless one (``/dev/zero``), is refused unread.
+MAX_SCORES_BYTES = 1 << 30
 
 
 def save_by_default(dataset: str) -> bool:
@@ -105,8 +109,13 @@ def read_scores(record_path: str | Path, record: dict) -> tuple[np.ndarray, np.n
     path = scores_path(record_path, record)
     if path is None:
         raise BenchError(f"{record_path}: field '{RECORD_FIELD}' is missing or has no 'path'")
+    from .schema import read_bounded
+
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, MAX_SCORES_BYTES)
+    except ValueError as exc:
+        raise BenchError(f"{path}: {exc} is more than a scores file holds (at most {MAX_SCORES_BYTES} bytes are read); "
+                         f"pass the test_scores.npz written with {record_path}") from None
     except OSError as exc:
         raise BenchError(f"{path}: cannot read the test scores named by {record_path} ({exc.strerror or exc}); "
                          f"copy the file beside the record or remove '{RECORD_FIELD}' from it") from None
@@ -115,9 +124,10 @@ def read_scores(record_path: str | Path, record: dict) -> tuple[np.ndarray, np.n
         raise BenchError(f"{path}: sha256 differs from field '{RECORD_FIELD}.sha256' of {record_path} (file changed "
                          "or belongs to another run); use the scores file written with this record")
     try:
+        _refuse_large_members(path, data)
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             scores, targets = npz["scores"], npz["targets"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise BenchError(f"{path}: not a test-scores file with arrays 'scores' and 'targets' ({exc})") from None
     n_test = record.get("dataset", {}).get("sizes", {}).get("test")
     n_classes = record.get("dataset", {}).get("num_classes")
@@ -129,6 +139,15 @@ def read_scores(record_path: str | Path, record: dict) -> tuple[np.ndarray, np.n
         raise BenchError(f"{path}: scores have shape {scores.shape} but {record_path} has {n_test} test images and "
                          f"{n_classes} classes; the file belongs to another run")
     return scores.astype(np.float32), targets
+
+
+def _refuse_large_members(path: Path, data: bytes) -> None:
+    """Refuse an archive whose arrays unpack to more than :data:`MAX_SCORES_BYTES` (a zip bomb), before unpacking."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for member in archive.infolist():
+            if member.file_size > MAX_SCORES_BYTES:
+                raise BenchError(f"{path}: array {member.filename} unpacks to {member.file_size} bytes, more than a "
+                                 f"scores file holds (at most {MAX_SCORES_BYTES})")
 
 
 def verify_scores(record_path: str | Path, record: dict) -> tuple[np.ndarray, np.ndarray]:

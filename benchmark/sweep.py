@@ -46,10 +46,11 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from .errors import BenchError
-from .protocol import SETTINGS
+from .run_config import KnownList, SeedList
+from .schema import loads_strict, read_config, read_text_file
 from .sweep_job import RunJob, is_live, now_iso, read_state, state_path
+from .vocabulary import DEFAULT_PROPORTIONS, SETTINGS, known_text, plan_cells
 
-DEFAULT_PROPORTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Run options a sweep sets itself, per job (the plan's axes and the job's bookkeeping).
 PLAN_FLAGS = ("--plugin", "--dataset", "--data-root", "--setting", "--known", "--seeds", "--output", "--shard",
               "--config", "--resume", "--overwrite")
@@ -65,9 +66,8 @@ class SweepOptions:
     datasets: tuple[str, ...] = field(default=("digit-scenes",), metadata={
         "help": "datasets, comma-separated; NAME=DATA_ROOT gives a dataset's folder"})
     settings: tuple[Literal[SETTINGS], ...] = field(default=("pal",), metadata={"help": "protocol settings"})
-    known: tuple[Annotated[float, Field(gt=0, le=1)], ...] = field(default=DEFAULT_PROPORTIONS, metadata={
-        "help": "known-label proportions (or 'all')"})
-    seeds: tuple[Annotated[int, Field(ge=0)], ...] = field(default=(0,), metadata={"help": "seeds"})
+    known: KnownList = field(default=DEFAULT_PROPORTIONS, metadata={"help": "known-label proportions (or 'all')"})
+    seeds: SeedList = field(default=(0,), metadata={"help": "seeds"})
     output: str = field(default="runs", metadata={"help": "the runs tree (records, checkpoints, sweep state)"})
     run_args: tuple[str, ...] = field(default=(), metadata={"help": "further `mlrpl-bench run` options of every job"})
     name: str = field(default="", metadata={"help": "the sweep's name [default: from the run options]"})
@@ -100,8 +100,6 @@ def build_sweep_options(config: dict[str, Any], cli_values: dict[str, Any]) -> S
     from .schema import build_options
 
     values = {**config, **{k: v for k, v in cli_values.items() if v is not None}}
-    if isinstance(values.get("known"), str) and values["known"].strip().lower() == "all":
-        values["known"] = list(DEFAULT_PROPORTIONS)
     if isinstance(values.get("datasets"), dict):  # config file: {name = "root"}
         values["datasets"] = [f"{k}={v}" if v else k for k, v in values["datasets"].items()]
     opts = build_options(SweepOptions, values, owner="sweep", strings=True)
@@ -184,14 +182,13 @@ def plan(opts: SweepOptions) -> tuple[list[PlannedRun], list[str]]:
                 if setting not in supported:
                     notes.append(f"{method} does not support setting {setting}: left out")
                     continue
-                for known in ((1.0,) if setting == "full" else opts.known):
-                    for seed in opts.seeds:
-                        argv = ["run", "--plugin", method, "--dataset", dataset, *(["--data-root", root] if root else []),
-                                "--setting", setting, "--known", f"{known:g}", "--seeds", str(seed), "--output", output,
-                                *([] if "--no-progress" in opts.run_args else ["--no-progress"]), *opts.run_args,
-                                "--resume"]
-                        runs.append(PlannedRun(make_run_id(method, dataset, setting, known, seed), method, dataset,
-                                               setting, float(known), int(seed), tuple(argv)))
+                for known, seed in plan_cells(setting, opts.known, opts.seeds):
+                    argv = ["run", "--plugin", method, "--dataset", dataset, *(["--data-root", root] if root else []),
+                            "--setting", setting, "--known", known_text(known), "--seeds", str(seed), "--output", output,
+                            *([] if "--no-progress" in opts.run_args else ["--no-progress"]), *opts.run_args,
+                            "--resume"]
+                    runs.append(PlannedRun(make_run_id(method, dataset, setting, known, seed), method, dataset,
+                                           setting, float(known), int(seed), tuple(argv)))
     keys = Counter(r.key for r in runs)
     if any(n > 1 for n in keys.values()):
         raise BenchError(f"sweep: run {next(k for k, n in keys.items() if n > 1)} is planned twice; remove the duplicate")
@@ -215,9 +212,11 @@ def _submissions(folder: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     path = folder / "submitted.jsonl"
     if path.exists():
-        for line in path.read_text().splitlines():
+        for number, line in enumerate(read_text_file(path, what="sweep submissions log").splitlines(), 1):
             if line.strip():
-                entry = json.loads(line)
+                entry = loads_strict(line, source=f"{path} line {number}")
+                if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+                    raise BenchError(f"{path} line {number}: expected an object with a 'key'; remove the line")
                 out[entry["key"]] = entry
     return out
 
@@ -271,7 +270,7 @@ def status(folder: Path) -> list[RunStatus]:
     manifest = folder / "sweep.json"
     if not manifest.exists():
         raise BenchError(f"{folder}: no sweep here (no sweep.json); run `mlrpl-bench sweep` first")
-    runs = json.loads(manifest.read_text())["runs"]
+    runs = _read_manifest(manifest)
     submitted = _submissions(folder)
     return [run_status(folder, key, submitted.get(key)) for key in runs]
 
@@ -334,11 +333,22 @@ def make_executor(opts: SweepOptions, folder: Path):
     return executor
 
 
+def _read_manifest(manifest: Path) -> dict[str, list[str]]:
+    """The ``runs`` of a sweep's ``sweep.json`` (run key -> its command line), read strictly."""
+    data = read_config(manifest, source=str(manifest), what="sweep state file",
+                       hint="run `mlrpl-bench sweep` again to plan it anew")
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(runs, dict) or not all(isinstance(v, list) for v in runs.values()):
+        raise BenchError(f"{manifest}: field 'runs' is missing or not a mapping of run key -> command line; delete the "
+                         "file and run `mlrpl-bench sweep` again to plan it anew")
+    return runs
+
+
 def _write_manifest(folder: Path, opts: SweepOptions, runs: list[PlannedRun]) -> None:
     from .atomic import atomic_write_text
 
     manifest = folder / "sweep.json"
-    known = json.loads(manifest.read_text())["runs"] if manifest.exists() else {}
+    known = _read_manifest(manifest) if manifest.exists() else {}
     known.update({r.key: list(r.argv) for r in runs})
     atomic_write_text(manifest, json.dumps({"options": dataclasses.asdict(opts), "updated": now_iso(), "runs": known},
                                            indent=1) + "\n")

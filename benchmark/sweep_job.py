@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .errors import BenchError
 from .hookspecs import hookimpl
 
 #: How often a running job renews its state file's modification time.
@@ -51,11 +52,21 @@ def state_path(sweep_dir: str | Path, key: str) -> Path:
 
 
 def read_state(path: Path) -> dict[str, Any] | None:
-    """The state file's content, or None when there is none (or it is being replaced)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    """The state file's content, or None when there is none (it is replaced atomically, never half-written).
+
+    :raises BenchError: one line naming a damaged state file (and how to start that run's bookkeeping over).
+    """
+    from .schema import SchemaError, read_config
+
+    if not path.is_file():
         return None
+    try:
+        state = read_config(path, source=str(path), what="sweep job state")
+    except SchemaError as exc:
+        raise BenchError(f"{exc}; delete it and run the sweep again to resubmit that run") from None
+    if not isinstance(state, dict):
+        raise BenchError(f"{path}: expected a JSON object; delete it and run the sweep again to resubmit that run")
+    return state
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:

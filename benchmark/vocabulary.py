@@ -6,7 +6,8 @@ words lives here and nowhere else:
 
 * :data:`SETTINGS` and :data:`SCHEMES`, and which combinations have a defined mask
   (:func:`check_setting_scheme`);
-* :data:`DEFAULT_PROPORTIONS`, the papers' sweep 0.1 ... 0.9;
+* :data:`DEFAULT_PROPORTIONS`, the papers' sweep 0.1 ... 0.9, and the runs a setting makes of
+  proportions and seeds (:func:`plan_cells`);
 * the canonical text of a known-label proportion (:func:`known_text`, :func:`known_percent`),
   used by run ids, directory names, tables and messages alike;
 * safe names for files and directories (:func:`safe_name`, :func:`path_component`) and
@@ -43,6 +44,9 @@ SEED_LIMIT = 2**32
 
 #: Registry names of methods, profiles and plugins: lower-case words joined by single dashes.
 NAME_PATTERN = r"[a-z][a-z0-9]*(-[a-z0-9]+)*"
+#: The longest registry name: it becomes file and package names (``mlrpl_<name>``), and a file
+#: name has at most 255 bytes on common file systems.
+NAME_MAX_LENGTH = 64
 _NAME_RE = re.compile(NAME_PATTERN)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -202,8 +206,21 @@ def path_component(name: Any, max_len: int = 120) -> str:
 
 
 def is_registry_name(name: Any) -> bool:
-    """Whether ``name`` is a well-formed registry name (``my-method``, ``paper-literal``)."""
-    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+    """Whether ``name`` is a well-formed registry name (``my-method``, ``paper-literal``) of at most
+    :data:`NAME_MAX_LENGTH` characters."""
+    return isinstance(name, str) and len(name) <= NAME_MAX_LENGTH and _NAME_RE.fullmatch(name) is not None
+
+
+def plan_cells(setting: str, known: "tuple[float, ...] | list[float]", seeds: "tuple[int, ...] | list[int]") -> list[tuple[float, int]]:
+    """The (known, seed) runs of one setting, in a stable order: the one plan ``run``, ``sweep`` and
+    ``tools/leaderboard_sweep.sh`` (through ``run``) all follow.
+
+    A proportion-free setting (:data:`PROPORTION_FREE_SETTINGS`: ``full``, ``spl``) draws the same
+    mask at every proportion: one run per seed, filed at known 1.0 (where the leaderboard's
+    published SPL and full-label numbers sit), whatever ``known`` lists.
+    """
+    knowns = (1.0,) if setting in PROPORTION_FREE_SETTINGS else tuple(known)
+    return [(float(k), int(s)) for k in knowns for s in seeds]
 
 
 def make_run_id(method: str, dataset: str, setting: str, known: float, seed: int) -> str:
@@ -213,10 +230,10 @@ def make_run_id(method: str, dataset: str, setting: str, known: float, seed: int
 
 
 __all__ = [
-    "DEFAULT_PROPORTIONS", "HCP_SETTINGS", "NAME_PATTERN", "PROPORTION_DECIMALS", "PROPORTION_FREE_SETTINGS",
+    "DEFAULT_PROPORTIONS", "HCP_SETTINGS", "NAME_MAX_LENGTH", "NAME_PATTERN", "PROPORTION_DECIMALS", "PROPORTION_FREE_SETTINGS",
     "SCHEMES", "SEED_LIMIT", "SETTINGS", "VocabularyError", "check_distinct", "check_path_text", "check_proportion",
     "check_scheme",
     "check_seed",
     "check_setting", "check_setting_scheme", "check_sha256", "is_registry_name", "is_sha256", "known_percent", "known_text", "make_run_id",
-    "parse_proportions", "parse_seeds", "path_component", "proportion_key", "safe_name",
+    "parse_proportions", "parse_seeds", "path_component", "plan_cells", "proportion_key", "safe_name",
 ]

@@ -21,7 +21,8 @@ from typing import Callable
 
 import pandas as pd
 
-from mlrpl_bench.atomic import atomic_write_bytes
+from mlrpl_bench.atomic import replace_folder
+from mlrpl_bench.errors import BenchError
 
 from . import stats
 from .aggregate import (DEFAULT_BASELINE, SUMMARY_METRICS, TUNING_FLAG, Row, Table, aggregated_frame, build_tables,
@@ -180,6 +181,19 @@ def _csv_bytes(frame: pd.DataFrame) -> bytes:
     return defuse_formulas(frame).to_csv(index=False, lineterminator="\n", float_format="%.4f").encode()
 
 
+def _refuse_foreign_files(out_dir: Path) -> None:
+    """Refuse an ``--out`` folder holding anything a build does not write: the build replaces the folder whole."""
+    if not out_dir.is_dir():
+        return
+    for path in sorted(out_dir.rglob("*")):
+        relative = path.relative_to(out_dir)
+        ours = (str(relative) in ("leaderboard.md", "leaderboard.csv", "index.html", "tables")
+                or (relative.parts[0] == "tables" and len(relative.parts) == 2 and path.suffix in (".md", ".csv")))
+        if not ours or path.is_symlink():
+            raise BenchError(f"--out {out_dir}: holds {relative}, which a build does not write; the build replaces the "
+                             "folder as a whole, so choose an empty folder or a previous build's own")
+
+
 def build_leaderboard(results_dir=DEFAULT_RESULTS_DIR, out_dir: str | Path = DEFAULT_OUT_DIR, *,
                       reference: ReferenceIndex | None = None, generated: datetime | None = None,
                       baseline: str = DEFAULT_BASELINE, explicit_baseline: bool = False) -> BuildResult:
@@ -209,6 +223,7 @@ def build_leaderboard(results_dir=DEFAULT_RESULTS_DIR, out_dir: str | Path = DEF
     files[out_dir / "leaderboard.csv"] = _csv_bytes(aggregated)
     files[out_dir / "index.html"] = render_page(tables, n_records=n_records, generated=generated, reference=reference,
                                                 baseline=baseline, skipped=skipped).encode()
-    for path, data in files.items():
-        atomic_write_bytes(path, data)
+    _refuse_foreign_files(out_dir)
+    # The whole site is swapped in at once: never new tables beside an old index.html.
+    replace_folder(out_dir, {str(path.relative_to(out_dir)): data for path, data in files.items()})
     return BuildResult(out_dir, tables, n_records, list(files), skipped)

@@ -138,7 +138,9 @@ def test_protocol_overwrites_atomically(capsys, tmp_path, full_labels):
     full, path = full_labels
     out = tmp_path / "out.npy"
     out.write_bytes(b"old")
-    code, _, _ = run(capsys, "protocol", "--labels", str(path), "--out", str(out), "--setting", "full")
+    code, _, err = run(capsys, "protocol", "--labels", str(path), "--out", str(out), "--setting", "full")
+    assert code == 2 and "already exists; pass --replace to overwrite it" in err and out.read_bytes() == b"old"
+    code, _, _ = run(capsys, "protocol", "--labels", str(path), "--out", str(out), "--setting", "full", "--replace")
     assert code == 0 and np.array_equal(np.load(out), full)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.npy", "out.npy"]
 

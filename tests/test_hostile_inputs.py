@@ -305,14 +305,16 @@ def test_build_reads_records_strictly_and_names_unreadable_files(cli, tmp_path, 
     one_line_exit_2(res, "nan.json", "method.options.beta")
     (results / "nan.json").unlink()
     locked = next(p for p in results.glob("*.json") if p.is_file())
-    real = Path.read_bytes
+    from mlrpl_bench import schema
 
-    def read_bytes(self):
-        if self == locked:
+    real = schema.read_bounded
+
+    def read_bounded(path, limit):
+        if Path(path) == locked:
             raise PermissionError(13, "Permission denied")
-        return real(self)
+        return real(path, limit)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(schema, "read_bounded", read_bounded)
     res = cli("leaderboard", "export", "--results", results, "--format", "csv", "--out", tmp_path / "export")
     one_line_exit_2(res, str(locked), "Permission denied")
 

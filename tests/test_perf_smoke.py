@@ -79,3 +79,8 @@ def test_frozen_step_quick_prints_reference_vs_current_ratios_and_same_records()
         assert f"{plugin} cell: reference / current" in found, out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("hst ", "partial-bce "))]
     assert len(rows) == 2 and all(row[-1] == "yes" for row in rows), out  # both variants filed the same records
+
+
+def test_checksums_quick_prints_checked_vs_plain_ratios():
+    found = ratios(run_quick("bench_checksums.py"))
+    assert "checkpoint 2 MB: checked / plain" in found and "feature cache 2 MB: checked / plain" in found, found

@@ -218,7 +218,7 @@ def test_prepare_protocol_carves_validation_after_the_mask(tmp_path):
     assert split.summary["images"] == 200 and not split.reused and split.cache_path is None
 
 
-def test_prepare_protocol_cache_is_written_once_and_reused(tmp_path):
+def test_prepare_protocol_cache_is_written_once_and_reused(tmp_path, capsys):
     full = _full(n=120, c=5)
     kw = dict(setting="ppl", known=0.5, seed=3, scheme="generator", val_fraction=0.1, key="my data/v1", cache_dir=tmp_path)
     first = prepare_protocol(full, **kw)
@@ -242,13 +242,15 @@ def test_prepare_protocol_cache_is_written_once_and_reused(tmp_path):
     with pytest.raises(BenchError, match="labels_fingerprint"):
         prepare_protocol(other, **kw)
 
-    # A tampered mask is detected through the fingerprint in the metadata.
+    # A tampered mask is detected through the fingerprint in the metadata, said in one line and made again.
     mask_file = next(tmp_path.glob("*ppl__0.5__*.partial.npy"))
     tampered = np.load(mask_file)
     tampered[0, 0] = 1 - abs(tampered[0, 0])
     np.save(mask_file, tampered)
-    with pytest.raises(BenchError, match=r"sha256 differs.*delete"):
-        prepare_protocol(full, **kw)
+    again = prepare_protocol(full, **kw)
+    assert not again.reused and np.array_equal(again.partial, first.partial)
+    assert "partial.npy: sha256 differs" in capsys.readouterr().err
+    assert prepare_protocol(full, **kw).reused  # the cell made again is whole
 
 
 def test_prepare_protocol_validates_val_fraction():

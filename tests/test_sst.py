@@ -314,7 +314,7 @@ def test_sst_lifecycle_loss_decreases_and_predict_in_unit_interval():
 
 
 def test_sst_pseudo_labels_only_unknown_and_bank_round_trip():
-    method, model, batch = tiny_setup(SST, {"cst_reference": "bank", "threshold_min": -2.0, "threshold_start": -2.0})
+    method, model, batch = tiny_setup(SST, {"cst_reference": "bank", "threshold_min": -1.0, "threshold_start": -1.0})
     method.training_step(model, batch, 0)
     intra, cross = method.pseudo_labels(model, batch.inputs, batch.labels, 0)
     known = batch.labels != 0
@@ -324,7 +324,7 @@ def test_sst_pseudo_labels_only_unknown_and_bank_round_trip():
     torch.save({"model": model.state_dict(), "method": method.state_dict()}, buf)
     buf.seek(0)
     state = torch.load(buf, weights_only=True)
-    fresh, fresh_model, _ = tiny_setup(SST, {"cst_reference": "bank", "threshold_min": -2.0, "threshold_start": -2.0}, seed=0)
+    fresh, fresh_model, _ = tiny_setup(SST, {"cst_reference": "bank", "threshold_min": -1.0, "threshold_start": -1.0}, seed=0)
     torch.manual_seed(123)
     fresh_model.load_state_dict(state["model"])
     fresh.load_state_dict(state["method"])

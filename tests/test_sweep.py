@@ -89,7 +89,7 @@ def test_plan_leaves_out_settings_a_method_does_not_support(tmp_path):
         pm.unregister(plugin)
         P.method_registry.cache_clear()
     assert notes == ["pal-only-test does not support setting spl: left out"]
-    assert sorted(r.key for r in runs) == ["bce__digit-scenes__pal__0.5__seed0", "bce__digit-scenes__spl__0.5__seed0",
+    assert sorted(r.key for r in runs) == ["bce__digit-scenes__pal__0.5__seed0", "bce__digit-scenes__spl__1__seed0",
                                            "pal-only-test__digit-scenes__pal__0.5__seed0"]
 
 

@@ -28,8 +28,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
-    """Repeated ``KEY=VALUE`` options as a mapping; values stay text (the schema parses them by type)."""
+def parse_pairs(pairs: tuple[str, ...], flag: str, *, once: bool = False) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` options as a mapping; values stay text (the schema parses them by type).
+
+    A later ``KEY=`` wins (a script may override one option of a shared list), except with ``once``:
+    there a key given twice is refused (``--tune lr=1e-3 --tune lr=1e-2`` would search one grid where
+    two were meant; every value goes in one ``KEY=V1,V2``).
+    """
     from ..errors import BenchError
 
     out = {}
@@ -37,7 +42,11 @@ def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
         if "=" not in pair:
             raise BenchError(f"{flag} {pair!r}: expected KEY=VALUE")
         key, value = pair.split("=", 1)
-        out[key.strip().replace("-", "_")] = value
+        key = key.strip().replace("-", "_")
+        if once and key in out:
+            raise BenchError(f"{flag} {key}: given twice ({out[key]!r} and {value!r}); give it once (a list of values "
+                             "goes in one option, comma-separated)")
+        out[key] = value
     return out
 
 
@@ -92,6 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     except BenchError as exc:
         click.echo(f"error: {one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a full disk met outside the atomic writers (which say it themselves)
+        from ..atomic import FULL_DISK, disk_full
+
+        if exc.errno not in FULL_DISK:
+            raise
+        click.echo(f"error: {one_line(str(disk_full(exc.filename or '.', exc, None)))}", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         # Ctrl-C: every file is written atomically, so what exists is whole; a run's checkpoints are per epoch.
         click.echo("error: interrupted; files already written are complete, nothing is half-written (an "

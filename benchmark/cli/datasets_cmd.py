@@ -122,10 +122,12 @@ def stats_cmd(name, data_root, dataset_option, split, top, as_json) -> None:
               help="Label matrix file: .npy, or comma-separated text for any other suffix.")
 @click.option("--classes-out", type=PathArg(dir_okay=False), default=None,
               help="Class list file (default: <out stem>.classes.txt).")
-def labels_cmd(name, data_root, dataset_option, split, out, classes_out) -> None:
+@click.option("--replace", is_flag=True, help="Overwrite the output files when they exist (refused otherwise).")
+def labels_cmd(name, data_root, dataset_option, split, out, classes_out, replace) -> None:
     """Write a split's full label matrix (loader row order), its class list and image ids."""
     from ..data.verify import export_labels
 
-    info = export_labels(name, data_root, parse_pairs(dataset_option, "--dataset-option"), split, out, classes_out)
+    info = export_labels(name, data_root, parse_pairs(dataset_option, "--dataset-option"), split, out, classes_out,
+                         replace=replace)
     n, c = info["shape"]
     click.echo(f"wrote {info['labels']} ({n} images x {c} classes), {info['classes']}, {info['ids']}")

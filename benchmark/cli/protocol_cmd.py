@@ -30,20 +30,23 @@ def _parse_seed(text: str) -> int:
 @click.option("--scheme", default="generator", show_default=True,
               help="generator (seeded numpy Generator) or hcp (bit-exact official SST/HST/DSRB PAL masks).")
 @click.option("--key", default="", help="Names the data (e.g. dataset name); part of the generator seed.")
-def protocol(labels_path: str, out_path: str, setting: str, known: str | None, seed: str, scheme: str, key: str) -> None:
+@click.option("--replace", is_flag=True, help="Overwrite OUT when it exists (refused otherwise).")
+def protocol(labels_path: str, out_path: str, setting: str, known: str | None, seed: str, scheme: str, key: str,
+             replace: bool) -> None:
     """Make a partial label matrix from a full one and print a one-line summary.
 
     \b
     Example (30% of the labels known, official masks):
       mlrpl-bench protocol --labels train_full.npy --out train_pal_0.3.txt --setting pal --known 0.3 --scheme hcp
     """
-    from ..atomic import refuse_overwriting_inputs
+    from ..atomic import refuse_existing_outputs, refuse_overwriting_inputs
     from ..labels import read_label_file, write_label_file
     from ..protocol import fingerprint_array, make_partial_labels, protocol_summary
     from ..vocabulary import check_proportion, check_setting_scheme, known_text
 
     check_setting_scheme(setting, scheme)
     refuse_overwriting_inputs(out_path, {"--labels": labels_path})
+    refuse_existing_outputs({"--out": out_path}, replace=replace)
     if known is None:
         if setting in ("pal", "ppl"):
             raise BenchError(f"--known is required for setting {setting!r}; e.g. --known 0.3 for 30% known labels")

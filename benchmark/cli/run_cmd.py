@@ -124,5 +124,5 @@ def command_line_values(params: dict) -> dict:
     cli["train"] = {k: v for k, v in train.items() if v is not None}
     cli["method_options"] = parse_pairs(p.get("option") or (), "--option")
     cli["dataset_options"] = parse_pairs(p.get("dataset_option") or (), "--dataset-option")
-    cli["tune"] = parse_pairs(p.get("tune") or (), "--tune")
+    cli["tune"] = parse_pairs(p.get("tune") or (), "--tune", once=True)
     return cli

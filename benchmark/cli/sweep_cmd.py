@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tomllib
 from pathlib import Path
 
 import click
@@ -21,15 +20,10 @@ def read_sweep_config(path: str) -> dict:
     """A sweep config file as SweepOptions values; a ``[slurm]`` table may hold the launcher's keys."""
     from ..sweep import SweepOptions
 
+    from ..schema import read_config
+
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise BenchError(f"--config {p}: cannot read ({exc.strerror or exc})") from None
-    try:
-        data = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise BenchError(f"--config {p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'} ({exc})") from None
+    data = read_config(p, source=f"--config {p}")
     if not isinstance(data, dict):
         raise BenchError(f"--config {p}: expected a mapping at the top level")
     slurm = data.pop("slurm", {})

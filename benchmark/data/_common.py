@@ -65,12 +65,19 @@ def read_lines(path: Path, fix: str = "check the file") -> list[tuple[int, str]]
 
 
 def read_json(path: Path, fix: str = "check the file") -> Any:
-    """Parse a JSON file; a syntax error names the file, line and column."""
+    """Parse a JSON file; a syntax error names the file, line and column; a key named twice in one
+    object is refused (:func:`mlrpl_bench.schema.loads_strict` for everything but the syntax message)."""
+    from ..schema import SchemaError, loads_strict
+
     text = read_text(path, fix)
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BenchError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON ({exc.msg}); {fix}") from None
+        return loads_strict(text, source=str(path))
+    except SchemaError as exc:
+        try:  # parsed again, only on failure, for the line and column of a syntax error
+            json.loads(text)
+        except json.JSONDecodeError as syntax:
+            raise BenchError(f"{path}:{syntax.lineno}:{syntax.colno}: malformed JSON ({syntax.msg}); {fix}") from None
+        raise BenchError(f"{exc}; {fix}") from None
 
 
 def json_error(path: Path, exc: json.JSONDecodeError, fix: str) -> BenchError:

@@ -42,6 +42,7 @@ from pydantic import Field
 
 from ..errors import BenchError
 from ..hookspecs import hookimpl
+from ..schema import SchemaError, read_json_file
 from . import scenes
 from .base import SPLITS, Dataset, DatasetSplit
 
@@ -162,6 +163,10 @@ def materialise(target: Path, *, seed: int, sizes: dict[str, int], image_size: i
     """
     if (target / MANIFEST).is_file():
         return False
+    if target.exists() and target.resolve() == Path.cwd().resolve():
+        # The dataset is renamed into place, which would take the working folder's place.
+        raise BenchError(f"--data-root {target}: is the working folder; the dataset is generated into a folder of "
+                         "its own -- point --data-root at a new folder, e.g. --data-root data/digit-scenes")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise BenchError(f"{target}: exists but holds no {MANIFEST} (not a complete digit-scenes dataset); "
                          f"delete it or point --data-root at an empty or missing directory")
@@ -200,12 +205,12 @@ def verify(directory: Path, expected_options: dict[str, Any]) -> dict[str, Any]:
     """
     path = directory / MANIFEST
     fix = f"delete {directory} and run again to regenerate it"
+    if not path.is_file():
+        raise BenchError(f"{path}: missing; {fix}")
     try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BenchError(f"{path}: missing; {fix}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BenchError(f"{path}: corrupt manifest ({type(exc).__name__}); {fix}") from None
+        manifest = read_json_file(path, what="dataset manifest")
+    except SchemaError as exc:
+        raise BenchError(f"{path}: corrupt manifest ({str(exc).removeprefix(f'{path}: ')}); {fix}") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
             or not isinstance(manifest.get("options"), dict):
         raise BenchError(f"{path}: corrupt manifest (fields 'files' and 'options' must be objects); {fix}")
@@ -259,12 +264,12 @@ def read_coco_labels(path: Path) -> tuple[list[str], np.ndarray, list[str], list
         category exists and -1 elsewhere.
     :raises BenchError: naming the file and field of anything missing or malformed.
     """
+    if not path.is_file():
+        raise BenchError(f"{path}: annotation file not found; regenerate the dataset (delete its directory)")
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BenchError(f"{path}: annotation file not found; regenerate the dataset (delete its directory)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BenchError(f"{path}: not valid JSON ({exc}); regenerate the dataset (delete its directory)") from None
+        data = read_json_file(path, what="annotation file")
+    except SchemaError as exc:
+        raise BenchError(f"{exc}; regenerate the dataset (delete its directory)") from None
     if not isinstance(data, dict):
         raise BenchError(f"{path}: top level must be a JSON object with images, categories, annotations")
     for key in ("images", "categories", "annotations"):

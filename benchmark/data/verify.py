@@ -204,21 +204,24 @@ def format_stats(stats: dict[str, Any]) -> str:
 
 
 def export_labels(name: str, root, options: dict | None, split: str, out: str | Path,
-                  classes_out: str | Path | None = None) -> dict[str, str]:
+                  classes_out: str | Path | None = None, *, replace: bool = False) -> dict[str, str]:
     """Write ``split``'s label matrix to ``out`` (``.npy`` or comma-separated text, loader row order).
 
     Beside it: the class list (``<out stem>.classes.txt``, one a line, column order) and the image
-    ids (``<out stem>.ids.txt``, row order). Every file is written atomically.
+    ids (``<out stem>.ids.txt``, row order). Every file is written atomically; an existing one is
+    refused unless ``replace`` (``--replace``), before the dataset is read.
     """
+    from ..atomic import refuse_existing_outputs
     from ._common import atomic_write_text
 
     if split not in SPLITS:
         raise BenchError(f"unknown split {split!r}; use train or test")
-    data = open_dataset(name, root, options).load_split(split)
     out = Path(out).expanduser()
     stem = out.with_suffix("") if out.suffix else out
     classes_path = Path(classes_out).expanduser() if classes_out else stem.with_name(stem.name + ".classes.txt")
     ids_path = stem.with_name(stem.name + ".ids.txt")
+    refuse_existing_outputs({"--out": out, "--classes-out": classes_path, "--out (image ids)": ids_path}, replace=replace)
+    data = open_dataset(name, root, options).load_split(split)
     _refuse_clobbering(out, classes_path, ids_path, data)
     write_label_file(out, data.labels)
     atomic_write_text(classes_path, "".join(f"{c}\n" for c in data.class_names))

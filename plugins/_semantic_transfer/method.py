@@ -30,6 +30,7 @@ from torch import nn
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.losses import partial_bce
 from mlrpl_bench.method import Batch, Method, TrainConfig
+from mlrpl_bench.resources import check_allocation
 from mlrpl_bench.models.sarl import cam_loss, default_feature_dim, unwrap
 
 from .._blending.blender import BlendSettings, RepresentationBlender
@@ -216,6 +217,7 @@ class SemanticTransferMethod(Method):
         b, c, d = features.shape
         size = self.opts.bank_size
         if self.bank is None:
+            _check_bank_memory(c, size, d, features)
             self.bank = features.new_zeros((c, size, d))
         self.bank = self.bank.to(features.device)
         # All classes at once (pure data movement, so the bank is exactly the per-class loop's):
@@ -388,3 +390,13 @@ def _scalar(value) -> torch.Tensor:
 
 
 __all__ = ["SemanticTransferMethod"]
+
+
+def _check_bank_memory(classes: int, size: int, dim: int, features: torch.Tensor) -> None:
+    """Refuse a bank that cannot fit: the update holds about three copies of it (old bank, incoming
+    pool, gathered result) in the features' dtype, on their device."""
+    nbytes = 3 * classes * size * dim * features.element_size()
+    available = torch.cuda.mem_get_info(features.device)[0] if features.is_cuda else None
+    check_allocation(nbytes, what=f"-o bank_size={size}: the feature bank ({classes} classes x {size} x {dim}, "
+                                  "three copies while it is updated)",
+                     fix="choose a smaller bank_size (official: 100)", available=available)

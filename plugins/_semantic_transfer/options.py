@@ -36,6 +36,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
 NonNegFloat = Annotated[float, Field(ge=0)]
+#: A pseudo-label threshold: the scores it is compared with are probabilities (intra-image, [0, 1]) or
+#: cosine similarities (cross-image, [-1, 1]), so a threshold outside [-1, 1] means nothing.
+Threshold = Annotated[float, Field(ge=-1, le=1)]
 
 # (name, type, help); defaults come from COMMON_DEFAULTS and each plugin.
 _OPTION_SPECS: list[tuple[str, Any, str]] = [
@@ -81,10 +84,10 @@ _OPTION_SPECS: list[tuple[str, Any, str]] = [
     ("lambda_proto", NonNegFloat, "weight of the prototype contrastive term (official: 0.05)"),
     ("thresholds", Literal["schedule", "fixed", "dtl"], "schedule (SST: 0.95 -0.025/epoch to threshold_min), fixed "
      "(fixed_threshold), dtl (HST: learned)"),
-    ("threshold_start", float, "scheduled θ at the first pseudo-label epoch"),
-    ("threshold_step", float, "scheduled θ decrease per paper-epoch"),
-    ("threshold_min", float, "scheduled θ floor (minimum θ_intra = θ_cross)"),
-    ("fixed_threshold", float, "θ_intra = θ_cross with thresholds=fixed (HST Table 7 best: 0.7)"),
+    ("threshold_start", Threshold, "scheduled θ at the first pseudo-label epoch"),
+    ("threshold_step", Threshold, "scheduled θ decrease per paper-epoch"),
+    ("threshold_min", Threshold, "scheduled θ floor (minimum θ_intra = θ_cross)"),
+    ("fixed_threshold", Threshold, "θ_intra = θ_cross with thresholds=fixed (HST Table 7 best: 0.7)"),
     ("dtl_init", float, "initial learned thresholds (official: 1.0, i.e. 'set to 1')"),
     ("dtl_form", Literal["official", "paper"], "DTL: official = soft label clamp(score-θ, 0, 1) as the BCE logit, pseudo positive "
      "where it is > 0; paper = partial BCE on (score-θ)/τ, pseudo positive where score ≥ θ"),
