@@ -16,7 +16,8 @@ the measurements behind each choice):
 * **α/β scope.** Eq. 12 as printed puts α on ``ỹ log ŷ`` and β on ``(1 − ỹ) log(1 − ŷ)`` of the
   pseudo-labelled entries too. Their loss is then minimised at ``αỹ / (αỹ + β(1 − ỹ)) > ỹ``
   (α > β whenever positives are rare), and since ỹ is the previous prediction every pseudo
-  label climbs to 1 -- whatever the data, so the method could not report what it reports.
+  label climbs to 1 whatever the data (measured: all of them; the paper's tables cannot come
+  from that).
   ``alpha_beta_scope="existing"`` (default) weighs the existing entries by α/β and leaves the
   pseudo-labelled terms as the plain BCE of eq. 7; ``"all"`` is the printed eq. 12.
 * **d (eq. 9)** prints ``exp((e_c + m) / e_T)``, > 1 at every epoch, yet the text says the two
@@ -32,13 +33,20 @@ known entries, which gives β = 1, α = 0 -- no positive term at all -- in the P
 settings the paper reports); ``q`` is not given (default 0.5, see docs/ipl.md); a sampled
 count is ``round(q · N_ne)``, at least one when an image has non-existing entries.
 
-**Scores.** α/β move the optimum of every existing entry's loss from the probability π of a
-positive to ``απ / (απ + β(1 − π))``, i.e. the logit by ``log(α/β)`` (≈ 2.9 at the γ floor), so
-nearly every score would pass the harness's 0.5 threshold. ``calibration="prior-shift"``
-(default; not in the paper) subtracts ``log(α/β)`` from the logits in :meth:`predict`, with α
-and β the rule of eq. 8 applied to the whole training label table -- a constant shift, so the
-mAP is unchanged and only thresholded metrics (OF1, CF1) change; ``"none"`` is the paper's
-plain sigmoid.
+**Scores** (not in the paper). α/β move the optimum of every existing entry's loss from the
+probability π of a positive to ``απ / (απ + β(1 − π))``, i.e. the logit by ``log(α/β)`` (≈ 2.9
+at the γ floor), and the pseudo labels follow, so a plain sigmoid puts far too many scores
+above the harness's 0.5 threshold. :meth:`predict` subtracts a constant logit shift (the mAP is
+unchanged; only thresholded metrics such as OF1/CF1 move), fitted on training data only:
+
+* ``calibration="prior-count"`` (default): at every epoch end, the shift that makes the share of
+  shifted pseudo labels ≥ 0.5 equal to the positive rate of the known labels (under PAL a
+  random sample of the same entries), i.e. as many predicted positives as the training labels
+  imply. Without known negatives (PPL, SPL) or unknown entries (FAL) that rate says nothing and
+  the ``prior-shift`` value stays.
+* ``"prior-match"``: the same, matching the shifted pseudo labels' mean instead of their count.
+* ``"prior-shift"``: ``log(α/β)`` with α, β the rule of eq. 8 applied to the whole training table.
+* ``"none"``: the paper's plain sigmoid.
 
 Per epoch the log holds α, β, d, the share of penalised images (p = 2), the sampled
 non-existing entries per batch, and the pseudo labels: ``pseudo_pos`` (non-existing entries of

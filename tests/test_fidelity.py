@@ -448,8 +448,8 @@ def test_ipl_coefficients_follow_the_prose():
     assert d == pytest.approx(math.e) and p.tolist() == [1.0, 2.0]
 
 
-class FixedLogits(nn.Module):
-    """A model whose logits are one trainable tensor (the batch's inputs are ignored)."""
+class PlainLogits(nn.Module):
+    """A linear-head stand-in whose logits are one trainable tensor (the inputs are ignored)."""
 
     def __init__(self, logits):
         super().__init__()
@@ -469,7 +469,7 @@ def test_ipl_alpha_beta_weigh_the_existing_labels_only():
     for name, overrides in (("default", {}), ("literal", ImbalancePseudoLabeling.profiles["paper-literal"])):
         method = method_of(ImbalancePseudoLabeling, labels, {**overrides, "without_q": True}, epochs=10)
         method.pseudo_labels = pseudo.clone()
-        model = FixedLogits(torch.logit(pseudo))
+        model = PlainLogits(torch.logit(pseudo))
         method.training_step(model, batch_of(labels), epoch=7)["loss"].backward()
         grads[name] = model.logits.grad[0, 2:]
     assert torch.allclose(grads["default"], torch.zeros(2), atol=1e-7)

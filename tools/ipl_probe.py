@@ -37,9 +37,14 @@ from mlrpl_bench.single_run import cell_paths, train_cell
 import torch
 
 
-def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+def parse_variant(text: str) -> tuple[str, dict]:
     name, _, rest = text.partition(":")
-    options = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
+    options = {}
+    for key, _, value in (kv.partition("=") for kv in rest.split(",") if kv):
+        try:
+            options[key] = json.loads(value)  # numbers and true/false
+        except json.JSONDecodeError:
+            options[key] = value
     return name, options
 
 
