@@ -63,6 +63,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -114,7 +115,7 @@ def prior_matching_shift(probs: torch.Tensor, rate: float, match: str = "mean", 
 
     ``match="mean"``: ``mean(sigmoid(logit(probs) − s)) = rate`` (bisection); ``"count"``: a
     share ``rate`` of ``logit(probs) − s`` is above 0, i.e. ``s`` is the ``1 − rate`` quantile of
-    the logits (``torch.quantile``, linear interpolation). With the pseudo labels of the
+    the logits (linear interpolation, as ``numpy.quantile``, which has no size limit). With the pseudo labels of the
     non-existing entries as ``probs`` (the model's own predictions on the training images) and
     the positive rate of the known entries as ``rate`` (under PAL a random sample of the same
     entries), the shifted scores predict as many positives as the training labels contain: in
@@ -129,7 +130,7 @@ def prior_matching_shift(probs: torch.Tensor, rate: float, match: str = "mean", 
         raise ValueError("no predictions to match")
     z = torch.logit(probs.double().clamp(1e-6, 1 - 1e-6)).flatten()
     if match == "count":
-        return float(torch.quantile(z, 1.0 - rate))
+        return float(np.quantile(z.numpy(), 1.0 - rate))
     if match != "mean":
         raise ValueError(f"match must be 'mean' or 'count', got {match!r}")
     lo, hi = -30.0, 30.0  # mean(sigmoid(z - s)) decreases in s
@@ -276,8 +277,9 @@ class ImbalancePseudoLabeling(Method):
         self.score_shift = self._score_shift()
 
     def _score_shift(self) -> float:
-        """The logit shift :meth:`predict` subtracts at first: ``log(α/β)`` of the whole training
-        table (``prior-match`` replaces it at every epoch end where it can)."""
+        """The logit shift :meth:`predict` subtracts before any epoch end: ``log(α/β)`` of the whole
+        training table (0 for ``calibration=none`` or without α/β); ``prior-count`` and
+        ``prior-match`` re-fit it at every epoch end where they can (:meth:`on_epoch_end`)."""
         o = self.options
         if o.calibration == "none" or o.without_alpha_beta:
             return 0.0
@@ -291,7 +293,7 @@ class ImbalancePseudoLabeling(Method):
         return PooledLinearClassifier(backbone, self.ctx.num_classes)
 
     def predict(self, model, inputs):
-        """Probabilities ``sigmoid(logits − shift)``; ``shift = log(α/β)`` (0 with ``calibration=none``)."""
+        """Probabilities ``sigmoid(logits − score_shift)`` (see ``calibration``; 0 with ``none``)."""
         return torch.sigmoid(model(inputs) - self.score_shift)
 
     def on_epoch_end(self, model, epoch: int) -> None:
