@@ -8,34 +8,53 @@ the batch's label statistics (eq. 8), the non-existing part by the epoch schedul
 doubles the loss of an image whose predictions are all near zero (``p``, eq. 10), and uses only
 a random ``q`` fraction of each image's non-existing entries per step (eq. 12).
 
-Where the extracted paper is self-contradictory the surrounding prose decides (the papers'
-README says so), and the literal printed form stays available as an option:
+There is no official code, so the paper is the spec; where its text contradicts itself or its
+own results, the default is the reading consistent with what it reports, the printed form
+stays an option, and ``--profile paper-literal`` selects every printed form (docs/ipl.md gives
+the measurements behind each choice):
 
-* eq. 9 prints ``d = exp((e_c + m) / e_T)``, which is > 1 at every epoch, yet the text says the
-  two parts are weighted equally at epoch ``e_T - m`` and the existing part dominates before
-  it. ``d_form="prose"`` (default) uses ``exp((e_c + m) / e_T - 1)``, which is 1 exactly there;
-  ``d_form="printed"`` uses the printed formula.
-* eq. 10 prints ``p = 1 + |sign(sum max(ŷ - 0.1, 0))|``, which is 2 when *some* prediction
-  exceeds 0.1, yet the text says p = 2 when *all* predictions are below 0.1 (the penalty
-  against all-negative outputs). ``p_form="prose"`` (default) follows the text,
-  ``p_form="printed"`` the formula.
+* **α/β scope.** Eq. 12 as printed puts α on ``ỹ log ŷ`` and β on ``(1 − ỹ) log(1 − ŷ)`` of the
+  pseudo-labelled entries too. Their loss is then minimised at ``αỹ / (αỹ + β(1 − ỹ)) > ỹ``
+  (α > β whenever positives are rare), and since ỹ is the previous prediction every pseudo
+  label climbs to 1 whatever the data (measured: all of them; the paper's tables cannot come
+  from that).
+  ``alpha_beta_scope="existing"`` (default) weighs the existing entries by α/β and leaves the
+  pseudo-labelled terms as the plain BCE of eq. 7; ``"all"`` is the printed eq. 12.
+* **d (eq. 9)** prints ``exp((e_c + m) / e_T)``, > 1 at every epoch, yet the text says the two
+  parts weigh the same at epoch ``e_T − m`` and the existing part dominates before it.
+  ``d_form="prose"`` (default) uses ``exp((e_c + m) / e_T − 1)``, 1 exactly there; ``"printed"``.
+* **p (eq. 10)** prints ``1 + |sign(Σ max(ŷ − 0.1, 0))|``, 2 when *some* prediction exceeds 0.1,
+  yet the text says p = 2 when *all* predictions are below 0.1. ``p_form="prose"`` (default)
+  follows the text, ``"printed"`` the formula.
 
-A measured caveat of the literal eq. 12: α (≈ 0.95 when positives are rare) on ``ỹ log ŷ`` and β
-(≈ 0.05) on ``(1 − ỹ) log(1 − ŷ)`` move the optimum of every pseudo-labelled entry to
-``αỹ / (αỹ + β(1 − ỹ)) > ỹ``; since ỹ is the previous prediction, the pseudo labels climb to ≈ 1
-whatever the data. On a synthetic linear problem (20 classes, 10% positives, PAL 50%) the
-literal loss reaches 54 mAP against 95 for partial BCE, while ``alpha_beta_scope="existing"``
-(α/β on the existing part only) reaches 97 and the FAL setting — where eq. 12 has no
-pseudo-labelled part — gains over BCE (98 vs 97) as the paper reports. On the built-in
-digit-scenes (PAL 50%, 8 epochs, seed 0) the test mAP is 17.1 (literal; its best validation
-epoch is the first), 27.9 (``existing``) and 28.8 for partial BCE. The default stays the
-paper's equation.
+Facts the paper leaves open: ``P / T`` in ``β = max(P / T, γ)`` is the number of known positives
+over the batch's label entries ``B × C`` (``ratio_denominator="all"``; ``"known"`` divides by the
+known entries, which gives β = 1, α = 0 -- no positive term at all -- in the PPL and SPL
+settings the paper reports); ``q`` is not given (default 0.5, see docs/ipl.md); a sampled
+count is ``round(q · N_ne)``, at least one when an image has non-existing entries.
 
-Facts the paper leaves open, chosen here and documented: ``P / T`` in ``β = max(P / T, γ)`` is
-the number of known positives over the number of label entries of the batch (``B × C``;
-``ratio_denominator="known"`` divides by the known entries instead, which makes α = 0 in the
-PPL/SPL settings); the paper gives no value of ``q`` (default 0.5 here); a sampled count is
-``round(q · N_ne)``, at least one when an image has non-existing entries.
+**Scores** (not in the paper). α/β move the optimum of every existing entry's loss from the
+probability π of a positive to ``απ / (απ + β(1 − π))``, i.e. the logit by ``log(α/β)`` (≈ 2.9
+at the γ floor), and the pseudo labels follow, so a plain sigmoid puts far too many scores
+above the harness's 0.5 threshold. :meth:`predict` subtracts a constant logit shift (the mAP is
+unchanged; only thresholded metrics such as OF1/CF1 move), fitted on training data only:
+
+* ``calibration="prior-count"`` (default): at every epoch end, the shift that makes the share of
+  shifted pseudo labels ≥ 0.5 equal to the positive rate of the known labels (under PAL a
+  random sample of the same entries), i.e. as many predicted positives as the training labels
+  imply. Without known negatives (PPL, SPL) or unknown entries (FAL) that rate says nothing and
+  the ``prior-shift`` value stays.
+* ``"prior-match"``: the same, matching the shifted pseudo labels' mean instead of their count.
+* ``"prior-shift"``: ``log(α/β)`` with α, β the rule of eq. 8 applied to the whole training table.
+* ``"none"``: the paper's plain sigmoid.
+
+Per epoch the log holds α, β, d, the share of penalised images (p = 2), the sampled
+non-existing entries per batch, and the pseudo labels: ``pseudo_pos`` (non-existing entries of
+a batch whose updated ỹ >= 0.5; its epoch mean times the steps is the table's count at the end
+of the epoch, every image being seen once) and ``pseudo_pos_rate`` (their share).
+
+Table VII's ablations are ``without_alpha_beta``, ``without_d``, ``without_p`` and
+``without_q``; the paper's PPL and SPL settings are the harness's ``--setting ppl|spl``.
 """
 
 from __future__ import annotations
@@ -44,6 +63,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -76,6 +96,51 @@ def batch_alpha_beta(labels: torch.Tensor, gamma: float = 0.05, denominator: str
     ratio = positives / total if total > 0 else 0.0
     beta = max(ratio, gamma)
     return 1.0 - beta, beta
+
+
+def prior_logit_shift(alpha: float, beta: float) -> float:
+    """``log(α / β)``: how far α/β move the logit of the existing part's optimum.
+
+    Weighing the positive term of BCE by α and the negative term by β moves the minimiser of
+    ``−απ log ŷ − β(1 − π) log(1 − ŷ)`` from ŷ = π to ``απ / (απ + β(1 − π))``, whose logit is
+    ``logit(π) + log(α / β)``; subtracting this shift from the logits undoes it.
+    """
+    if alpha <= 0 or beta <= 0:
+        raise ValueError(f"alpha and beta must be positive, got {alpha}, {beta}")
+    return math.log(alpha / beta)
+
+
+def prior_matching_shift(probs: torch.Tensor, rate: float, match: str = "mean", iterations: int = 60) -> float:
+    """The logit shift ``s`` that makes shifted predictions agree with a positive rate.
+
+    ``match="mean"``: ``mean(sigmoid(logit(probs) − s)) = rate`` (bisection); ``"count"``: a
+    share ``rate`` of ``logit(probs) − s`` is above 0, i.e. ``s`` is the ``1 − rate`` quantile of
+    the logits (linear interpolation, as ``numpy.quantile``, which has no size limit). With the pseudo labels of the
+    non-existing entries as ``probs`` (the model's own predictions on the training images) and
+    the positive rate of the known entries as ``rate`` (under PAL a random sample of the same
+    entries), the shifted scores predict as many positives as the training labels contain: in
+    expectation (``mean``) or above the 0.5 threshold (``count``).
+
+    :param probs: predictions in [0, 1], any shape (clamped to [1e-6, 1 − 1e-6]).
+    :param rate: the target rate, in (0, 1).
+    """
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"rate must be in (0, 1), got {rate}")
+    if probs.numel() == 0:
+        raise ValueError("no predictions to match")
+    z = torch.logit(probs.double().clamp(1e-6, 1 - 1e-6)).flatten()
+    if match == "count":
+        return float(np.quantile(z.numpy(), 1.0 - rate))
+    if match != "mean":
+        raise ValueError(f"match must be 'mean' or 'count', got {match!r}")
+    lo, hi = -30.0, 30.0  # mean(sigmoid(z - s)) decreases in s
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        if torch.sigmoid(z - mid).mean().item() > rate:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
 
 
 def epoch_weight_d(epoch: int, total_epochs: int, m: float = 3.0, form: str = "prose") -> float:
@@ -177,14 +242,14 @@ class ImbalancePseudoLabeling(Method):
     summary = "pseudo labels for unknown entries + batch-statistics loss weights, epoch schedule, all-negative penalty, sampling"
     citation = ("Zhang, Song, Zuo, Wang. Towards Imbalanced Large Scale Multi-label Classification with "
                 "Partially Annotated Labels. arXiv 2023 (no public code)")
-    version = "1.0"
+    version = "2.0"  # 2.0: α/β on the existing labels only and prior-shifted scores by default (docs/ipl.md)
     settings = ("full", "pal", "ppl", "spl")
     profiles = {
         # Section V: ResNet-50 pre-trained on ImageNet + FC, 448x448 inputs. The paper gives no
         # optimiser, batch size or epoch count, so the harness defaults stay.
         "paper": {"backbone": "resnet50", "backbone_weights": "imagenet", "image_size": 448},
-        # The equations exactly as printed where the text says otherwise (eq. 9 and 10).
-        "paper-literal": {"d_form": "printed", "p_form": "printed"},
+        # The equations exactly as printed (eq. 9, 10, 12) and the paper's plain sigmoid scores.
+        "paper-literal": {"alpha_beta_scope": "all", "d_form": "printed", "p_form": "printed", "calibration": "none"},
     }
 
     @dataclass
@@ -194,10 +259,11 @@ class ImbalancePseudoLabeling(Method):
         q: Annotated[float, Field(gt=0, le=1)] = field(default=0.5, metadata={"help": "fraction of each image's non-existing entries used per step (eq. 12); not given in the paper"})
         pseudo_init: Annotated[float, Field(ge=0, le=1)] = field(default=0.5, metadata={"help": "initial pseudo label of non-existing entries (eq. 5)"})
         p_threshold: Annotated[float, Field(ge=0, le=1)] = field(default=0.1, metadata={"help": "predictions below this count as negative for the penalty p (eq. 10)"})
-        alpha_beta_scope: Literal["all", "existing"] = field(default="all", metadata={"help": "where α/β act: all (eq. 12: existing and pseudo-labelled terms) | existing (pseudo-labelled terms unweighted, which stops the pseudo labels drifting to 1)"})
-        ratio_denominator: Literal["all", "known"] = field(default="all", metadata={"help": "T of P/T: all (B*C entries of the batch) | known (known entries only)"})
+        alpha_beta_scope: Literal["all", "existing"] = field(default="existing", metadata={"help": "where α/β act: existing (the known labels; pseudo-labelled terms are plain BCE, eq. 7) | all (printed eq. 12: pseudo labels drift to 1)"})
+        ratio_denominator: Literal["all", "known"] = field(default="all", metadata={"help": "T of P/T: all (B*C entries of the batch) | known (known entries only; α = 0 under PPL/SPL)"})
         d_form: Literal["prose", "printed"] = field(default="prose", metadata={"help": "eq. 9: prose (d = exp((e+m)/E - 1), 1 at epoch E-m as the text says) | printed (exp((e+m)/E))"})
         p_form: Literal["prose", "printed"] = field(default="prose", metadata={"help": "eq. 10: prose (p = 2 iff all predictions < 0.1) | printed (1 + |sign(sum max(y-0.1, 0))|)"})
+        calibration: Literal["prior-shift", "prior-match", "prior-count", "none"] = field(default="prior-count", metadata={"help": "scores (mAP unchanged): prior-shift (logits minus log(α/β) of the training labels) | prior-match / prior-count (minus the shift that makes the pseudo labels' mean / share >= 0.5 the known labels' positive rate, each epoch; PAL) | none (sigmoid, the paper)"})
         without_alpha_beta: bool = field(default=False, metadata={"help": "ablation (Table VII): α = β = 1"})
         without_d: bool = field(default=False, metadata={"help": "ablation (Table VII): d = 1"})
         without_p: bool = field(default=False, metadata={"help": "ablation (Table VII): p = 1"})
@@ -208,9 +274,44 @@ class ImbalancePseudoLabeling(Method):
         n, c = ctx.train_labels.shape
         # Eq. 5: one pseudo label per image and class; only the unknown entries are ever read.
         self.pseudo_labels = torch.full((n, c), float(options.pseudo_init), dtype=torch.float32)
+        self.score_shift = self._score_shift()
+
+    def _score_shift(self) -> float:
+        """The logit shift :meth:`predict` subtracts before any epoch end: ``log(α/β)`` of the whole
+        training table (0 for ``calibration=none`` or without α/β); ``prior-count`` and
+        ``prior-match`` re-fit it at every epoch end where they can (:meth:`on_epoch_end`)."""
+        o = self.options
+        if o.calibration == "none" or o.without_alpha_beta:
+            return 0.0
+        alpha, beta = batch_alpha_beta(torch.as_tensor(self.ctx.train_labels), o.gamma, o.ratio_denominator)
+        if alpha <= 0 or beta <= 0:
+            raise BenchError(f"method 'ipl': α = {alpha:g}, β = {beta:g} on these training labels leave no finite score "
+                             f"shift; use -o calibration=none (or ratio_denominator=all, gamma > 0)")
+        return prior_logit_shift(alpha, beta)
 
     def build_model(self, backbone):
         return PooledLinearClassifier(backbone, self.ctx.num_classes)
+
+    def predict(self, model, inputs):
+        """Probabilities ``sigmoid(logits − score_shift)`` (see ``calibration``; 0 with ``none``)."""
+        return torch.sigmoid(model(inputs) - self.score_shift)
+
+    def on_epoch_end(self, model, epoch: int) -> None:
+        """``calibration=prior-match|prior-count``: re-fit the score shift on this epoch's pseudo labels.
+
+        Needs known negatives (the known entries' positive rate estimates the unknown entries'
+        only when both kinds are known, i.e. PAL) and non-existing entries; otherwise the
+        ``prior-shift`` value stays.
+        """
+        if self.options.calibration not in ("prior-match", "prior-count"):
+            return
+        labels = torch.as_tensor(self.ctx.train_labels)
+        unknown = labels == 0
+        known = ~unknown
+        positives, negatives = int((labels > 0).sum()), int((labels < 0).sum())
+        if positives and negatives and unknown.any():
+            match = "mean" if self.options.calibration == "prior-match" else "count"
+            self.score_shift = prior_matching_shift(self.pseudo_labels[unknown], positives / int(known.sum()), match)
 
     # -- coefficients of one step ---------------------------------------------------------------
 
@@ -240,11 +341,18 @@ class ImbalancePseudoLabeling(Method):
         ne_weights = (1.0, 1.0) if o.alpha_beta_scope == "existing" else (None, None)
         per_image = ipl_loss(logits, labels, pseudo, sampled, alpha, beta, d, p, *ne_weights)
         self._update_pseudo_labels(batch.indices, probs, unknown)
+        # Pseudo labels of this batch's non-existing entries after the update (= probs there).
+        pseudo_pos = ((probs >= 0.5) & unknown).sum()
+        n_unknown = unknown.sum()
         return {
             "loss": per_image.mean(),
             "alpha": torch.tensor(alpha),
+            "beta": torch.tensor(beta),
             "d": torch.tensor(d),
-            "penalised": (p > 1).float().mean().detach().cpu(),
+            "penalised": (p > 1).float().mean().detach(),
+            "sampled": sampled.sum().float(),
+            "pseudo_pos": pseudo_pos.float(),
+            "pseudo_pos_rate": pseudo_pos.float() / n_unknown.clamp(min=1),
         }
 
     def _update_pseudo_labels(self, indices: torch.Tensor, probs: torch.Tensor, unknown: torch.Tensor) -> None:
@@ -263,7 +371,7 @@ class ImbalancePseudoLabeling(Method):
     # -- state ----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"pseudo_labels": self.pseudo_labels.clone()}
+        return {"pseudo_labels": self.pseudo_labels.clone(), "score_shift": float(self.score_shift)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         table = state.get("pseudo_labels")
@@ -272,6 +380,7 @@ class ImbalancePseudoLabeling(Method):
             raise BenchError(f"ipl checkpoint: pseudo_labels has shape {got}, expected {tuple(self.pseudo_labels.shape)}; "
                              f"resume with the same dataset and protocol")
         self.pseudo_labels = table.detach().float().cpu().clone()
+        self.score_shift = float(state.get("score_shift", self._score_shift()))
 
 
 @hookimpl

@@ -448,6 +448,34 @@ def test_ipl_coefficients_follow_the_prose():
     assert d == pytest.approx(math.e) and p.tolist() == [1.0, 2.0]
 
 
+class PlainLogits(nn.Module):
+    """A linear-head stand-in whose logits are one trainable tensor (the inputs are ignored)."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = nn.Parameter(torch.as_tensor(logits, dtype=torch.float32).clone())
+
+    def forward(self, inputs):
+        return self.logits
+
+
+def test_ipl_alpha_beta_weigh_the_existing_labels_only():
+    # An unknown entry predicted exactly at its pseudo label: with α/β on the existing labels
+    # only (default) its loss is flat there, so the pseudo label stays; the printed eq. 12
+    # (paper-literal) weighs it by α = 0.95 / β = 0.05 and pushes the prediction up (drift).
+    labels = np.array([[1, -1, 0, 0]], dtype=np.int8)
+    pseudo = torch.tensor([[0.5, 0.5, 0.3, 0.6]])
+    grads = {}
+    for name, overrides in (("default", {}), ("literal", ImbalancePseudoLabeling.profiles["paper-literal"])):
+        method = method_of(ImbalancePseudoLabeling, labels, {**overrides, "without_q": True}, epochs=10)
+        method.pseudo_labels = pseudo.clone()
+        model = PlainLogits(torch.logit(pseudo))
+        method.training_step(model, batch_of(labels), epoch=7)["loss"].backward()
+        grads[name] = model.logits.grad[0, 2:]
+    assert torch.allclose(grads["default"], torch.zeros(2), atol=1e-7)
+    assert (grads["literal"] < 0).all()
+
+
 # ---------------------------------------------------------------------------------------------
 # the paper-literal profiles
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from mlrpl_bench.method import Batch, MethodContext, TrainConfig
 from mlrpl_bench.models.backbones import SmallCNN
 from mlrpl_bench.plugins import ipl
 from mlrpl_bench.plugins.ipl import (ImbalancePseudoLabeling, all_negative_penalty, batch_alpha_beta,
-                                     epoch_weight_d, ipl_loss, sample_non_existing)
+                                     epoch_weight_d, ipl_loss, prior_logit_shift, prior_matching_shift,
+                                     sample_non_existing)
 
 LABELS = torch.tensor([[1, -1, 0, 0, 0],
                        [0, 1, 1, -1, 0]], dtype=torch.float32)
@@ -163,6 +164,36 @@ def test_literal_weights_push_a_matching_prediction_above_its_pseudo_label():
     assert optimum.grad.item() == pytest.approx(0.0, abs=1e-6)
 
 
+# -- scores: the calibration shifts ------------------------------------------------------------------
+
+
+def test_prior_logit_shift_is_where_the_weighted_bce_is_minimal():
+    assert prior_logit_shift(0.95, 0.05) == pytest.approx(math.log(19))
+    assert prior_logit_shift(0.5, 0.5) == 0.0
+    # -απ log ŷ − β(1 − π) log(1 − ŷ) is flat at logit(π) + log(α/β): π = 0.2, α/β = 0.8/0.2.
+    z = (logit(0.2) + math.log(4.0)).requires_grad_()
+    loss = -(0.8 * 0.2 * torch.nn.functional.logsigmoid(z) + 0.2 * 0.8 * torch.nn.functional.logsigmoid(-z))
+    loss.backward()
+    assert z.grad.item() == pytest.approx(0.0, abs=1e-6)
+    assert torch.sigmoid(z).item() == pytest.approx(0.5)  # απ / (απ + β(1 − π)) = 0.16 / 0.32
+    with pytest.raises(ValueError):
+        prior_logit_shift(0.0, 1.0)
+
+
+def test_prior_matching_shift_mean_and_count():
+    # mean: five predictions of 0.5 must average 0.2 -> s = logit(0.5) - logit(0.2) = log 4
+    assert prior_matching_shift(torch.full((5,), 0.5), 0.2) == pytest.approx(math.log(4.0), abs=1e-9)
+    # count: logits of [0.1, 0.2, 0.5, 0.8, 0.9] are ±2.197, ±1.386, 0; the 0.6 quantile lies
+    # 40 % of the way from 0 to 1.386 = 0.5545, above which 2 of 5 logits (a share of 0.4) remain
+    probs = torch.tensor([0.1, 0.2, 0.5, 0.8, 0.9])
+    shift = prior_matching_shift(probs, 0.4, match="count")
+    assert shift == pytest.approx(0.4 * math.log(4.0), rel=1e-6)
+    assert (torch.logit(probs.double()) - shift > 0).float().mean().item() == pytest.approx(0.4)
+    for bad in ({"rate": 0.0}, {"rate": 1.0}, {"rate": 0.5, "match": "median"}):
+        with pytest.raises(ValueError):
+            prior_matching_shift(probs, **bad)
+
+
 # -- the method -------------------------------------------------------------------------------------
 
 
@@ -227,10 +258,92 @@ def test_training_step_uses_stored_pseudo_labels_as_targets():
         logits = model(batch.inputs)
     out = method.training_step(model, batch, epoch=2)
     alpha, beta, d, p = method.coefficients(batch.labels, torch.sigmoid(logits), 2)
+    # default alpha_beta_scope=existing: the pseudo-labelled terms are unweighted (α_ne = β_ne = 1)
+    want = ipl_loss(logits, batch.labels, stored, batch.labels == 0, alpha, beta, d, p, 1.0, 1.0).mean()
+    assert out["loss"].item() == pytest.approx(want.item(), rel=1e-5)
+    literal, _, _ = make_method(without_q=True, alpha_beta_scope="all")
+    literal.pseudo_labels[[0, 2, 4, 5]] = stored
+    out = literal.training_step(model, batch, epoch=2)
     want = ipl_loss(logits, batch.labels, stored, batch.labels == 0, alpha, beta, d, p).mean()
     assert out["loss"].item() == pytest.approx(want.item(), rel=1e-5)
     out["loss"].backward()
     assert model.classifier.weight.grad is not None and torch.isfinite(model.classifier.weight.grad).all()
+
+
+def test_epoch_log_entries_by_hand():
+    method, model, ctx = make_method()
+    batch = batch_of(ctx, [0, 1, 2, 3])
+    model.train()
+    with torch.no_grad():
+        probs = torch.sigmoid(model(batch.inputs))
+    out = method.training_step(model, batch, epoch=0)
+    unknown = batch.labels == 0
+    alpha, beta = batch_alpha_beta(batch.labels)
+    assert out["alpha"].item() == pytest.approx(alpha) and out["beta"].item() == pytest.approx(beta)
+    assert out["d"].item() == pytest.approx(math.exp(3 / 4 - 1))
+    assert out["pseudo_pos"].item() == ((probs >= 0.5) & unknown).sum().item()
+    assert out["pseudo_pos_rate"].item() == pytest.approx(((probs >= 0.5) & unknown).sum().item() / unknown.sum().item())
+    want_sampled = sum(max(1, math.floor(int(n) * 0.5 + 0.5)) if n else 0 for n in unknown.sum(1))
+    assert out["sampled"].item() == want_sampled
+    assert out["penalised"].item() == pytest.approx((all_negative_penalty(probs) > 1).float().mean().item())
+
+
+def test_predict_subtracts_the_score_shift():
+    # prior-shift: log(α/β) of the whole training table (β = max(P/T, γ), α = 1 − β)
+    method, model, ctx = make_method(calibration="prior-shift")
+    alpha, beta = batch_alpha_beta(torch.as_tensor(ctx.train_labels))
+    assert method.score_shift == pytest.approx(math.log(alpha / beta))
+    model.eval()
+    inputs = batch_of(ctx, [0, 1]).inputs
+    with torch.no_grad():
+        want = torch.sigmoid(model(inputs) - math.log(alpha / beta))
+        assert torch.allclose(method.predict(model, inputs), want)
+    none, _, _ = make_method(calibration="none")
+    assert none.score_shift == 0.0
+    ablated, _, _ = make_method(without_alpha_beta=True)  # α = β = 1: nothing to undo
+    assert ablated.score_shift == 0.0
+
+
+def test_prior_count_refits_the_shift_on_the_pseudo_labels_each_epoch():
+    method, model, ctx = make_method()  # default calibration=prior-count
+    labels = torch.as_tensor(ctx.train_labels)
+    unknown = labels == 0
+    alpha, beta = batch_alpha_beta(labels)
+    assert method.score_shift == pytest.approx(math.log(alpha / beta))  # before the first epoch end
+    method.pseudo_labels = torch.rand(method.pseudo_labels.shape, generator=torch.Generator().manual_seed(5))
+    method.on_epoch_end(model, 0)
+    rate = (labels > 0).sum().item() / (labels != 0).sum().item()
+    assert method.score_shift == pytest.approx(prior_matching_shift(method.pseudo_labels[unknown], rate, "count"))
+    above = (torch.logit(method.pseudo_labels[unknown].double()) > method.score_shift).double().mean().item()
+    assert above == pytest.approx(rate, abs=1 / unknown.sum().item())
+    match, _, _ = make_method(calibration="prior-match")
+    match.pseudo_labels = method.pseudo_labels.clone()
+    match.on_epoch_end(model, 0)
+    shifted = torch.sigmoid(torch.logit(match.pseudo_labels[unknown].double()) - match.score_shift)
+    assert shifted.mean().item() == pytest.approx(rate, abs=1e-6)
+
+
+def test_prior_count_keeps_the_alpha_beta_shift_without_known_negatives():
+    # PPL: the known entries are all positive, their rate says nothing about the unknown ones
+    ctx = make_ctx()
+    ctx.train_labels = np.where(ctx.train_labels < 0, 0, ctx.train_labels).astype(np.int8)
+    method = ImbalancePseudoLabeling(ImbalancePseudoLabeling.make_options({}), ctx)
+    before = method.score_shift
+    method.pseudo_labels.uniform_(0, 1)
+    method.on_epoch_end(None, 0)
+    assert method.score_shift == before == pytest.approx(prior_logit_shift(*batch_alpha_beta(torch.as_tensor(ctx.train_labels))))
+    # T = the known entries makes β = 1, α = 0 under PPL: no finite shift, one clear line
+    with pytest.raises(BenchError, match="calibration=none"):
+        ImbalancePseudoLabeling(ImbalancePseudoLabeling.make_options({"ratio_denominator": "known"}), ctx)
+    ImbalancePseudoLabeling(ImbalancePseudoLabeling.make_options({"ratio_denominator": "known", "calibration": "none"}), ctx)
+
+
+def test_paper_literal_profile_is_the_printed_paper():
+    literal = ImbalancePseudoLabeling.make_options(ImbalancePseudoLabeling.profiles["paper-literal"])
+    assert (literal.alpha_beta_scope, literal.d_form, literal.p_form, literal.calibration) == ("all", "printed", "printed", "none")
+    default = ImbalancePseudoLabeling.make_options({})
+    assert (default.alpha_beta_scope, default.ratio_denominator, default.d_form, default.p_form, default.calibration,
+            default.q, default.gamma, default.m) == ("existing", "all", "prose", "prose", "prior-count", 0.5, 0.05, 3.0)
 
 
 def test_lifecycle_state_round_trip_and_predictions():
@@ -259,13 +372,14 @@ def test_lifecycle_state_round_trip_and_predictions():
     fresh, _, _ = make_method()
     fresh.load_state_dict(state)
     assert torch.equal(fresh.pseudo_labels, method.pseudo_labels)
+    assert fresh.score_shift == method.score_shift != make_method()[0].score_shift  # re-fitted at each epoch end
     with pytest.raises(BenchError, match="pseudo_labels"):
         fresh.load_state_dict({"pseudo_labels": torch.zeros(3, 3)})
 
 
 def test_bad_options_are_one_line_errors():
     for bad in ({"q": 0.0}, {"q": 1.5}, {"d_form": "x"}, {"p_form": "y"}, {"ratio_denominator": "z"},
-                {"alpha_beta_scope": "w"}):
+                {"alpha_beta_scope": "w"}, {"calibration": "v"}):
         with pytest.raises(BenchError, match="method 'ipl': option"):
             make_method(**bad)
 
