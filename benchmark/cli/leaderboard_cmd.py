@@ -45,6 +45,62 @@ def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -
         click.echo(f"{item.status}: {item.source} -> {item.target}{scores}")
 
 
+@leaderboard.command("verify")
+@click.argument("paths", nargs=-1, required=True, type=PathArg(path_type=Path))
+@click.option("--sample", "sample", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Verify K records drawn at random from those found (with --sample-seed) [default: all].")
+@click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+              help="Largest metric difference accepted (points) [default: 0 = bit for bit for CPU fp32 records, "
+                   "0.5 otherwise].")
+@click.option("--data-root", type=PathArg(file_okay=False), default=None,
+              help="Where the dataset of records that need one lives (the built-in dataset needs none).")
+@click.option("--private-seed-file", type=PathArg(dir_okay=False, path_type=Path), default=None,
+              help="File holding the runner's secret test seed: reproduced built-in records are also scored on the "
+                   "private test draw [default: $MLRPL_BENCH_PRIVATE_SEED, else no private draw].")
+@click.option("--stamp", is_flag=True, help="Write a verification block (date, code version, runner) into each "
+                                            "reproduced record: the leaderboard marks its row verified.")
+@click.option("--runner", default=None, help="Runner name in the verification block [default: $MLRPL_BENCH_RUNNER, "
+                                             "else the host name].")
+@click.option("--workdir", type=PathArg(file_okay=False, path_type=Path), default=None,
+              help="Where the temporary re-executions run [default: the system's temporary folder].")
+def verify(paths: tuple[Path, ...], sample: int | None, sample_seed: int, tolerance: float | None, data_root: str | None,
+           private_seed_file: Path | None, stamp: bool, runner: str | None, workdir: Path | None) -> None:
+    """Re-execute filed records (RECORD.json files or folders of them) and compare their metrics.
+
+    Each record runs again with its exact configuration and thread count in a temporary folder.
+    Exit status 0 only when every record reproduces; one line per record that differs, naming
+    the metric and both values.
+    """
+    import sys
+
+    from mlrpl_bench.verification import read_private_seed, record_files, sample_paths, verify_record
+    from mlrpl_bench.verification import stamp as stamp_record
+
+    private_seed = read_private_seed(private_seed_file)
+    found = record_files(list(paths))
+    chosen = sample_paths(found, sample, sample_seed)
+    click.echo(f"verifying {len(chosen)} of {len(found)} record(s)", err=True)
+    failed = 0
+    for path in chosen:
+        outcome = verify_record(path, data_root=data_root, tolerance=tolerance, private_seed=private_seed,
+                                workdir=workdir)
+        how = "bit for bit" if outcome.exact else f"within {outcome.tolerance:g}"
+        if outcome.ok:
+            private = (f"; private draw {outcome.private['draw']}: test mAP {outcome.private['test']['mAP']:.2f}"
+                       if outcome.private else "")
+            if stamp:
+                stamp_record(path, outcome, runner=runner)
+            click.echo(f"reproduced ({how}){' and stamped' if stamp else ''}: {path}{private}")
+            continue
+        failed += 1
+        for line in outcome.lines:
+            click.echo(f"{'differs' if outcome.status == 'differs' else 'not verified'}: {path}: {line}")
+    click.echo(f"{len(chosen) - failed} of {len(chosen)} record(s) reproduced", err=True)
+    if failed:
+        sys.exit(1)
+
+
 @leaderboard.command("build")
 @click.option("--results", "results_dirs", multiple=True, type=PathArg(file_okay=False, path_type=Path),
               help=_RESULTS_HELP)
