@@ -123,10 +123,14 @@ def check_against_truth(record_path: str | Path, record: dict, source: str | Non
                          "partial labels (delete a changed runs/_protocol cache and run again)")
     if p.get("val_fingerprint") is not None and p["val_fingerprint"] != val:
         raise BenchError(f"{source}: field 'protocol.val_fingerprint' is not the protocol's validation split for {cell}")
-    scores, _untrusted_targets = read_scores(record_path, record)
+    scores, targets = read_scores(record_path, record)
     labels = test.labels
     if scores.shape != labels.shape:
         raise BenchError(f"{source}: the scores file has shape {scores.shape} but the test split has {labels.shape}")
+    if not np.array_equal(targets, labels.astype(np.int8)):
+        # Never used for scoring; refused so that no reader of the file (bootstrap intervals) trusts them.
+        raise BenchError(f"{source}: the 'targets' array of its scores file is not the dataset's test labels "
+                         f"({int((targets != labels).sum())} entries differ); use the scores file the run wrote")
     scored = ~np.isnan(scores).any(axis=1)
     metrics = compute_metrics(scores[scored], labels[scored], scores_source=f"{source} scores")
     _compare(source, "test mAP", metrics["mAP"], record["metrics"]["test"].get("mAP"), MAP_TOLERANCE)

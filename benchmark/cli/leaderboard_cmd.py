@@ -9,7 +9,8 @@ import click
 from . import PathArg
 
 _RESULTS_HELP = ("Folder of records: a results tree or a runs/ folder (repeatable; JSON files that are not "
-                 "records, e.g. runs/_protocol/*.json, are skipped and counted) [default: leaderboard/results].")
+                 "records, e.g. runs/_protocol/*.json, are skipped and counted) [default: $MLRPL_BENCH_RESULTS, else "
+                 "~/.local/share/mlrpl-bench/results; the project's filed tree is leaderboard/results].")
 _BASELINE_HELP = "Method every row is compared with (paired over seeds, same protocol and budget) [default: partial-bce]."
 
 
@@ -21,7 +22,8 @@ def leaderboard() -> None:
 @leaderboard.command("submit")
 @click.argument("records", nargs=-1, required=True, type=PathArg(path_type=Path))
 @click.option("--results", "results_dir", type=PathArg(file_okay=False, path_type=Path), default=None,
-              help="Results directory to file into [default: leaderboard/results].")
+              help="Results directory to file into [default: $MLRPL_BENCH_RESULTS, else ~/.local/share/mlrpl-bench/results; "
+                   "the project's filed tree: --results leaderboard/results].")
 @click.option("--replace", is_flag=True, help="Overwrite a different record already filed for the same run, protocol and method options.")
 def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -> None:
     """Validate RECORD.json files and file them under the results directory.
@@ -29,10 +31,10 @@ def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -
     The batch is all-or-nothing: if any record is invalid, each problem is printed (file and
     field) and nothing is filed (exit status 2).
     """
-    from mlrpl_bench.leaderboard.submit import DEFAULT_RESULTS_DIR, SubmissionRefused, submit_records
+    from mlrpl_bench.leaderboard.submit import SubmissionRefused, default_results_dir, submit_records
 
     try:
-        filed = submit_records(list(records), results_dir or DEFAULT_RESULTS_DIR, replace=replace)
+        filed = submit_records(list(records), results_dir or default_results_dir(), replace=replace)
     except SubmissionRefused as exc:
         if len(exc.errors) > 1:  # one line per problem; a single problem is the error line itself
             for line in exc.errors:
@@ -111,9 +113,9 @@ def build(results_dirs: tuple[Path, ...], out_dir: Path | None, baseline: str | 
     """Build Markdown, CSV and a static HTML page from the records alone."""
     from mlrpl_bench.leaderboard.aggregate import DEFAULT_BASELINE
     from mlrpl_bench.leaderboard.build import DEFAULT_OUT_DIR, build_leaderboard
-    from mlrpl_bench.leaderboard.submit import DEFAULT_RESULTS_DIR
+    from mlrpl_bench.leaderboard.submit import default_results_dir
 
-    results, out = list(results_dirs) or [DEFAULT_RESULTS_DIR], out_dir or DEFAULT_OUT_DIR
+    results, out = list(results_dirs) or [default_results_dir()], out_dir or DEFAULT_OUT_DIR
     _refuse_output_inside_inputs(results, out)
     result = build_leaderboard(results, out,
                                baseline=baseline or DEFAULT_BASELINE, explicit_baseline=baseline is not None)
@@ -136,10 +138,10 @@ def export(results_dirs: tuple[Path, ...], fmt: str, out_dir: Path, baseline: st
     """Write the per-run table (one row per record) and the aggregated table."""
     from mlrpl_bench.leaderboard.aggregate import DEFAULT_BASELINE
     from mlrpl_bench.leaderboard.export import export_tables, write_export
-    from mlrpl_bench.leaderboard.submit import DEFAULT_RESULTS_DIR
+    from mlrpl_bench.leaderboard.submit import default_results_dir
 
-    _refuse_output_inside_inputs(list(results_dirs) or [DEFAULT_RESULTS_DIR], out_dir)
-    tables = export_tables(list(results_dirs) or [DEFAULT_RESULTS_DIR], baseline=baseline or DEFAULT_BASELINE,
+    _refuse_output_inside_inputs(list(results_dirs) or [default_results_dir()], out_dir)
+    tables = export_tables(list(results_dirs) or [default_results_dir()], baseline=baseline or DEFAULT_BASELINE,
                            explicit_baseline=baseline is not None)
     for path in write_export(tables, out_dir, fmt):
         click.echo(f"wrote {path}")
