@@ -404,7 +404,9 @@ def aggregated_frame(tables: list[Table]) -> pd.DataFrame:
                 line.update({"baseline": "" if row.is_baseline or versus is None else table.baseline,
                              "diff_mAP": versus.diff if versus else None, "diff_lo": versus.lo if versus else None,
                              "diff_hi": versus.hi if versus else None, "p": versus.p if versus else None,
-                             "q": versus.q if versus else None, "mark": versus.mark if versus else ""})
+                             "q": versus.q if versus else None, "mark": versus.mark if versus else "",
+                             "kind": row.kind, "verified_runs": row.verified_runs,
+                             "compares": row.compared_kinds if versus else ""})
                 for name, stat in zip(stats.BINS, bins):
                     line.update(_stat_columns(f"{name}_mAP", stat))
                 for m in SUMMARY_METRICS:

@@ -28,17 +28,13 @@ from .aggregate import DEFAULT_BASELINE, SUMMARY_METRICS, Row, Table, aggregated
 from .discover import discover
 from .export import defuse_formulas
 from .frame import records_frame
-from .html import render_page
+from .html import KIND_TEXT, render_page
 from .identity import budget_details
 from .reference import AVERAGE, ReferenceIndex, load_reference
 from .submit import default_results_dir, path_component
 from .truth import check_against_truth, implausibility, shared_masks
 
 DEFAULT_OUT_DIR = Path("leaderboard") / "site"
-#: What the verified / self-reported marks mean (Markdown and HTML).
-KIND_LEGEND = ("✔ verified: every run of the row was re-executed by the leaderboard's runner and reproduced "
-               "(`mlrpl-bench leaderboard verify --stamp`); other rows are self-reported. Rows are ranked together "
-               "whatever their kind; each paired comparison names the kinds it compares (row vs baseline).")
 
 
 @dataclass
@@ -86,7 +82,7 @@ def markdown_table(table: Table) -> str:
         cells.append(str(len(row.seeds)))
         lines.append(_line(cells))
     lines += ["", *(f"- {md_escape(text)}" for text in stats.explanation(table.baseline))]
-    lines += [f"- {md_escape(KIND_LEGEND)}"]
+    lines += [f"- ✔ {md_escape(KIND_TEXT)}"]
     versus_rows = [row for row in table.rows if row.versus]
     if versus_rows:
         lines += ["", f"Paired differences against {md_escape(table.baseline)} (mAP points, 95 % interval, mark):", "",

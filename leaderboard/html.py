@@ -18,6 +18,11 @@ from .aggregate import SUMMARY_METRICS, Row, Table
 from .plots import esc, family_panels, gap_plot, known_label
 from .reference import AVERAGE, ReferenceIndex, published_table
 
+#: What the verified / self-reported marks mean (the page's header and the Markdown legend).
+KIND_TEXT = ("verified: every run of the row was re-executed by the leaderboard's runner and reproduced "
+             "(mlrpl-bench leaderboard verify --stamp); other rows are self-reported. Rows are ranked together "
+             "whatever their kind; each paired comparison names the kinds it compares (row vs baseline).")
+
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Liberation Sans",sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
 header,main{max-width:1200px;margin:0 auto;padding:0 16px}
@@ -97,10 +102,11 @@ def _csp_hash(text: str) -> str:
 
 
 
-def _stat_cell(stat, versus=None, extra_class: str = "") -> str:
+def _stat_cell(stat, versus=None, extra_class: str = "", kinds: str = "") -> str:
     if stat is None or stat.mean is None:
         return f'<td class="missing {extra_class}" data-value="">–</td>'
-    title = stat.detail() + (f"; vs baseline {versus.detail()}" if versus is not None else "")
+    compared = f" ({kinds})" if kinds else ""
+    title = stat.detail() + (f"; vs baseline{compared} {versus.detail()}" if versus is not None else "")
     return (f'<td class="{extra_class}" data-value="{stat.mean:.6f}" title="{esc(title)}">{esc(stat.text())}'
             f'{_mark(versus)}</td>')
 
@@ -120,6 +126,13 @@ def _method_cell(row: Row) -> str:
         badges += '<span class="badge" title="this run used a different mask than the other runs of its protocol">other mask</span>'
     if row.dirty:
         badges += '<span class="badge" title="produced from modified code (code_version ends in +dirty)">dirty</span>'
+    if row.kind == "verified":
+        badges += ('<span class="badge verified" data-kind="verified" title="every run re-executed and reproduced by '
+                   'the leaderboard\'s runner">verified</span>')
+    elif row.kind == "partly verified":
+        badges += (f'<span class="badge" data-kind="partly verified" title="{row.verified_runs} of {len(row.runs)} runs '
+                   f're-executed and reproduced by the leaderboard\'s runner">{row.verified_runs}/{len(row.runs)} '
+                   'verified</span>')
     options = esc(", ".join(f"{k}={v}" for k, v in sorted(row.options.items()))) or "defaults"
     return (f'<td class="text" data-value="{esc(row.method)}" title="options: {options}">{esc(row.method)}{badges}'
             f'<small>{esc(row.detail)}</small></td>')
@@ -146,8 +159,10 @@ def _main_table(table: Table) -> str:
     body = []
     for row in table.rows:
         cells = [_method_cell(row), _budget_cell(row)]
-        cells += [_stat_cell(row.cells.get(k, {}).get("mAP"), row.versus.get(k)) for k in table.knowns]
-        cells += [_stat_cell(row.average.get(m), row.versus.get(AVERAGE) if m == "mAP" else None) for m in SUMMARY_METRICS]
+        cells += [_stat_cell(row.cells.get(k, {}).get("mAP"), row.versus.get(k), kinds=row.compared_kinds)
+                  for k in table.knowns]
+        cells += [_stat_cell(row.average.get(m), row.versus.get(AVERAGE) if m == "mAP" else None, kinds=row.compared_kinds)
+                  for m in SUMMARY_METRICS]
         cells.append(f'<td data-value="{len(row.seeds)}" title="seeds: {esc(", ".join(map(str, row.seeds)))}">{len(row.seeds)}</td>')
         body.append(f'<tr {_row_attrs(row)}>{"".join(cells)}</tr>')
     return (f'<table class="sortable main" data-table="{esc(table.key)}"><thead><tr>{head}</tr></thead>'
@@ -160,10 +175,12 @@ def _versus_table(table: Table) -> str:
         return (f'<p class="note">No paired comparison: no row shares its protocol and budget with a '
                 f'{esc(table.baseline)} row on at least 2 seeds.</p>')
     columns = [*table.knowns, AVERAGE]
-    head = _head(("Method", "text"), ("Budget", "text"), *((known_label(k) if k != AVERAGE else "Ave.", "num") for k in columns))
+    head = _head(("Method", "text"), ("Budget", "text"), ("Compares", "text"),
+                 *((known_label(k) if k != AVERAGE else "Ave.", "num") for k in columns))
     body = []
     for row in rows:
-        cells = [_method_cell(row), _budget_cell(row)]
+        cells = [_method_cell(row), _budget_cell(row),
+                 f'<td class="text" data-value="{esc(row.compared_kinds)}">{esc(row.compared_kinds)}</td>']
         for k in columns:
             v = row.versus.get(k)
             cells.append('<td class="missing" data-value="">–</td>' if v is None else
@@ -286,6 +303,9 @@ def render_page(tables: list[Table], *, n_records: int, title: str = "mlrpl-benc
     if not tables:
         sections.append('<p class="empty">No result records yet. File some with <code>mlrpl-bench leaderboard submit</code>.</p>')
     rules = "".join(f"<li>{esc(text)}</li>" for text in stats.explanation(baseline))
+    # Only a page with a table that the papers report on promises published numbers.
+    published = ("; published numbers from the SST, HST, DSRB and IPL papers"
+                 if any(t.comparisons() for t in tables) else "")
     sections.append(f'<section id="statistics"><h2>How the statistics are made</h2><ul class="rules note">{rules}</ul></section>')
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -293,6 +313,6 @@ def render_page(tables: list[Table], *, n_records: int, title: str = "mlrpl-benc
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
         f'<header><h1>{esc(title)}</h1><p class="note">Built from {n_records} result record(s) on '
-        f'{esc(generated.isoformat(timespec="seconds"))}{"; " + esc(skipped) if skipped else ""}; published numbers from '
-        f'the SST, HST, DSRB and IPL papers. Click a column header to sort.</p><nav>{nav}</nav></header>'
+        f'{esc(generated.isoformat(timespec="seconds"))}{"; " + esc(skipped) if skipped else ""}{published}. '
+        f'Click a column header to sort. {esc(KIND_TEXT)}</p><nav>{nav}</nav></header>'
         f'<main>{"".join(sections)}</main><script>{SCRIPT}</script></body></html>\n')
