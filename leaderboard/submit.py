@@ -307,10 +307,14 @@ def submit_records(paths: list[str | Path], results_dir: str | Path | None = Non
                 if filed.status == "unchanged":
                     continue
                 if filed.status == "filed":
-                    _create(filed, data)
-                    if filed.status == "unchanged":  # filed meanwhile by another process: never roll that back
-                        continue
                     done.append((filed.target, None))
+                    try:
+                        _create(filed, data)
+                    except BenchError:  # filed meanwhile by another process: never roll that file back
+                        done.pop()
+                        raise
+                    if filed.status == "unchanged":  # the same record, filed meanwhile by another process
+                        done.pop()
                 else:
                     done.append((filed.target, previous))
                     atomic_write_bytes(filed.target, data)
