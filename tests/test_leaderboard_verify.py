@@ -384,3 +384,13 @@ def test_results_default_is_not_the_working_folder(monkeypatch, tmp_path):
     assert submit_mod.default_results_dir() == tmp_path / "data" / "mlrpl-bench" / "results"
     monkeypatch.setenv(submit_mod.RESULTS_ENV, str(tmp_path / "mine"))
     assert submit_mod.default_results_dir() == tmp_path / "mine"
+
+
+def test_a_record_that_cannot_run_is_one_line_and_the_others_go_on(copy_of, runs, capsys):
+    path = copy_of()
+    _edit(path, lambda r: r["method"]["options"].update(normalization="nonsense"))
+    code, out, err = _invoke(capsys, "leaderboard", "verify", path, _run_dir(runs, 0.9, 0) / "record.json")
+    assert code == 1
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("not verified:")]
+    assert "could not be re-executed" in line and "normalization" in line
+    assert "1 of 2 record(s) reproduced" in err

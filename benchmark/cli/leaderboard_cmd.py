@@ -76,7 +76,8 @@ def verify(paths: tuple[Path, ...], sample: int | None, sample_seed: int, tolera
     """
     import sys
 
-    from mlrpl_bench.verification import read_private_seed, record_files, sample_paths, verify_record
+    from mlrpl_bench.errors import BenchError
+    from mlrpl_bench.verification import Outcome, read_private_seed, record_files, sample_paths, verify_record
     from mlrpl_bench.verification import stamp as stamp_record
 
     private_seed = read_private_seed(private_seed_file)
@@ -85,8 +86,11 @@ def verify(paths: tuple[Path, ...], sample: int | None, sample_seed: int, tolera
     click.echo(f"verifying {len(chosen)} of {len(found)} record(s)", err=True)
     failed = 0
     for path in chosen:
-        outcome = verify_record(path, data_root=data_root, tolerance=tolerance, private_seed=private_seed,
-                                workdir=workdir)
+        try:
+            outcome = verify_record(path, data_root=data_root, tolerance=tolerance, private_seed=private_seed,
+                                    workdir=workdir)
+        except BenchError as exc:  # one record that cannot run (bad record, failed run): the others go on
+            outcome = Outcome(path, "unavailable", [f"could not be re-executed: {exc}"])
         how = "bit for bit" if outcome.exact else f"within {outcome.tolerance:g}"
         if outcome.ok:
             private = (f"; private draw {outcome.private['draw']}: test mAP {outcome.private['test']['mAP']:.2f}"
