@@ -84,6 +84,14 @@ class Row:
         n = len(self.runs)
         return "verified" if n and self.verified_runs == n else "self-reported" if not self.verified_runs else "partly verified"
 
+    def private_draw(self) -> tuple[int, float, float] | None:
+        """``(runs, mean public test mAP, mean private test mAP)`` over this row's runs that the
+        runner also scored on its private test draw (None when none was)."""
+        runs = self.runs[self.runs["private_test_mAP"].notna()]
+        if runs.empty:
+            return None
+        return len(runs), float(runs["test_mAP"].mean()), float(runs["private_test_mAP"].mean())
+
     @property
     def budget_label(self) -> str:
         return budget_badge(self.budget)

@@ -94,6 +94,13 @@ def markdown_table(table: Table) -> str:
                 v = row.versus.get(k)
                 cells.append("–" if v is None else f"{v.text()} {stats.MARK_SYMBOL.get(v.mark, '')}".rstrip())
             lines.append(_line(cells))
+    private = [(row, row.private_draw()) for row in table.rows if row.private_draw() is not None]
+    if private:
+        lines += ["", "The private test draw (verified runs; a test split only the leaderboard's runner can draw):", "",
+                  _line(["Method", "Run", "Runs", "Public test mAP", "Private test mAP", "Private − public"]),
+                  "|---|---|---:|---:|---:|---:|"]
+        lines += [_line([md_escape(row.method), md_escape(row.detail), str(n), f"{pub:.1f}", f"{priv:.1f}",
+                         f"{priv - pub:+.1f}"]) for row, (n, pub, priv) in private]
     bin_rows = [row for row in table.rows if AVERAGE in row.bins]
     if bin_rows:
         lines += ["", "mAP by class frequency (Ave. over proportions; classes ranked by known training positives):", "",

@@ -191,6 +191,23 @@ def _versus_table(table: Table) -> str:
             f'<tbody>{"".join(body)}</tbody></table>')
 
 
+def _private_table(table: Table) -> str:
+    """Public against private test mAP of the rows whose runs the runner scored on its private draw ("" when none)."""
+    rows = [(row, row.private_draw()) for row in table.rows if row.private_draw() is not None]
+    if not rows:
+        return ""
+    head = _head(("Method", "text"), ("Budget", "text"), ("Runs", "num"), ("Public test mAP", "num"),
+                 ("Private test mAP", "num"), ("Private − public", "num"))
+    body = "".join(
+        f'<tr {_row_attrs(row)}>{_method_cell(row)}{_budget_cell(row)}<td data-value="{n}">{n}</td>'
+        f'<td data-value="{pub:.6f}">{pub:.1f}</td><td data-value="{priv:.6f}">{priv:.1f}</td>'
+        f'<td data-value="{priv - pub:.6f}">{priv - pub:+.1f}</td></tr>' for row, (n, pub, priv) in rows)
+    return ('<h3>The private test draw (verified runs)</h3><p class="note">Test mAP on a test split drawn from a seed '
+            'only the leaderboard\'s runner holds, beside the public split\'s: a method that knows the public test '
+            f'images does not carry that over.</p><div class="scroll"><table class="sortable private" '
+            f'data-table="{esc(table.key)}-private"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
+
+
 def _bins_table(table: Table) -> str:
     rows = [row for row in table.rows if row.bins]
     if not rows:
@@ -284,7 +301,7 @@ def _section(t: Table, reference: ReferenceIndex | None) -> str:
         f'<h3>mAP against the known proportion, by method family</h3><div class="panels">{family_panels(t)}</div>',
         f'<h3>Paired differences against {esc(t.baseline)} (mAP points)</h3>',
         f'<div class="scroll">{_versus_table(t)}</div>',
-        '<h3>mAP by class frequency (head / medium / tail)</h3>', _bins_table(t),
+        _private_table(t), '<h3>mAP by class frequency (head / medium / tail)</h3>', _bins_table(t),
         '<h3>Reproduced vs published</h3>', gap_figure,
         f'<div class="scroll">{_comparison_table(t)}</div>', _published_table(t, reference),
         _protocols(t), f'<ul class="note">{notes}</ul>' if notes else "", "</section>"])

@@ -241,7 +241,14 @@ def test_verify_scores_a_reproduced_record_on_the_private_draw(runs, tmp_path, c
     assert code == 0, out + err
     block = json.loads(copy.read_text())["verification"]
     assert block["private"]["draw"] == private_draw_id(987654321)
-    assert block["private"]["test"]["mAP"] != json.loads(record.read_text())["metrics"]["test"]["mAP"]
+    public = json.loads(record.read_text())["metrics"]["test"]["mAP"]
+    assert block["private"]["test"]["mAP"] != public
+    build_leaderboard(tmp_path / "r", tmp_path / "site")  # the page shows both draws of the verified run
+    md = (tmp_path / "site" / "leaderboard.md").read_text()
+    private = block["private"]["test"]["mAP"]
+    (line,) = [ln for ln in md.splitlines() if ln.startswith("| partial-bce |") and "| 1 |" in ln]
+    assert line.endswith(f"| 1 | {public:.1f} | {private:.1f} | {private - public:+.1f} |")
+    assert "The private test draw (verified runs)" in (tmp_path / "site" / "index.html").read_text()
     monkeypatch.setenv(V.PRIVATE_SEED_ENV, "not-a-number")
     code, _, err = _invoke(capsys, "leaderboard", "verify", copy)
     assert code == 2 and "MLRPL_BENCH_PRIVATE_SEED: expected a non-negative integer" in err
