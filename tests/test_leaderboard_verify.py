@@ -401,3 +401,27 @@ def test_a_record_that_cannot_run_is_one_line_and_the_others_go_on(copy_of, runs
     (line,) = [ln for ln in out.splitlines() if ln.startswith("not verified:")]
     assert "could not be re-executed" in line and "normalization" in line
     assert "1 of 2 record(s) reproduced" in err
+
+
+def test_a_run_on_a_doctored_protocol_cache_is_refused(runs, tmp_path, capsys):
+    """Why 2: the cached `_protocol/*.partial.npy` overwritten with the full labels and its
+    fingerprint fixed: the run trains on every label, but its mask is not the protocol's."""
+    from mlrpl_bench.protocol import fingerprint_array
+
+    out = tmp_path / "runs"
+    shutil.copytree(runs / "_protocol", out / "_protocol")
+    (meta_path,) = [p for p in (out / "_protocol").glob("*__pal__0.5__seed0__*.json")]
+    labels = DigitScenes(None, DigitScenes.Options(train_size=60, test_size=30)).load_split("train").labels
+    np.save(meta_path.with_name(meta_path.name[:-len(".json")] + ".partial.npy"), labels)
+    meta = json.loads(meta_path.read_text())
+    meta["mask_fingerprint"] = fingerprint_array(labels)
+    meta_path.write_text(json.dumps(meta))
+    try:
+        main(["run", "--plugin", "partial-bce", "--epochs", "1", "--known", "0.5", "--jobs", "1", *TINY_SCENES,
+              "--output", str(out)])
+    except SystemExit as exc:
+        assert not exc.code
+    record = out / "partial-bce__digit-scenes__pal__0.5__seed0" / "record.json"
+    assert json.loads(record.read_text())["protocol"]["mask_fingerprint"] == fingerprint_array(labels)
+    with pytest.raises(SubmissionRefused, match="is not the protocol's mask"):
+        submit_records([record], tmp_path / "results")
