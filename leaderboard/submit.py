@@ -10,16 +10,20 @@ checked for provenance before anything is written. Records are then written atom
 The mask fingerprint in the name keeps runs of different protocols apart, and the variant (a
 hash of the method's version, profile and options) runs of different method configurations —
 an ablation (``-o ablation=ist-only``) or ``hst -o feature_blending=true`` is filed beside the
-default method, never over it. A record that saved its test scores (``scores_file``, see
-:mod:`mlrpl_bench.scores`) is filed with them: the scores file is checked against the record
-(sha256, shape, the recomputed test mAP) and copied beside the filed record as
+default method, never over it. Every record is checked against the leaderboard's own truth
+(:mod:`.truth`: for the built-in dataset the scores are required and rescored against the
+dataset's own test labels, and the mask must be the protocol's). A record that saved its test
+scores (``scores_file``, see :mod:`mlrpl_bench.scores`) is filed with them: the scores file is
+checked against the record (sha256, shape, the recomputed metrics) and copied beside the filed record as
 ``<record stem>.scores.npz``, the record's ``scores_file.path`` naming that file (the sha256 is
 unchanged). Re-submitting an identical record is a no-op; a different record
 at the same path is refused, naming the fields that differ (``train.epochs: 8 (filed) vs 2
 (new)``), unless ``replace=True``. New files are created with an atomic create-if-absent, so of
 two processes filing different records of one run exactly one succeeds and the other is told
 "already filed". If a write fails half-way, the files this batch created are removed and the
-ones it replaced are restored.
+ones it replaced are restored; SIGINT and SIGTERM are held back while the batch is written or
+rolled back (:func:`signals_deferred`), so an interrupted submit files all of its batch or none.
+The default results directory is :func:`default_results_dir`, never the working folder.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ from mlrpl_bench.atomic import AlreadyExists, atomic_write_bytes, create_exclusi
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.results import dumps_record, read_record, validate_record
 from mlrpl_bench.scores import RECORD_FIELD as SCORES_FIELD
+from mlrpl_bench.schema import diff_fields, loads_strict
 from mlrpl_bench.scores import scores_path
 from mlrpl_bench.verification import VERIFICATION_FIELD
-from mlrpl_bench.schema import diff_fields, loads_strict
 from mlrpl_bench.vocabulary import is_sha256, path_component  # noqa: F401 - path_component re-exported
 
 from .aggregate import method_signature, short_hash
