@@ -14,9 +14,10 @@ folder, with the same number of torch threads, and compares the new record with 
 
 A tuned record is re-executed with its chosen values (the grid search is not repeated: the
 chosen candidate is what the record's metrics come from). A record whose method is installed in
-another version, or from a source file with another sha256, is reported without running (the
-code is not the code that made it); a record of a dataset that is not available here (needs a
-data root) gets one line saying so.
+another version is reported without running (the code is not the code that made it); one whose
+method has the same version but another source file sha256 or distribution version is
+re-executed, and the difference is noted beside the verdict (the numbers decide); a record of a
+dataset that is not available here (needs a data root) gets one line saying so.
 
 With a **private seed** (``--private-seed-file`` or :data:`PRIVATE_SEED_ENV`) a reproduced
 record of the built-in dataset is also trained and scored on a test split drawn from that secret
@@ -74,6 +75,7 @@ class Outcome:
     exact: bool = True
     tolerance: float = 0.0
     private: dict[str, Any] | None = None   # {"draw": "private:<id>", "test": {...}} with a private seed
+    notes: list[str] = field(default_factory=list)  # e.g. the method's source file differs from the record's
 
     @property
     def ok(self) -> bool:
@@ -206,13 +208,13 @@ def verify_record(path: str | Path, *, data_root: str | None = None, tolerance: 
             return Outcome(path, "unavailable", ["made on a GPU and no GPU is available here; not re-executed"],
                            exact, tol)
     changed = _check_same_code(record, entry)
-    if changed:
-        return Outcome(path, "differs", changed, exact, tol)
+    if changed and record["method"]["version"] != entry.obj.version:
+        return Outcome(path, "differs", changed, exact, tol)  # another implementation: not re-executed
     with tempfile.TemporaryDirectory(prefix="mlrpl-verify-", dir=workdir) as tmp:
         config = rerun_config(record, Path(tmp) / "public", data_root=data_root)
         new = _run_one(config)
         lines = _compare(record, new, tol)
-        outcome = Outcome(path, "differs" if lines else "reproduced", lines, exact, tol)
+        outcome = Outcome(path, "differs" if lines else "reproduced", lines, exact, tol, notes=changed)
         if outcome.ok and private_seed is not None and record["dataset"]["name"] == "digit-scenes":
             from .data.builtin import private_draw
 

@@ -165,6 +165,16 @@ def test_a_record_of_another_method_version_is_not_re_executed(copy_of, capsys):
     assert code == 1
     assert "method 'partial-bce' version 0.9 made the record, 1.0 is installed" in out
     assert "method.source_sha256 is 0000000000000000 in the record" in out
+    assert "re-executed" not in out
+
+
+def test_another_source_file_of_the_same_version_is_re_executed_and_noted(copy_of, capsys):
+    path = copy_of()
+    _edit(path, lambda r: r["method"].update(source_sha256="0" * 64))
+    code, out, _ = _invoke(capsys, "leaderboard", "verify", path)
+    assert code == 0
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("reproduced")]
+    assert "note: method.source_sha256 is 0000000000000000 in the record" in line
 
 
 # --------------------------------------------------------------------------- stamp and the page (Why 2)

@@ -97,7 +97,8 @@ def verify(paths: tuple[Path, ...], sample: int | None, sample_seed: int, tolera
                        if outcome.private else "")
             if stamp:
                 stamp_record(path, outcome, runner=runner)
-            click.echo(f"reproduced ({how}){' and stamped' if stamp else ''}: {path}{private}")
+            notes = "".join(f"; note: {note}" for note in outcome.notes)
+            click.echo(f"reproduced ({how}){' and stamped' if stamp else ''}: {path}{private}{notes}")
             continue
         failed += 1
         for line in outcome.lines:
