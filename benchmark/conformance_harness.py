@@ -273,6 +273,8 @@ def _train_tiny(method_cls: type[Method], options: Any, *, seed: int, hidden_lab
             optimizer.zero_grad(set_to_none=True)
             _stage("loss.backward()", loss.backward)
             optimizer.step()
+            _stage("after_optimizer_step(model, epoch, step)", method.after_optimizer_step, model, epoch,
+                   start // BATCH_SIZE)
             trace.losses.append({k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()})
         _stage("on_epoch_end(model, epoch)", method.on_epoch_end, model, epoch)
         if scheduler is not None:
@@ -496,6 +498,7 @@ def state_trains_on(method_cls: type[Method], options: Any, data: TinyData) -> s
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            method.after_optimizer_step(model, e, start // BATCH_SIZE)
             losses.append({k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()})
         method.on_epoch_end(model, e)
         if scheduler is not None:

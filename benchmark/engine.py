@@ -256,6 +256,7 @@ class Engine:
                 loss.backward()
                 D.average_gradients(self.params, self.dist)
                 self.optimizer.step()
+            self.method.after_optimizer_step(self.model, epoch, step)
             if (step + 1) % self.cfg.sync_every == 0:
                 self._check_finite(monitor, epoch, bar)
         self._check_finite(monitor, epoch, bar)

@@ -15,6 +15,8 @@ Lifecycle, in call order::
         method.on_epoch_start(model, epoch)
         for batch in train_loader:                 # Batch(inputs, labels, indices), augmented
             out = method.training_step(model, batch, epoch)   # {"loss": tensor, other scalars}
+            # the harness: zero_grad, backward, gradient averaging, optimizer.step()
+            method.after_optimizer_step(model, epoch, step)    # step: 0-based within the epoch
         method.on_epoch_end(model, epoch)
         scores = method.predict(model, inputs)     # validation, (B, C) probabilities
     scores = method.predict(model, inputs)         # test, with the best-on-validation weights
@@ -185,6 +187,16 @@ class Method:
             tensors (loss terms) that the harness logs per epoch.
         """
         raise NotImplementedError(f"method {self.name!r} must implement training_step(model, batch, epoch)")
+
+    def after_optimizer_step(self, model: nn.Module, epoch: int, step: int) -> None:
+        """Called after every ``optimizer.step()``, with the updated weights (default: nothing).
+
+        The place for what follows an update: an exponential-moving-average teacher
+        (``teacher = d * teacher + (1 - d) * student``), weight clipping, a step counter.
+        ``step`` is 0-based within the epoch (the global step is ``epoch * ctx.steps_per_epoch +
+        step``). Under fp16 a step the gradient scaler skips (non-finite gradients) still calls
+        it. State it changes belongs in :meth:`state_dict` like any other.
+        """
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
         """Called after the last training step of an epoch, before validation."""

@@ -117,6 +117,7 @@ class Record(BaseModel):
     tuning: dict[str, Any] | None = None       # the --tune grid, every candidate's validation score, the choice
     scores_file: dict[str, Any] | None = None  # {"path": "test_scores.npz", "sha256": ..., "dtype": ...} (mlrpl_bench.scores)
     submission: dict[str, Any] | None = None   # added by `leaderboard submit`
+    verification: dict[str, Any] | None = None  # added by `leaderboard verify --stamp` (mlrpl_bench.leaderboard.verify)
 
 
 def validate_record(record: Any, *, source: str = "record") -> dict:
@@ -245,6 +246,19 @@ class RunOutcome:
     precision_used: str | None = None                   # what the train setting `precision` became on the device
 
 
+def method_source_sha256(method_cls: type) -> str | None:
+    """sha256 of the source file that defines ``method_cls`` (None when it has none, e.g. a class
+    made in a notebook): with the distribution's name and version, what says which code trained a run."""
+    import hashlib
+    import inspect
+
+    try:
+        path = inspect.getsourcefile(method_cls)
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    except (OSError, TypeError):
+        return None
+
+
 def build_record(prepared: PreparedRun, outcome: RunOutcome, *, config_hash: str | None = None) -> dict[str, Any]:
     """The results record of one run of ``prepared`` (schema: :class:`Record`).
 
@@ -263,7 +277,7 @@ def build_record(prepared: PreparedRun, outcome: RunOutcome, *, config_hash: str
         "method": {"name": prepared.method_cls.name, "version": prepared.method_cls.version,
                    "options": dataclasses.asdict(prepared.method_options), "profile": config.profile or "default",
                    "citation": prepared.method_cls.citation, "distribution": entry.distribution,
-                   "distribution_version": entry.version},
+                   "distribution_version": entry.version, "source_sha256": method_source_sha256(prepared.method_cls)},
         "dataset": {"name": prepared.dataset_name, "options": prepared.dataset_options_dict(),
                     "num_classes": len(outcome.class_names), "class_names": list(outcome.class_names),
                     "sizes": dict(outcome.sizes), "fingerprint": dict(outcome.fingerprint)},
@@ -288,6 +302,9 @@ def build_record(prepared: PreparedRun, outcome: RunOutcome, *, config_hash: str
     record["train"]["backbone_weights_sha256"] = prepared.weights_sha256
     if outcome.precision_used is not None:
         record["train"]["precision_used"] = outcome.precision_used
+    draw = getattr(prepared.dataset_cls, "test_draw", None)
+    if isinstance(draw, str):  # a dataset with a generated test split says which draw scored the run
+        record["dataset"]["test_draw"] = draw
     family = getattr(prepared.method_cls, "family", None)
     if family:
         record["method"]["family"] = family

@@ -386,4 +386,7 @@ def _resume_state(path: Path, fingerprint: dict[str, Any], *, resume: bool, run_
         return None
     state = load_checkpoint(path)
     check_resumable(path, state, fingerprint)
+    done = int(state["epoch"]) + 1  # epochs finished; the record's runtime.resumed_from_epoch
+    log(f"{run_id}: resumed from epoch {done} of {fingerprint['train']['epochs']} ({path}); training continues "
+        f"with epoch {done + 1}")
     return state

@@ -71,6 +71,8 @@ class Row:
     seeds: list[int] = field(default_factory=list)
     deviant_mask: bool = False
     dirty: bool = False
+    verified_runs: int = 0      # runs whose record the leaderboard's runner re-executed (mlrpl_bench.verification)
+    compared_kinds: str = ""    # "verified vs self-reported" ...: the kinds of this row and of its baseline row
     is_baseline: bool = False   # the row the others of its protocol and budget are compared with
     has_baseline: bool = False  # a baseline row of the same protocol and budget exists (compared where seeds pair)
     reference: dict[str, dict[str, ReferenceRow]] = field(default_factory=dict)  # known key -> metric -> ref
@@ -81,6 +83,21 @@ class Row:
     @property
     def key(self) -> str:
         return f"{self.method}|{self.options_id}|{self.protocol_id}|{self.budget_id}"
+
+    @property
+    def kind(self) -> str:
+        """``verified`` (every run re-executed by the leaderboard), ``self-reported`` (none) or
+        ``partly verified`` (some)."""
+        n = len(self.runs)
+        return "verified" if n and self.verified_runs == n else "self-reported" if not self.verified_runs else "partly verified"
+
+    def private_draw(self) -> tuple[int, float, float] | None:
+        """``(runs, mean public test mAP, mean private test mAP)`` over this row's runs that the
+        runner also scored on its private test draw (None when none was)."""
+        runs = self.runs[self.runs["private_test_mAP"].notna()]
+        if runs.empty:
+            return None
+        return len(runs), float(runs["test_mAP"].mean()), float(runs["private_test_mAP"].mean())
 
     @property
     def budget_label(self) -> str:
@@ -250,7 +267,7 @@ def _build_table(dataset: str, setting: str, df: pd.DataFrame, reference: Refere
                   options=json.loads(first["options"]), options_id=first["options_id"], family=first["family"],
                   protocol_id=protocol_id, budget={k: first[k] for k in BUDGET_COLUMNS}, budget_id=budget_id,
                   runs=runs, seeds=sorted(runs["seed"].unique().tolist()), deviant_mask=bool(first["deviant_mask"]),
-                  dirty=bool(runs["dirty"].any()))
+                  dirty=bool(runs["dirty"].any()), verified_runs=int(runs["verified"].sum()))
         _aggregate(row, knowns)
         rows.append(row)
     _compare(rows, knowns, baseline, notes)
@@ -353,6 +370,7 @@ def _compare(rows: list[Row], knowns: list[float], baseline: str, notes: list[st
                 row.notes.append(f"no {baseline} row with the same protocol and budget: not compared")
             continue
         row.has_baseline = True
+        row.compared_kinds = f"{row.kind} vs {base.kind}"
         cols = ["known", "seed", "mask_fingerprint", "test_mAP", "rep"]
         pairs = row.runs[cols].merge(base.runs[cols], on=["known", "seed", "mask_fingerprint"], suffixes=("", "_base"))
         pairs["rep_diff"] = [None if a is None or b is None else a - b for a, b in zip(pairs["rep"], pairs["rep_base"])]
@@ -430,7 +448,9 @@ def aggregated_frame(tables: list[Table]) -> pd.DataFrame:
                              "seeds_for_mde_1": versus.seeds_needed if versus else None,
                              "mde_floor": versus.mde_floor if versus else None,
                              "mde_note": _mde_note(row, versus),
-                             "tuning_warnings": SEPARATOR.join(row.tuning_warnings.get(known, []))})
+                             "tuning_warnings": SEPARATOR.join(row.tuning_warnings.get(known, [])),
+                             "kind": row.kind, "verified_runs": row.verified_runs,
+                             "compares": row.compared_kinds if versus else ""})
                 for name, stat in zip(stats.BINS, bins):
                     line.update(_stat_columns(f"{name}_mAP", stat))
                 for m in SUMMARY_METRICS:

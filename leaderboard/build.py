@@ -30,10 +30,11 @@ from .aggregate import (DEFAULT_BASELINE, SUMMARY_METRICS, TUNING_FLAG, Row, Tab
 from .discover import discover
 from .export import defuse_formulas
 from .frame import records_frame
-from .html import render_page
+from .html import KIND_TEXT, render_page
 from .identity import budget_details
 from .reference import AVERAGE, ReferenceIndex, load_reference
-from .submit import DEFAULT_RESULTS_DIR, path_component
+from .submit import default_results_dir, path_component
+from .truth import check_against_truth, implausibility, shared_masks
 
 DEFAULT_OUT_DIR = Path("leaderboard") / "site"
 
@@ -83,20 +84,23 @@ def markdown_table(table: Table) -> str:
              "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
     for row in table.rows:
         flags = (" (baseline)" if row.is_baseline else "") + (" (other mask)" if row.deviant_mask else "") + \
-            (" (dirty)" if row.dirty else "") + (f" ({TUNING_FLAG})" if row.tuning_warnings else "")
+            (" (dirty)" if row.dirty else "") + (f" ({TUNING_FLAG})" if row.tuning_warnings else "") + \
+            (" ✔ verified" if row.kind == "verified" else
+             f" ({row.verified_runs}/{len(row.runs)} runs verified)" if row.kind == "partly verified" else "")
         cells = [md_escape(row.method) + flags, md_escape(row.detail), f"`{row.budget_id}` {md_escape(row.budget_label)}"]
         cells += [cell_text(row.cells[k]["mAP"], row.versus.get(k)) if k in row.cells else "–" for k in table.knowns]
         cells += [cell_text(row.average[m], row.versus.get(AVERAGE) if m == "mAP" else None) for m in SUMMARY_METRICS]
         cells.append(str(len(row.seeds)))
         lines.append(_line(cells))
     lines += ["", *(f"- {md_escape(text)}" for text in stats.explanation(table.baseline))]
+    lines += [f"- ✔ {md_escape(KIND_TEXT)}"]
     versus_rows = [row for row in table.rows if row.versus]
     if versus_rows:
         lines += ["", f"Paired differences against {md_escape(table.baseline)} (mAP points, 95 % interval, mark):", "",
-                  _line(["Method", "Run", *(_known_label(k) for k in table.knowns), "Ave."]),
-                  "|" + "|".join(["---"] * 2 + ["---:"] * (len(table.knowns) + 1)) + "|"]
+                  _line(["Method", "Run", "Compares", *(_known_label(k) for k in table.knowns), "Ave."]),
+                  "|" + "|".join(["---"] * 3 + ["---:"] * (len(table.knowns) + 1)) + "|"]
         for row in versus_rows:
-            cells = [md_escape(row.method), md_escape(row.detail)]
+            cells = [md_escape(row.method), md_escape(row.detail), md_escape(row.compared_kinds)]
             for k in [*table.knowns, AVERAGE]:
                 v = row.versus.get(k)
                 cells.append("–" if v is None else f"{v.text()} {stats.MARK_SYMBOL.get(v.mark, '')}".rstrip())
@@ -119,6 +123,13 @@ def markdown_table(table: Table) -> str:
                   "selected):", ""]
         lines += [f"- {md_escape(row.method)} ({md_escape(row.detail)}) at {_known_label(k)}: {md_escape(w)}"
                   for row in warned for k in sorted(row.tuning_warnings) for w in row.tuning_warnings[k]]
+    private = [(row, row.private_draw()) for row in table.rows if row.private_draw() is not None]
+    if private:
+        lines += ["", "The private test draw (verified runs; a test split only the leaderboard's runner can draw):", "",
+                  _line(["Method", "Run", "Runs", "Public test mAP", "Private test mAP", "Private − public"]),
+                  "|---|---|---:|---:|---:|---:|"]
+        lines += [_line([md_escape(row.method), md_escape(row.detail), str(n), f"{pub:.1f}", f"{priv:.1f}",
+                         f"{priv - pub:+.1f}"]) for row, (n, pub, priv) in private]
     bin_rows = [row for row in table.rows if AVERAGE in row.bins]
     if bin_rows:
         lines += ["", "mAP by class frequency (Ave. over proportions; classes ranked by known training positives):", "",
@@ -194,16 +205,44 @@ def _refuse_foreign_files(out_dir: Path) -> None:
                              "folder as a whole, so choose an empty folder or a previous build's own")
 
 
-def build_leaderboard(results_dir=DEFAULT_RESULTS_DIR, out_dir: str | Path = DEFAULT_OUT_DIR, *,
+def _flag_implausible(found, tables: list[Table]) -> None:
+    """Notes on the tables of records an honest run would hardly make (:mod:`.truth`)."""
+    by_table = {(t.dataset, t.setting): t for t in tables}
+    for item in found.records:
+        rec = item.record
+        for why in implausibility(rec):
+            table = by_table.get((rec["dataset"]["name"], rec["protocol"]["setting"]))
+            if table is not None:
+                table.notes.append(f"implausible: {rec['run_id']} ({item.path.name}): {why}")
+    records = [item.record for item in found.records]
+    for fingerprint, knowns in shared_masks(records).items():
+        rec = next(r for r in records if r["protocol"]["mask_fingerprint"] == fingerprint)
+        table = by_table.get((rec["dataset"]["name"], rec["protocol"]["setting"]))
+        if table is not None:
+            table.notes.append(f"implausible: mask {fingerprint[:12]} is filed at several proportions "
+                               f"({', '.join(f'{k:g}' for k in knowns)}); a protocol mask depends on the proportion")
+
+
+def build_leaderboard(results_dir=None, out_dir: str | Path = DEFAULT_OUT_DIR, *,
                       reference: ReferenceIndex | None = None, generated: datetime | None = None,
                       baseline: str = DEFAULT_BASELINE, explicit_baseline: bool = False) -> BuildResult:
-    """Read every record under ``results_dir`` (one folder or a list) and write the Markdown, CSV and HTML outputs."""
+    """Read every record under ``results_dir`` (one folder or a list; default :func:`.submit.default_results_dir`)
+    and write the Markdown, CSV and HTML outputs.
+
+    :raises BenchError: for a record the leaderboard's own truth refutes (:func:`.truth.check_against_truth`:
+        a scores file missing, changed or not giving the record's metrics on the dataset's labels, a mask
+        that is not the protocol's).
+    """
     out_dir = Path(out_dir)
+    results_dir = default_results_dir() if results_dir is None else results_dir
     found = discover(results_dir if isinstance(results_dir, (list, tuple)) else [results_dir])
+    for item in found.records:  # the leaderboard's own labels and masks, never the submitted ones
+        check_against_truth(item.path, item.record)
     frame = records_frame(found)
     if reference is None:
         reference = ReferenceIndex(load_reference())
     tables = build_tables(frame, reference, baseline=baseline)
+    _flag_implausible(found, tables)
     if explicit_baseline:
         check_baseline(tables, baseline)
     generated = generated or datetime.now(timezone.utc)

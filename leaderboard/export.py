@@ -39,7 +39,12 @@ LIST_COLUMNS = ("per_class_ap", "per_class_known_positives")
 def export_tables(results_dirs, *, baseline: str = DEFAULT_BASELINE, explicit_baseline: bool = False,
                   reference: ReferenceIndex | None = None) -> dict[str, pd.DataFrame]:
     """``{"runs": ..., "aggregated": ...}`` from the records under ``results_dirs``."""
-    frame = records_frame(discover(results_dirs))
+    from .truth import check_against_truth
+
+    found = discover(results_dirs)
+    for item in found.records:  # as build does: the leaderboard's own labels and masks
+        check_against_truth(item.path, item.record)
+    frame = records_frame(found)
     tables = build_tables(frame, reference or ReferenceIndex(load_reference()), baseline=baseline)
     if explicit_baseline:
         check_baseline(tables, baseline)

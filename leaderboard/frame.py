@@ -15,10 +15,11 @@ per-run table. Columns (:data:`RUN_COLUMNS`):
 * metrics — ``test_<m>`` and ``val_<m>`` for every :data:`mlrpl_bench.results.METRIC_NAMES`,
   ``classes_skipped``, ``per_class_ap`` (a list), ``per_class_known_positives`` (a list, from the
   record or the protocol cache; None when neither has it), ``num_classes``, ``n_test``;
-* provenance — ``run_id``, ``code_version``, ``dirty``, ``finished``, ``results_dir`` (the folder
-  as given), ``record_file`` (relative to it), ``scores_file`` and ``scores_sha256``;
 * tuning — ``tuning_warnings``: the run's grid-edge and first-epoch warnings
   (:func:`mlrpl_bench.tuning_checks.record_warnings`), joined by its ``SEPARATOR``, empty when none.
+* provenance — ``run_id``, ``code_version``, ``dirty``, ``verified`` (a verification block that matches the record, :func:`mlrpl_bench.verification.is_verified`),
+  ``private_test_mAP`` (its test mAP on the runner's private draw, NaN without), ``finished``, ``results_dir`` (the folder
+  as given), ``record_file`` (relative to it), ``scores_file`` and ``scores_sha256``.
 
 Records that agree on method, protocol, budget, mask, proportion and seed are duplicates: the
 one finished last is kept and the others are listed in ``frame.attrs["notes"]``.
@@ -34,6 +35,7 @@ import pandas as pd
 
 from mlrpl_bench.results import METRIC_NAMES
 from mlrpl_bench.tuning_checks import SEPARATOR, record_warnings
+from mlrpl_bench.verification import is_verified
 
 from .discover import Discovery, Found
 from .identity import BUDGET_FIELDS, budget_signature, method_signature, protocol_signature, short_hash
@@ -60,8 +62,8 @@ RUN_COLUMNS = (
     "known", "seed", "scheme", "val_fraction", "dataset_fp_train", "dataset_fp_test", "mask_fingerprint",
     "val_fingerprint", "protocol_key", "protocol_id", "deviant_mask", *BUDGET_COLUMNS, "budget_id",
     *METRIC_COLUMNS, "classes_skipped", "per_class_ap", "per_class_known_positives", "num_classes", "n_test",
-    "run_id", "code_version", "dirty", "finished", "results_dir", "record_file", "scores_file", "scores_sha256",
-    "tuning_warnings",
+    "run_id", "code_version", "dirty", "verified", "private_test_mAP", "finished", "results_dir", "record_file",
+    "scores_file", "scores_sha256", "tuning_warnings",
 )
 
 
@@ -127,12 +129,21 @@ def _flatten(found: Found, caches: dict[str, Path]) -> dict:
         "per_class_ap": [None if v is None else float(v) for v in (rec.get("per_class_ap", {}).get("test") or [])],
         "per_class_known_positives": _known_positives(rec, caches), "num_classes": int(d["num_classes"]),
         "n_test": (d.get("sizes") or {}).get("test"), "run_id": rec["run_id"], "code_version": code,
-        "dirty": code.endswith("+dirty"), "finished": str(rec.get("runtime", {}).get("finished", "")),
+        "dirty": code.endswith("+dirty"), "verified": is_verified(rec), "private_test_mAP": _private_map(rec),
+        "finished": str(rec.get("runtime", {}).get("finished", "")),
         "results_dir": found.root.as_posix() if found.path != found.root else found.path.parent.as_posix(),
         "record_file": record_file, "scores_file": scores.get("path"), "scores_sha256": scores.get("sha256"),
         "tuning_warnings": SEPARATOR.join(record_warnings(rec)),
     })
     return row
+
+
+def _private_map(record: dict) -> float:
+    """The test mAP a verified record got on the runner's private test draw (NaN when it has none)."""
+    if not is_verified(record):
+        return np.nan
+    value = ((record["verification"].get("private") or {}).get("test") or {}).get("mAP")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else np.nan
 
 
 def records_frame(source: Discovery | list) -> pd.DataFrame:

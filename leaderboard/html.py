@@ -18,6 +18,11 @@ from .aggregate import SUMMARY_METRICS, TUNING_FLAG, Row, Table
 from .plots import esc, family_panels, gap_plot, known_label
 from .reference import AVERAGE, ReferenceIndex, published_table
 
+#: What the verified / self-reported marks mean (the page's header and the Markdown legend).
+KIND_TEXT = ("verified: every run of the row was re-executed by the leaderboard's runner and reproduced "
+             "(mlrpl-bench leaderboard verify --stamp); other rows are self-reported. Rows are ranked together "
+             "whatever their kind; each paired comparison names the kinds it compares (row vs baseline).")
+
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Liberation Sans",sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
 header,main{max-width:1480px;margin:0 auto;padding:0 12px}
@@ -102,12 +107,14 @@ def _csp_hash(text: str) -> str:
 
 
 def _stat_cell(stat, versus=None, extra_class: str = "", resolution: bool = False, compact: bool = False,
-               compared: bool = False) -> str:
+               compared: bool = False, kinds: str = "") -> str:
     """A statistic's cell; with ``resolution``, a second line: the difference to the baseline and its
-    MDE (``compared``: the row has a baseline); ``compact``: the mean alone (the interval on hover)."""
+    MDE (``compared``: the row has a baseline); ``compact``: the mean alone (the interval on hover);
+    ``kinds``: what the comparison compares (e.g. "verified vs self-reported"), said on hover."""
     if stat is None or stat.mean is None:
         return f'<td class="missing {extra_class}" data-value="">–</td>'
-    title = stat.detail() + (f"; vs baseline {versus.detail()}" if versus is not None else "")
+    title = stat.detail() + (f"; vs baseline{f' ({kinds})' if kinds else ''} {versus.detail()}"
+                             if versus is not None else "")
     text = f"{stat.mean:.1f}" if compact else stat.text()
     return (f'<td class="{extra_class}" data-value="{stat.mean:.6f}" title="{esc(title)}">{esc(text)}'
             f'{_mark(versus)}{_resolution_line(versus, compared) if resolution else ""}</td>')
@@ -143,6 +150,13 @@ def _method_cell(row: Row, budget_differs: bool = False) -> str:
     if row.tuning_warnings:
         warnings = "; ".join(f"{known_label(k)}: {w}" for k in sorted(row.tuning_warnings) for w in row.tuning_warnings[k])
         badges += f'<span class="badge tuning-warning" title="{esc(warnings)}">{esc(TUNING_FLAG)}</span>'
+    if row.kind == "verified":
+        badges += ('<span class="badge verified" data-kind="verified" title="every run re-executed and reproduced by '
+                   'the leaderboard\'s runner">verified</span>')
+    elif row.kind == "partly verified":
+        badges += (f'<span class="badge" data-kind="partly verified" title="{row.verified_runs} of {len(row.runs)} runs '
+                   f're-executed and reproduced by the leaderboard\'s runner">{row.verified_runs}/{len(row.runs)} '
+                   'verified</span>')
     options = esc(", ".join(f"{k}={v}" for k, v in sorted(row.options.items()))) or "defaults"
     budget = f" {_budget_badge(row)}" if budget_differs else ""
     return (f'<td class="text" data-value="{esc(row.method)}" title="options: {options}">{esc(row.method)}{badges}'
@@ -188,9 +202,10 @@ def _main_table(table: Table) -> str:
     for row in table.rows:
         cells = [_method_cell(row, budget_differs=row.budget_id != common)]
         cells += [_stat_cell(row.cells.get(k, {}).get("mAP"), row.versus.get(k), resolution=True,
-                             compared=row.has_baseline) for k in table.knowns]
+                             compared=row.has_baseline, kinds=row.compared_kinds) for k in table.knowns]
         cells += [_stat_cell(row.average.get(m), row.versus.get(AVERAGE) if m == "mAP" else None, resolution=m == "mAP",
-                             compact=m != "mAP", compared=row.has_baseline) for m in SUMMARY_METRICS]
+                             compact=m != "mAP", compared=row.has_baseline, kinds=row.compared_kinds)
+                  for m in SUMMARY_METRICS]
         cells.append(f'<td data-value="{len(row.seeds)}" title="seeds: {esc(", ".join(map(str, row.seeds)))}">{len(row.seeds)}</td>')
         body.append(f'<tr {_row_attrs(row)}>{"".join(cells)}</tr>')
     return (f'<table class="sortable main" data-table="{esc(table.key)}"><thead><tr>{head}</tr></thead>'
@@ -216,10 +231,12 @@ def _versus_table(table: Table) -> str:
                 f'{esc(table.baseline)} row on at least 2 seeds.</p>')
     columns = [*table.knowns, AVERAGE]
     common = common_budget(table)
-    head = _head(("Method", "text"), *((known_label(k) if k != AVERAGE else "Ave.", "num") for k in columns))
+    head = _head(("Method", "text"), ("Compares", "text"),
+                 *((known_label(k) if k != AVERAGE else "Ave.", "num") for k in columns))
     body = []
     for row in rows:
-        cells = [_method_cell(row, budget_differs=row.budget_id != common)]
+        cells = [_method_cell(row, budget_differs=row.budget_id != common),
+                 f'<td class="text" data-value="{esc(row.compared_kinds)}">{esc(row.compared_kinds)}</td>']
         for k in columns:
             v = row.versus.get(k)
             seeds = f"{v.seeds_needed}\u00a0seeds" if v is not None and v.seeds_needed is not None else "∞"
@@ -240,6 +257,23 @@ def _tuning_warnings(table: Table) -> str:
                     for row in rows for k in sorted(row.tuning_warnings) for w in row.tuning_warnings[k])
     return (f'<details class="tuning-warnings"><summary>{esc(TUNING_FLAG)}: {len(rows)} row(s) chose a value at an edge '
             f'of the tuning grid or selected the first epoch</summary><ul class="note">{items}</ul></details>')
+
+
+def _private_table(table: Table) -> str:
+    """Public against private test mAP of the rows whose runs the runner scored on its private draw ("" when none)."""
+    rows = [(row, row.private_draw()) for row in table.rows if row.private_draw() is not None]
+    if not rows:
+        return ""
+    head = _head(("Method", "text"), ("Budget", "text"), ("Runs", "num"), ("Public test mAP", "num"),
+                 ("Private test mAP", "num"), ("Private − public", "num"))
+    body = "".join(
+        f'<tr {_row_attrs(row)}>{_method_cell(row)}{_budget_cell(row)}<td data-value="{n}">{n}</td>'
+        f'<td data-value="{pub:.6f}">{pub:.1f}</td><td data-value="{priv:.6f}">{priv:.1f}</td>'
+        f'<td data-value="{priv - pub:.6f}">{priv - pub:+.1f}</td></tr>' for row, (n, pub, priv) in rows)
+    return ('<h3>The private test draw (verified runs)</h3><p class="note">Test mAP on a test split drawn from a seed '
+            'only the leaderboard\'s runner holds, beside the public split\'s: a method that knows the public test '
+            f'images does not carry that over.</p><div class="scroll"><table class="sortable private" '
+            f'data-table="{esc(table.key)}-private"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
 
 
 def _bins_table(table: Table) -> str:
@@ -340,7 +374,7 @@ def _section(t: Table, reference: ReferenceIndex | None) -> str:
         '(∞: no number of seeds on this test set, the shared test-image noise sets a floor; hover a cell for it). '
         'Budgets as in the main table.</p>',
         f'<div class="scroll">{_versus_table(t)}</div>',
-        '<h3>mAP by class frequency (head / medium / tail)</h3>', _bins_table(t),
+        _private_table(t), '<h3>mAP by class frequency (head / medium / tail)</h3>', _bins_table(t),
         '<h3>Reproduced vs published</h3>', gap_figure,
         f'<div class="scroll">{_comparison_table(t)}</div>', _published_table(t, reference),
         _protocols(t), f'<ul class="note">{notes}</ul>' if notes else "", "</section>"])
@@ -359,6 +393,9 @@ def render_page(tables: list[Table], *, n_records: int, title: str = "mlrpl-benc
     if not tables:
         sections.append('<p class="empty">No result records yet. File some with <code>mlrpl-bench leaderboard submit</code>.</p>')
     rules = "".join(f"<li>{esc(text)}</li>" for text in stats.explanation(baseline))
+    # Only a page with a table that the papers report on promises published numbers.
+    published = ("; published numbers from the SST, HST, DSRB and IPL papers"
+                 if any(t.comparisons() for t in tables) else "")
     sections.append(f'<section id="statistics"><h2>How the statistics are made</h2><ul class="rules note">{rules}</ul></section>')
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -366,6 +403,6 @@ def render_page(tables: list[Table], *, n_records: int, title: str = "mlrpl-benc
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
         f'<header><h1>{esc(title)}</h1><p class="note">Built from {n_records} result record(s) on '
-        f'{esc(generated.isoformat(timespec="seconds"))}{"; " + esc(skipped) if skipped else ""}; published numbers from '
-        f'the SST, HST, DSRB and IPL papers. Click a column header to sort.</p><nav>{nav}</nav></header>'
+        f'{esc(generated.isoformat(timespec="seconds"))}{"; " + esc(skipped) if skipped else ""}{published}. '
+        f'Click a column header to sort. {esc(KIND_TEXT)}</p><nav>{nav}</nav></header>'
         f'<main>{"".join(sections)}</main><script>{SCRIPT}</script></body></html>\n')

@@ -167,8 +167,11 @@ def _panel(table: Table, family: str, members: list[Row], baselines: list[Row], 
             legend_y += 14
             out.append("".join(pub) + "</g>")
     out.append("</svg>")
-    caption = (f"{esc(family)}: {len(members)} row(s)" + ("; grey: the baseline" if baselines else "") +
-               "; bands: 95 % intervals; dashed: published numbers for the same dataset and setting.")
+    # The family's own rows: its members and the baseline when it belongs to the family (drawn in every panel).
+    own = len(members) + sum(1 for row in baselines if row.family == family)
+    caption = (f"{esc(family)}: {own} row(s)" + ("; grey: the baseline" if baselines else "") +
+               "; bands: 95 % intervals" +
+               ("; dashed: published numbers for the same dataset and setting." if published_done else "."))
     return f'<figure class="panel-figure">{"".join(out)}<figcaption>{caption}</figcaption></figure>'
 
 

@@ -10,22 +10,30 @@ checked for provenance before anything is written. Records are then written atom
 The mask fingerprint in the name keeps runs of different protocols apart, and the variant (a
 hash of the method's version, profile and options) runs of different method configurations —
 an ablation (``-o ablation=ist-only``) or ``hst -o feature_blending=true`` is filed beside the
-default method, never over it. A record that saved its test scores (``scores_file``, see
-:mod:`mlrpl_bench.scores`) is filed with them: the scores file is checked against the record
-(sha256, shape, the recomputed test mAP) and copied beside the filed record as
+default method, never over it. Every record is checked against the leaderboard's own truth
+(:mod:`.truth`: for the built-in dataset the scores are required and rescored against the
+dataset's own test labels, and the mask must be the protocol's). A record that saved its test
+scores (``scores_file``, see :mod:`mlrpl_bench.scores`) is filed with them: the scores file is
+checked against the record (sha256, shape, the recomputed metrics) and copied beside the filed record as
 ``<record stem>.scores.npz``, the record's ``scores_file.path`` naming that file (the sha256 is
 unchanged). Re-submitting an identical record is a no-op; a different record
 at the same path is refused, naming the fields that differ (``train.epochs: 8 (filed) vs 2
 (new)``), unless ``replace=True``. New files are created with an atomic create-if-absent, so of
 two processes filing different records of one run exactly one succeeds and the other is told
 "already filed". If a write fails half-way, the files this batch created are removed and the
-ones it replaced are restored.
+ones it replaced are restored; SIGINT and SIGTERM are held back while the batch is written or
+rolled back (:func:`signals_deferred`), so an interrupted submit files all of its batch or none.
+The default results directory is :func:`default_results_dir`, never the working folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,13 +42,29 @@ from mlrpl_bench.atomic import AlreadyExists, atomic_write_bytes, create_exclusi
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.results import dumps_record, read_record, validate_record
 from mlrpl_bench.scores import RECORD_FIELD as SCORES_FIELD
-from mlrpl_bench.scores import scores_path, verify_scores
 from mlrpl_bench.schema import diff_fields, loads_strict
+from mlrpl_bench.scores import scores_path
+from mlrpl_bench.verification import VERIFICATION_FIELD
 from mlrpl_bench.vocabulary import is_sha256, path_component  # noqa: F401 - path_component re-exported
 
 from .aggregate import method_signature, short_hash
 
+#: The project's filed tree, relative to the root of a checkout (pass it explicitly: ``--results leaderboard/results``).
 DEFAULT_RESULTS_DIR = Path("leaderboard") / "results"
+#: Environment variable naming the results directory ``submit`` files into (and ``build`` reads) by default.
+RESULTS_ENV = "MLRPL_BENCH_RESULTS"
+
+
+def default_results_dir() -> Path:
+    """Where ``submit`` files and ``build``/``export`` read when no ``--results`` is given:
+    ``$MLRPL_BENCH_RESULTS``, else ``$XDG_DATA_HOME/mlrpl-bench/results`` (``~/.local/share/...``).
+    Never relative to the working folder: run from a checkout, a default there would file into it."""
+    import os
+
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV]).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path("~/.local/share").expanduser())
+    return Path(data_home).expanduser() / "mlrpl-bench" / "results"
 
 #: code_version values that do not identify the code that produced a record.
 _NO_CODE_VERSION = {"", "unknown", "none", "null"}
@@ -66,8 +90,9 @@ class Filed:
     scores: Path | None = None  # the filed copy of the record's test scores, if it saved any
 
 
-def canonical_path(record: dict, results_dir: str | Path = DEFAULT_RESULTS_DIR) -> Path:
-    """Where a validated record is filed under ``results_dir``."""
+def canonical_path(record: dict, results_dir: str | Path | None = None) -> Path:
+    """Where a validated record is filed under ``results_dir`` (default: :func:`default_results_dir`)."""
+    results_dir = default_results_dir() if results_dir is None else results_dir
     mask = record["protocol"]["mask_fingerprint"][:12]
     variant = short_hash(method_signature(record))
     return (Path(results_dir) / path_component(record["dataset"]["name"]) / path_component(record["protocol"]["setting"])
@@ -133,13 +158,23 @@ def _check_per_class_ap(record: dict, source: str) -> None:
 def load_submission(path: str | Path) -> tuple[dict, list[str]]:
     """Read, validate and provenance-check one record file; returns (record, warnings).
 
-    A record that names a test-scores file is checked against it (:func:`mlrpl_bench.scores.verify_scores`).
+    The record is checked against the leaderboard's own truth (:func:`.truth.check_against_truth`:
+    for the built-in dataset its scores are required and rescored against the dataset's own test
+    labels, its mask against the protocol's; elsewhere a scores file it names is checked against
+    the record). A ``verification`` block is dropped with a warning: only ``leaderboard verify
+    --stamp``, run by the leaderboard on its filed tree, writes one.
     """
+    from .truth import check_against_truth, implausibility
+
     path = Path(path)
     record = read_record(path)
     warnings = check_provenance(record, str(path))
-    if record.get(SCORES_FIELD) is not None:
-        verify_scores(path, record)
+    check_against_truth(path, record)
+    if record.get(VERIFICATION_FIELD) is not None:
+        record = {k: v for k, v in record.items() if k != VERIFICATION_FIELD}
+        warnings.append(f"{path}: its '{VERIFICATION_FIELD}' block was dropped; the leaderboard's runner verifies "
+                        "filed records itself (`mlrpl-bench leaderboard verify --stamp`)")
+    warnings += [f"{path}: implausible: {why}; the leaderboard flags it" for why in implausibility(record)]
     return record, warnings
 
 
@@ -161,7 +196,7 @@ def _content(record: dict) -> bytes:
 
 
 #: Record parts that may differ between two submissions of the same result.
-_VOLATILE = ("submission",)
+_VOLATILE = ("submission", VERIFICATION_FIELD)
 #: Record parts left out of a collision message (they always differ between two runs).
 _NOT_SHOWN = ("submission", "runtime", "environment", "config_hash")
 
@@ -208,7 +243,7 @@ def expand_runs(paths: list[str | Path]) -> list[Path]:
     return out
 
 
-def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RESULTS_DIR, *,
+def submit_records(paths: list[str | Path], results_dir: str | Path | None = None, *,
                    replace: bool = False) -> list[Filed]:
     """Validate every record of the batch, then file them all (or none).
 
@@ -218,7 +253,7 @@ def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RE
     paths = expand_runs(paths)
     if not paths:
         raise BenchError("no record files given; pass one or more RECORD.json files or a runs/ folder")
-    results_dir = Path(results_dir)
+    results_dir = default_results_dir() if results_dir is None else Path(results_dir)
     errors: list[str] = []
     planned: dict[Path, tuple[Path, dict, list[str], Path | None]] = {}
     for raw_path in paths:
@@ -263,27 +298,65 @@ def submit_records(paths: list[str | Path], results_dir: str | Path = DEFAULT_RE
     if errors:
         raise SubmissionRefused(errors, len(paths))
 
-    done: list[tuple[Path, bytes | None]] = []  # (file written, its previous content or None)
-    try:
-        # The scores first: a filed record never names a scores file that is not there yet.
-        for target, data in scores_actions:
-            previous = target.read_bytes() if target.exists() else None
-            if previous != data:
-                atomic_write_bytes(target, data)
-                done.append((target, previous))
-        for filed, previous, data in actions:
-            if filed.status == "unchanged":
-                continue
-            if filed.status == "filed":
-                _create(filed, data)
-            else:
-                atomic_write_bytes(filed.target, data)
-            if filed.status != "unchanged":  # never roll back a file another process wrote
-                done.append((filed.target, previous))
-    except BaseException:
-        _roll_back(done)
-        raise
+    done: list[tuple[Path, bytes | None]] = []  # (file written or about to be, its previous content or None)
+    with signals_deferred():  # Ctrl-C / SIGTERM take effect once the batch is filed or rolled back
+        try:
+            # The scores first: a filed record never names a scores file that is not there yet.
+            for target, data in scores_actions:
+                previous = target.read_bytes() if target.exists() else None
+                if previous != data:
+                    done.append((target, previous))  # before the write: an interrupted write is undone too
+                    atomic_write_bytes(target, data)
+            for filed, previous, data in actions:
+                if filed.status == "unchanged":
+                    continue
+                if filed.status == "filed":
+                    done.append((filed.target, None))
+                    try:
+                        _create(filed, data)
+                    except BenchError:  # filed meanwhile by another process: never roll that file back
+                        done.pop()
+                        raise
+                    if filed.status == "unchanged":  # the same record, filed meanwhile by another process
+                        done.pop()
+                else:
+                    done.append((filed.target, previous))
+                    atomic_write_bytes(filed.target, data)
+        except BaseException:
+            _roll_back(done)
+            raise
     return [filed for filed, _, _ in actions]
+
+
+#: The signals :func:`signals_deferred` holds back (SIGTERM: a CI job cancelled, a container stopped).
+_DEFERRED_SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold back SIGINT and SIGTERM during the block and deliver them when it ends.
+
+    ``submit`` writes a batch and, when a write fails, removes what it wrote: a signal in the
+    middle of either would leave a half-filed batch (a record without the scores file it names).
+    Held back, a Ctrl-C arrives as ``KeyboardInterrupt`` after the batch is complete, and a
+    SIGTERM is raised again under the handler that was installed before (the default one ends
+    the process). Only in the main thread, the one Python delivers signals to; elsewhere the
+    block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in _DEFERRED_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(received):
+            if s == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.raise_signal(s)
 
 
 def _create(filed: Filed, data: bytes) -> None:

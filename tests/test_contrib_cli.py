@@ -218,3 +218,11 @@ def test_plugins_name_shows_details(capsys):
     assert json.loads(out)["out_channels"] == 128
     code, _, err = cli(capsys, "plugins", "nope")
     assert code == 2 and "unknown plugin, dataset or backbone 'nope'" in err
+
+
+def test_the_scaffolded_readme_installs_pytest_before_running_it(tmp_path, capsys):
+    """Issue 20.8: `pip install -e .` alone does not install pytest; the README installs the [test] extra."""
+    assert cli(capsys, "new-plugin", "tiny-net3", "--dir", str(tmp_path / "p"))[0] == 0
+    readme = (tmp_path / "p" / "README.md").read_text()
+    assert 'test = ["pytest"]' in (tmp_path / "p" / "pyproject.toml").read_text()
+    assert readme.index('pip install -e ".[test]"') < readme.index("python -m pytest")

@@ -120,3 +120,25 @@ def test_non_finite_loss_stops_with_step_method_and_last_finite_loss():
     engine.method.training_step = exploding
     with pytest.raises(NonFiniteLossError, match=r"'partial-bce'.*nan at epoch 0, step 2 \(last finite loss: [0-9.]+\)"):
         engine.fit()
+
+
+def test_after_optimizer_step_runs_after_every_update_with_the_updated_weights():
+    """The hook an EMA teacher needs (issue 20.8): once per optimizer step, after the step."""
+    engine = build_engine(epochs=2)
+    calls, seen = [], []
+    head = next(p for p in engine.model.parameters() if p.requires_grad)
+    training_step = engine.method.training_step
+
+    def recording_step(model, batch, epoch):
+        seen.append(head.detach().clone())  # the weights before this step's update
+        return training_step(model, batch, epoch)
+
+    engine.method.training_step = recording_step
+
+    def after(model, epoch, step_in_epoch):
+        assert not torch.equal(head.detach(), seen[-1]), "called before the update"
+        calls.append((epoch, step_in_epoch))
+
+    engine.method.after_optimizer_step = after
+    fit(engine)
+    assert calls == [(e, s) for e in range(2) for s in range(5)]  # 40 training images, batch 8: 5 steps

@@ -21,7 +21,7 @@ from mlrpl_bench.models.backbones import BackboneSpec
 DOC = Path(__file__).resolve().parents[1] / "CONTRIBUTING.md"
 HOOKS = {name: fn for name, fn in vars(hookspecs).items() if hasattr(fn, f"{hookspecs.PROJECT_NAME}_spec")}
 LIFECYCLE = ["build_model", "configure_optimizers", "extra_parameters", "on_train_start", "on_epoch_start",
-             "training_step", "on_epoch_end", "predict", "state_dict", "load_state_dict"]
+             "training_step", "after_optimizer_step", "on_epoch_end", "predict", "state_dict", "load_state_dict"]
 
 
 def signature_text(name: str, fn) -> str:

@@ -213,8 +213,10 @@ def test_run_hooks_learn_whether_the_run_resumed(cli, tmp_path, register_hooks):
     base = ["run", "--plugin", "partial-bce", "--known", "0.5", "--epochs", "1", "--output", out, *TINY_SCENES]
     assert cli(*base).exit_code == 0
     next(out.glob("*/record.json")).unlink()  # as if interrupted after its last checkpoint
-    assert cli(*base, "--resume").exit_code == 0
+    res = cli(*base, "--resume")
+    assert res.exit_code == 0
     assert seen == [False, True]
+    assert "partial-bce__digit-scenes__pal__0.5__seed0: resumed from epoch 1 of 1" in res.output + res.stderr
 
 
 def test_datasets_labels_refuses_to_write_two_outputs_to_one_file(cli, tmp_path):

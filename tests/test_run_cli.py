@@ -110,3 +110,15 @@ def test_unwritable_output_directory_is_refused(cli, tmp_path):
     assert res.exit_code == 2
     assert "not a writable directory" in res.stderr
     assert blocker.read_text() == "not a directory"
+
+
+def test_run_help_shows_numeric_options_with_their_type(cli):
+    """Issue 20.8: the train flags' values stay text for the schema layer, but help names their type."""
+    import re
+
+    help_text = cli("run", "--help").output
+    for flag, kind in (("--epochs", "INTEGER"), ("--batch-size", "INTEGER"), ("--lr", "FLOAT"),
+                       ("--val-fraction", "FLOAT"), ("--image-size", "INTEGER"), ("--backbone", "TEXT")):
+        assert re.search(rf"{flag} {kind}\b", help_text), flag
+    assert "--precision [auto|fp32|bf16|fp16]" in help_text
+    assert cli("run", "--plugin", "partial-bce", "--epochs", "two").exit_code == 2  # still the schema's one line

@@ -9,7 +9,8 @@ import click
 from . import PathArg
 
 _RESULTS_HELP = ("Folder of records: a results tree or a runs/ folder (repeatable; JSON files that are not "
-                 "records, e.g. runs/_protocol/*.json, are skipped and counted) [default: leaderboard/results].")
+                 "records, e.g. runs/_protocol/*.json, are skipped and counted) [default: $MLRPL_BENCH_RESULTS, else "
+                 "~/.local/share/mlrpl-bench/results; the project's filed tree is leaderboard/results].")
 _BASELINE_HELP = "Method every row is compared with (paired over seeds, same protocol and budget) [default: partial-bce]."
 
 
@@ -21,7 +22,8 @@ def leaderboard() -> None:
 @leaderboard.command("submit")
 @click.argument("records", nargs=-1, required=True, type=PathArg(path_type=Path))
 @click.option("--results", "results_dir", type=PathArg(file_okay=False, path_type=Path), default=None,
-              help="Results directory to file into [default: leaderboard/results].")
+              help="Results directory to file into [default: $MLRPL_BENCH_RESULTS, else ~/.local/share/mlrpl-bench/results; "
+                   "the project's filed tree: --results leaderboard/results].")
 @click.option("--replace", is_flag=True, help="Overwrite a different record already filed for the same run, protocol and method options.")
 def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -> None:
     """Validate RECORD.json files and file them under the results directory.
@@ -29,10 +31,10 @@ def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -
     The batch is all-or-nothing: if any record is invalid, each problem is printed (file and
     field) and nothing is filed (exit status 2).
     """
-    from mlrpl_bench.leaderboard.submit import DEFAULT_RESULTS_DIR, SubmissionRefused, submit_records
+    from mlrpl_bench.leaderboard.submit import SubmissionRefused, default_results_dir, submit_records
 
     try:
-        filed = submit_records(list(records), results_dir or DEFAULT_RESULTS_DIR, replace=replace)
+        filed = submit_records(list(records), results_dir or default_results_dir(), replace=replace)
     except SubmissionRefused as exc:
         if len(exc.errors) > 1:  # one line per problem; a single problem is the error line itself
             for line in exc.errors:
@@ -45,6 +47,67 @@ def submit(records: tuple[Path, ...], results_dir: Path | None, replace: bool) -
         click.echo(f"{item.status}: {item.source} -> {item.target}{scores}")
 
 
+@leaderboard.command("verify")
+@click.argument("paths", nargs=-1, required=True, type=PathArg(path_type=Path))
+@click.option("--sample", "sample", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Verify K records drawn at random from those found (with --sample-seed) [default: all].")
+@click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+              help="Largest metric difference accepted (points) [default: 0 = bit for bit for CPU fp32 records, "
+                   "0.5 otherwise].")
+@click.option("--data-root", type=PathArg(file_okay=False), default=None,
+              help="Where the dataset of records that need one lives (the built-in dataset needs none).")
+@click.option("--private-seed-file", type=PathArg(dir_okay=False, path_type=Path), default=None,
+              help="File holding the runner's secret test seed: reproduced built-in records are also scored on the "
+                   "private test draw [default: $MLRPL_BENCH_PRIVATE_SEED, else no private draw].")
+@click.option("--stamp", is_flag=True, help="Write a verification block (date, code version, runner) into each "
+                                            "reproduced record: the leaderboard marks its row verified.")
+@click.option("--runner", default=None, help="Runner name in the verification block [default: $MLRPL_BENCH_RUNNER, "
+                                             "else the host name].")
+@click.option("--workdir", type=PathArg(file_okay=False, path_type=Path), default=None,
+              help="Where the temporary re-executions run [default: the system's temporary folder].")
+def verify(paths: tuple[Path, ...], sample: int | None, sample_seed: int, tolerance: float | None, data_root: str | None,
+           private_seed_file: Path | None, stamp: bool, runner: str | None, workdir: Path | None) -> None:
+    """Re-execute filed records (RECORD.json files or folders of them) and compare their metrics.
+
+    Each record runs again with its exact configuration and thread count in a temporary folder.
+    Exit status 0 only when every record reproduces; one line per record that differs, naming
+    the metric and both values.
+    """
+    import sys
+
+    from mlrpl_bench.errors import BenchError
+    from mlrpl_bench.verification import Outcome, read_private_seed, record_files, sample_paths, verify_record
+    from mlrpl_bench.verification import stamp as stamp_record
+
+    private_seed = read_private_seed(private_seed_file)
+    found = record_files(list(paths))
+    chosen = sample_paths(found, sample, sample_seed)
+    click.echo(f"verifying {len(chosen)} of {len(found)} record(s)", err=True)
+    failed = 0
+    for path in chosen:
+        try:
+            outcome = verify_record(path, data_root=data_root, tolerance=tolerance, private_seed=private_seed,
+                                    workdir=workdir)
+        except BenchError as exc:  # one record that cannot run (bad record, failed run): the others go on
+            outcome = Outcome(path, "unavailable", [f"could not be re-executed: {exc}"])
+        how = "bit for bit" if outcome.exact else f"within {outcome.tolerance:g}"
+        if outcome.ok:
+            private = (f"; private draw {outcome.private['draw']}: test mAP {outcome.private['test']['mAP']:.2f}"
+                       if outcome.private else "")
+            if stamp:
+                stamp_record(path, outcome, runner=runner)
+            notes = "".join(f"; note: {note}" for note in outcome.notes)
+            click.echo(f"reproduced ({how}){' and stamped' if stamp else ''}: {path}{private}{notes}")
+            continue
+        failed += 1
+        for line in outcome.lines:
+            click.echo(f"{'differs' if outcome.status == 'differs' else 'not verified'}: {path}: {line}")
+    click.echo(f"{len(chosen) - failed} of {len(chosen)} record(s) reproduced", err=True)
+    if failed:
+        sys.exit(1)
+
+
 @leaderboard.command("build")
 @click.option("--results", "results_dirs", multiple=True, type=PathArg(file_okay=False, path_type=Path),
               help=_RESULTS_HELP)
@@ -55,9 +118,9 @@ def build(results_dirs: tuple[Path, ...], out_dir: Path | None, baseline: str | 
     """Build Markdown, CSV and a static HTML page from the records alone."""
     from mlrpl_bench.leaderboard.aggregate import DEFAULT_BASELINE
     from mlrpl_bench.leaderboard.build import DEFAULT_OUT_DIR, build_leaderboard
-    from mlrpl_bench.leaderboard.submit import DEFAULT_RESULTS_DIR
+    from mlrpl_bench.leaderboard.submit import default_results_dir
 
-    results, out = list(results_dirs) or [DEFAULT_RESULTS_DIR], out_dir or DEFAULT_OUT_DIR
+    results, out = list(results_dirs) or [default_results_dir()], out_dir or DEFAULT_OUT_DIR
     _refuse_output_inside_inputs(results, out)
     result = build_leaderboard(results, out,
                                baseline=baseline or DEFAULT_BASELINE, explicit_baseline=baseline is not None)
@@ -80,10 +143,10 @@ def export(results_dirs: tuple[Path, ...], fmt: str, out_dir: Path, baseline: st
     """Write the per-run table (one row per record) and the aggregated table."""
     from mlrpl_bench.leaderboard.aggregate import DEFAULT_BASELINE
     from mlrpl_bench.leaderboard.export import export_tables, write_export
-    from mlrpl_bench.leaderboard.submit import DEFAULT_RESULTS_DIR
+    from mlrpl_bench.leaderboard.submit import default_results_dir
 
-    _refuse_output_inside_inputs(list(results_dirs) or [DEFAULT_RESULTS_DIR], out_dir)
-    tables = export_tables(list(results_dirs) or [DEFAULT_RESULTS_DIR], baseline=baseline or DEFAULT_BASELINE,
+    _refuse_output_inside_inputs(list(results_dirs) or [default_results_dir()], out_dir)
+    tables = export_tables(list(results_dirs) or [default_results_dir()], baseline=baseline or DEFAULT_BASELINE,
                            explicit_baseline=baseline is not None)
     for path in write_export(tables, out_dir, fmt):
         click.echo(f"wrote {path}")

@@ -24,8 +24,26 @@ def _train_options(command):
         f = fields[name]
         allowed = describe_field(TrainConfig, name)
         help_text = f"{f.metadata['help']}" + (f" ({allowed})" if allowed else "") + f" [default: {field_default(f)!r}]"
-        command = click.option(f"--{name.replace('_', '-')}", name, default=None, help=help_text)(command)
+        command = click.option(f"--{name.replace('_', '-')}", name, default=None, help=help_text,
+                               metavar=_metavar(TrainConfig, name))(command)
     return command
+
+
+#: What ``run --help`` shows for a value of each declared type (the value itself stays text).
+_METAVARS = {int: "INTEGER", float: "FLOAT", bool: "BOOLEAN", str: "TEXT"}
+
+
+def _metavar(cls: type, name: str) -> str:
+    """``INTEGER`` / ``FLOAT`` / ``BOOLEAN`` / ``TEXT`` / ``[a|b]`` for a field of ``cls``: the type its
+    declaration gives (the schema layer parses the text into it), so help does not say TEXT for a number."""
+    import typing
+
+    hint = typing.get_type_hints(cls)[name]
+    while typing.get_origin(hint) is typing.Annotated:
+        hint = typing.get_args(hint)[0]
+    if typing.get_origin(hint) is typing.Literal:
+        return "[" + "|".join(map(str, typing.get_args(hint))) + "]"
+    return _METAVARS.get(hint, "TEXT")
 
 
 @click.command()

@@ -47,6 +47,8 @@ from . import scenes
 from .base import SPLITS, Dataset, DatasetSplit
 
 MANIFEST = "DONE.json"
+#: The ``test_draw`` of the public test split (anyone can regenerate it: for development).
+PUBLIC_DRAW = "public"
 MANIFEST_FORMAT = 1
 CACHE_ENV = "MLRPL_BENCH_CACHE"
 _TMP_MARK = ".tmp-"
@@ -89,8 +91,13 @@ def _coco_json(split: str, layouts: list[scenes.SceneLayout], image_size: int) -
             "images": images, "annotations": annotations, "categories": categories}
 
 
-def write_dataset(directory: Path, *, seed: int, sizes: dict[str, int], image_size: int) -> None:
-    """Generate the whole dataset into ``directory`` (which must not exist yet), manifest last."""
+def write_dataset(directory: Path, *, seed: int, sizes: dict[str, int], image_size: int,
+                  test_seed: int | None = None, test_draw: str | None = None) -> None:
+    """Generate the whole dataset into ``directory`` (which must not exist yet), manifest last.
+
+    :param test_seed: draw the test split from this seed instead of ``seed`` (a private draw,
+        see :func:`private_draw`); the manifest names it by ``test_draw`` only, never the seed.
+    """
     from PIL import Image
 
     (directory / "annotations").mkdir(parents=True)
@@ -98,9 +105,10 @@ def write_dataset(directory: Path, *, seed: int, sizes: dict[str, int], image_si
     for split in SPLITS:
         img_dir = directory / "images" / split
         img_dir.mkdir(parents=True)
-        layouts = scenes.sample_layouts(seed, split, sizes[split], image_size)
+        split_seed = test_seed if split == "test" and test_seed is not None else seed
+        layouts = scenes.sample_layouts(split_seed, split, sizes[split], image_size)
         for i, layout in enumerate(layouts):
-            pixels = scenes.render_layout(layout, image_size, scenes.render_rng(seed, split, i))
+            pixels = scenes.render_layout(layout, image_size, scenes.render_rng(split_seed, split, i))
             path = img_dir / f"{i:06d}.png"
             # PNG with fixed settings and no metadata: the same pixels give the same bytes.
             Image.fromarray(pixels).save(path, format="PNG", compress_level=6)
@@ -111,7 +119,7 @@ def write_dataset(directory: Path, *, seed: int, sizes: dict[str, int], image_si
     manifest = {"format": MANIFEST_FORMAT, "dataset": DigitScenes.name,
                 "generator_version": scenes.GENERATOR_VERSION,
                 "options": {"seed": seed, "train_size": sizes["train"], "test_size": sizes["test"],
-                            "image_size": image_size},
+                            "image_size": image_size, **({"test_draw": test_draw} if test_draw else {})},
                 "files": dict(sorted(files.items()))}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
@@ -155,7 +163,8 @@ def clean_stale_tmp_dirs(target: Path) -> list[Path]:
     return removed
 
 
-def materialise(target: Path, *, seed: int, sizes: dict[str, int], image_size: int) -> bool:
+def materialise(target: Path, *, seed: int, sizes: dict[str, int], image_size: int,
+                test_seed: int | None = None, test_draw: str | None = None) -> bool:
     """Make sure ``target`` holds the dataset; generate it atomically if it does not exist.
 
     :return: True if this call generated it, False if it was already there (or another process
@@ -178,7 +187,7 @@ def materialise(target: Path, *, seed: int, sizes: dict[str, int], image_size: i
     clean_stale_tmp_dirs(target)
     tmp = target.parent / f".{target.name}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        write_dataset(tmp, seed=seed, sizes=sizes, image_size=image_size)
+        write_dataset(tmp, seed=seed, sizes=sizes, image_size=image_size, test_seed=test_seed, test_draw=test_draw)
         try:
             # rename() replaces a missing or empty directory and fails on a non-empty one: if
             # another process finished first, its dataset stays and ours is discarded.
@@ -321,14 +330,28 @@ class DigitScenes(Dataset):
         image_size: Annotated[int, Field(ge=16, le=512)] = field(default=32, metadata={"help": "side of the stored PNG images in pixels"})
         cache_dir: str = field(default="", metadata={"help": f"where to generate ('' = ${CACHE_ENV} or ~/.cache/mlrpl-bench, then datasets/); ignored with --data-root"})
 
+    #: Which test split this class draws: the public one (from ``seed``, for development) or a
+    #: private one (``private:<id>``, from a secret seed; see :func:`private_draw`).
+    test_draw = PUBLIC_DRAW
+    #: The secret seed of a private draw (None: the public draw). Set only by :func:`private_draw`.
+    _private_test_seed: int | None = None
+
     def __init__(self, root=None, options=None):
         super().__init__(root, options)  # the options' declared types are checked there
         self._verified = False
 
     def generator_options(self) -> dict[str, Any]:
-        """The options that determine the files (recorded in the manifest)."""
+        """The options that determine the files (recorded in the manifest): a private draw adds
+        its ``test_draw`` id (never the seed)."""
         o = self.options
-        return {"seed": o.seed, "train_size": o.train_size, "test_size": o.test_size, "image_size": o.image_size}
+        out = {"seed": o.seed, "train_size": o.train_size, "test_size": o.test_size, "image_size": o.image_size}
+        return out if self._private_test_seed is None else {**out, "test_draw": self.test_draw}
+
+    def split_options(self, split: str) -> dict[str, Any]:
+        """The options of one split (part of its fingerprint): the training split is the same in
+        every draw, so that masks and training are those of the public draw."""
+        options = self.generator_options()
+        return options if split == "test" else {k: v for k, v in options.items() if k != "test_draw"}
 
     @property
     def directory(self) -> Path:
@@ -346,7 +369,8 @@ class DigitScenes(Dataset):
         if not self._verified:
             o = self.options
             materialise(target, seed=o.seed, sizes={"train": o.train_size, "test": o.test_size},
-                        image_size=o.image_size)
+                        image_size=o.image_size, test_seed=self._private_test_seed,
+                        test_draw=None if self._private_test_seed is None else self.test_draw)
             verify(target, self.generator_options())
             self._verified = True
         return target
@@ -358,7 +382,7 @@ class DigitScenes(Dataset):
         root = self.prepare()
         names, labels, ids, files = read_coco_labels(root / "annotations" / f"instances_{split}.json")
         paths = [root / "images" / split / f for f in files]
-        return DatasetSplit(self.name, split, names, labels, ids, paths, options=self.generator_options())
+        return DatasetSplit(self.name, split, names, labels, ids, paths, options=self.split_options(split))
 
     def transforms(self, image_size: int, train: bool):
         """Small-image transforms: train = resize, random shift by up to 1/16 of the side,
@@ -376,6 +400,23 @@ class DigitScenes(Dataset):
                       T.ColorJitter(brightness=0.2, contrast=0.2)]
         steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         return T.Compose(steps)
+
+
+def private_draw_id(seed: int) -> str:
+    """The non-revealing name of the private draw of ``seed``: ``private:`` + 12 hex digits of a
+    sha256 (a seed drawn from a large range, e.g. 2**63, cannot be guessed back from it)."""
+    digest = hashlib.sha256(f"mlrpl-bench digit-scenes private test draw {int(seed)}".encode()).hexdigest()
+    return f"private:{digest[:12]}"
+
+
+def private_draw(seed: int) -> type[DigitScenes]:
+    """A :class:`DigitScenes` whose test split is drawn from the secret ``seed`` (its training
+    split, and so every mask, is the public one). Used by ``leaderboard verify --private-seed-file``."""
+    seed = int(seed)
+    if seed < 0:
+        raise BenchError(f"private test seed {seed}: expected a non-negative integer")
+    return type("PrivateDigitScenes", (DigitScenes,), {"test_draw": private_draw_id(seed), "_private_test_seed": seed,
+                                                      "__doc__": DigitScenes.__doc__})
 
 
 @hookimpl
