@@ -170,6 +170,17 @@ def test_splits_are_the_official_rows_in_order_one_glyph_per_class(tmp_path):
                                       official["0_3"][:24])
 
 
+def test_generated_labels_that_are_not_the_official_rows_are_refused(tmp_path, monkeypatch):
+    ds = tiny(tmp_path)
+    ds.prepare()
+    changed = voc_labels("train").copy()
+    changed[5] = -changed[5]
+    real = voc_scenes.voc_labels
+    monkeypatch.setattr(voc_scenes, "voc_labels", lambda split: changed if split == "train" else real(split))
+    with pytest.raises(BenchError, match=r"instances_train\.json: labels differ from the official VOC 2007 rows; delete"):
+        ds.load_split("train")
+
+
 def test_rendering_is_deterministic_seeded_and_prefix_stable(tmp_path):
     a, b, c = tiny(tmp_path, "a"), tiny(tmp_path, "b"), tiny(tmp_path, "c", seed=1)
     small = tiny(tmp_path, "small", train_size=8, test_size=4)
