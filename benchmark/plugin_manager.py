@@ -25,6 +25,7 @@ ENTRY_POINT_GROUP = "mlrpl_bench"
 DEFAULT_PLUGINS = [
     "mlrpl_bench.models.backbones",
     "mlrpl_bench.data.builtin",
+    "mlrpl_bench.data.voc_scenes",
     "mlrpl_bench.data.voc",
     "mlrpl_bench.data.coco",
     "mlrpl_bench.data.vg",

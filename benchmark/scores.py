@@ -15,8 +15,8 @@ probabilities all sit near one value (an under-trained one: 0.47..0.53 after one
 its ranking to ties — one such run's mAP fell from 24.9 to 21.8. So :func:`write_scores` keeps
 float16 only when every class's AP is unchanged to :data:`AP_TOLERANCE`, else writes float32,
 and :func:`verify_scores` checks a file against its record's mAP. Saving is on by default for
-the built-in dataset (600 x 20 scores: ~20 kB compressed) and off for the others (MS-COCO's
-test set is 40,504 x 80), see :func:`save_by_default`.
+the built-in datasets (digit-scenes: 600 x 20 scores, ~20 kB compressed; voc2007-scenes: 4,952 x
+20) and off for the others (MS-COCO's test set is 40,504 x 80), see :func:`save_by_default`.
 
 Pure numpy: the leaderboard reads these files without torch.
 """
@@ -38,7 +38,7 @@ SCORES_FILE = "test_scores.npz"
 #: The record field that points at the file.
 RECORD_FIELD = "scores_file"
 #: Datasets whose runs save their test scores unless ``--no-save-scores`` is given.
-SAVE_BY_DEFAULT = frozenset({"digit-scenes"})
+SAVE_BY_DEFAULT = frozenset({"digit-scenes", "voc2007-scenes"})
 #: Largest change of any class's AP (points) that float16 storage may cause; else float32 is written.
 AP_TOLERANCE = 0.01
 #: Largest |recomputed - recorded| test mAP (points) accepted when a scores file is read back.

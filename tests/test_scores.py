@@ -75,7 +75,7 @@ def test_a_changed_missing_or_foreign_scores_file_is_refused_by_name(tmp_path):
 
 
 def test_saving_is_on_by_default_for_the_built_in_dataset_only():
-    assert save_by_default("digit-scenes") and not save_by_default("coco2014")
+    assert save_by_default("digit-scenes") and save_by_default("voc2007-scenes") and not save_by_default("coco2014")
     assert should_save(None, "digit-scenes") and not should_save(None, "voc2007")
     assert should_save(True, "voc2007") and not should_save(False, "digit-scenes")
 

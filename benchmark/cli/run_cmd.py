@@ -84,7 +84,7 @@ def _metavar(cls: type, name: str) -> str:
 @click.option("--log", "log", default=None, metavar="NAMES",
               help="Report to experiment trackers: tensorboard, wandb, mlflow (comma-separated; wandb/mlflow need their pip extra).")
 @click.option("--save-scores/--no-save-scores", default=None,
-              help="Keep the test scores beside each record (test_scores.npz) [default: on for digit-scenes only].")
+              help="Keep the test scores beside each record (test_scores.npz) [default: on for the built-in digit-scenes and voc2007-scenes only].")
 def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, scheme, profile, option, no_feature_cache,
         channels_last, compile_, device, output, config_file, word_embeddings, shard, resume, overwrite, skip_bad_images,
         no_progress, jobs, threads, tune, tune_metric, tune_seed, log, save_scores, **train_flags):

@@ -155,6 +155,12 @@ class Dataset:
             options = build_options(type(options), dataclasses.asdict(options), owner=f"dataset {self.name}", strings=False)
         self.options = options
 
+    @classmethod
+    def record_info(cls) -> dict[str, Any]:
+        """Extra keys for the ``dataset`` block of every run record (e.g. the labels' provenance).
+        Default: none."""
+        return {}
+
     def load_split(self, split: str) -> DatasetSplit:
         """Read ``split`` (``train`` or ``test``) from disk and return it. Must not download."""
         raise NotImplementedError(f"dataset {self.name!r} must implement load_split(split)")

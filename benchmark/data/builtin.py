@@ -163,10 +163,12 @@ def clean_stale_tmp_dirs(target: Path) -> list[Path]:
     return removed
 
 
-def materialise(target: Path, *, seed: int, sizes: dict[str, int], image_size: int,
-                test_seed: int | None = None, test_draw: str | None = None) -> bool:
+def materialise(target: Path, *, writer=None, **options: Any) -> bool:
     """Make sure ``target`` holds the dataset; generate it atomically if it does not exist.
 
+    :param writer: ``writer(directory)`` writes a whole generated dataset, manifest last, into a
+        directory that does not exist yet; default: digit-scenes' :func:`write_dataset` with
+        ``options`` (``seed``, ``sizes``, ``image_size``).
     :return: True if this call generated it, False if it was already there (or another process
         finished first).
     """
@@ -177,7 +179,7 @@ def materialise(target: Path, *, seed: int, sizes: dict[str, int], image_size: i
         raise BenchError(f"--data-root {target}: is the working folder; the dataset is generated into a folder of "
                          "its own -- point --data-root at a new folder, e.g. --data-root data/digit-scenes")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise BenchError(f"{target}: exists but holds no {MANIFEST} (not a complete digit-scenes dataset); "
+        raise BenchError(f"{target}: exists but holds no {MANIFEST} (not a complete generated dataset); "
                          f"delete it or point --data-root at an empty or missing directory")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +189,10 @@ def materialise(target: Path, *, seed: int, sizes: dict[str, int], image_size: i
     clean_stale_tmp_dirs(target)
     tmp = target.parent / f".{target.name}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        write_dataset(tmp, seed=seed, sizes=sizes, image_size=image_size, test_seed=test_seed, test_draw=test_draw)
+        if writer is None:
+            write_dataset(tmp, **options)
+        else:
+            writer(tmp)
         try:
             # rename() replaces a missing or empty directory and fails on a non-empty one: if
             # another process finished first, its dataset stays and ours is discarded.
@@ -205,8 +210,11 @@ def materialise(target: Path, *, seed: int, sizes: dict[str, int], image_size: i
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def verify(directory: Path, expected_options: dict[str, Any]) -> dict[str, Any]:
+def verify(directory: Path, expected_options: dict[str, Any], generator_version: Any = None) -> dict[str, Any]:
     """Check ``directory``'s manifest against the options and every file's checksum.
+
+    ``generator_version``: what the manifest's field of that name must be (default: the scene
+    renderer's :data:`~.scenes.GENERATOR_VERSION`, digit-scenes' version).
 
     :return: the manifest.
     :raises BenchError: on a manifest that is unreadable, of other options, or a file that is
@@ -223,9 +231,11 @@ def verify(directory: Path, expected_options: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
             or not isinstance(manifest.get("options"), dict):
         raise BenchError(f"{path}: corrupt manifest (fields 'files' and 'options' must be objects); {fix}")
-    if manifest.get("generator_version") != scenes.GENERATOR_VERSION:
+    if generator_version is None:
+        generator_version = scenes.GENERATOR_VERSION
+    if manifest.get("generator_version") != generator_version:
         raise BenchError(f"{path}: made by generator version {manifest.get('generator_version')!r}, this is "
-                         f"{scenes.GENERATOR_VERSION}; {fix}")
+                         f"{generator_version!r}; {fix}")
     if manifest["options"] != expected_options:
         raise BenchError(f"{path}: field 'options' is {manifest['options']} but the run asks for {expected_options}; "
                          f"pass matching --dataset-option values or use another --data-root")
@@ -353,12 +363,23 @@ class DigitScenes(Dataset):
         options = self.generator_options()
         return options if split == "test" else {k: v for k, v in options.items() if k != "test_draw"}
 
+    def generator_version(self) -> Any:
+        """The version of the generator that makes the files (part of the cache key and manifest)."""
+        return scenes.GENERATOR_VERSION
+
+    def write(self, directory: Path) -> None:
+        """Generate the dataset of these options into ``directory`` (which must not exist yet)."""
+        o = self.options
+        write_dataset(directory, seed=o.seed, sizes={"train": o.train_size, "test": o.test_size},
+                      image_size=o.image_size, test_seed=self._private_test_seed,
+                      test_draw=None if self._private_test_seed is None else self.test_draw)
+
     @property
     def directory(self) -> Path:
         """Where the dataset lives: ``--data-root`` or the cache directory for these options."""
         if self.root is not None:
             return self.root
-        key = json.dumps({**self.generator_options(), "generator_version": scenes.GENERATOR_VERSION}, sort_keys=True)
+        key = json.dumps({**self.generator_options(), "generator_version": self.generator_version()}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
         base = Path(self.options.cache_dir).expanduser() if self.options.cache_dir else default_cache_root()
         return base / "datasets" / f"{self.name}-{digest}"
@@ -367,11 +388,8 @@ class DigitScenes(Dataset):
         """Generate the dataset if needed, verify it once, and return its directory."""
         target = self.directory
         if not self._verified:
-            o = self.options
-            materialise(target, seed=o.seed, sizes={"train": o.train_size, "test": o.test_size},
-                        image_size=o.image_size, test_seed=self._private_test_seed,
-                        test_draw=None if self._private_test_seed is None else self.test_draw)
-            verify(target, self.generator_options())
+            materialise(target, writer=self.write)
+            verify(target, self.generator_options(), self.generator_version())
             self._verified = True
         return target
 
