@@ -137,7 +137,8 @@ class DSRB(Method):
 
     def configure_optimizers(self, model, train):
         """The default Adam + StepLR on the groups of :meth:`RepresentationBlender.parameter_groups`."""
-        optimizer = torch.optim.Adam(self.blender.parameter_groups(model), lr=train.lr, weight_decay=train.weight_decay)
+        optimizer = torch.optim.Adam(self.blender.parameter_groups(model), lr=train.lr, weight_decay=train.weight_decay,
+                                     foreach=True)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train.lr_step, gamma=train.lr_gamma)
         return optimizer, scheduler
 

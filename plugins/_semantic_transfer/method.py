@@ -100,7 +100,7 @@ class SemanticTransferMethod(Method):
             groups = [{"params": [p for p in model.parameters() if p.requires_grad and all(p is not q for q in others)]}]
         if others:
             groups.append({"params": [thresholds], "weight_decay": 0.0, "lr": self.opts.threshold_lr or train.lr})
-        optimizer = torch.optim.Adam(groups, lr=train.lr, weight_decay=train.weight_decay)
+        optimizer = torch.optim.Adam(groups, lr=train.lr, weight_decay=train.weight_decay, foreach=True)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train.lr_step, gamma=train.lr_gamma)
         return optimizer, scheduler
 
