@@ -109,6 +109,10 @@ class ChannelReduction(nn.Module):
         weight = self.conv.weight.flatten(1)  # (out, in)
         return self.bn(torch.matmul(weight, x.flatten(2)).view(b, weight.shape[0], h, w))
 
+    def literal_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolution then BatchNorm, the modules as written (the reference of the equivalence test and the benchmark)."""
+        return self.bn(self.conv(x))
+
 
 class SemanticDecoupling(nn.Module):
     """Semantic decoupling (SSGRL): category word vectors guide a spatial attention.
