@@ -79,3 +79,16 @@ def test_frozen_step_quick_prints_reference_vs_current_ratios_and_same_records()
         assert f"{plugin} cell: reference / current" in found, out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("hst ", "partial-bce "))]
     assert len(rows) == 2 and all(row[-1] == "yes" for row in rows), out  # both variants filed the same records
+
+
+def test_sarl_cost_quick_prints_cells_growth_and_seeds_per_cpu_hour():
+    out = run_quick("bench_sarl_cost.py")
+    found = ratios(out)
+    for plugin in ("hst", "partial-bce"):
+        assert f"{plugin} training: reference / current" in found, out
+        assert f"{plugin} cell: reference / current" in found, out
+        assert f"{plugin} training vs plain loop: current / plain" in found, out
+    for c in (4, 8):
+        assert f"hst step at C={c}: reference / current" in found, out
+    assert "hst growth: C=8 / C=4" in found and "seeds per CPU-hour: current / reference" in found, out
+    assert "load average" in out
