@@ -240,11 +240,11 @@ class RepresentationBlender:
 
         def run(net: nn.Module, maps: torch.Tensor, features: torch.Tensor) -> dict[str, Any]:
             reps = maps if s.space == "maps" else features
-            out: dict[str, Any] = {}
+            pending: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # module -> (vectors, labels, mask)
             if self.use_iprb:
                 blended, blended_labels, mask = iprb_blend(reps, labels, net.alpha)
                 vec = net.pool(blended) if s.space == "maps" else blended
-                out["iprb"] = (net.classify(vec), blended_labels, mask)
+                pending["iprb"] = (vec, blended_labels, mask)
             if self.use_pprb and self.prototype_valid.numel() and bool(self.prototype_valid.any()):
                 selected = pprb_select(labels, self.prototype_valid, s.pprb_per_image, gen)
                 n_protos = self.prototypes.shape[1]
@@ -255,8 +255,13 @@ class RepresentationBlender:
                     k = pick_prototype_index(torch.zeros_like(labels, dtype=torch.long), n_protos, avoid_own=False, generator=gen)
                 blended, blended_labels = pprb_blend(reps, labels, net.beta, self._prototypes_like(reps), selected, k)
                 vec = net.pool(blended) if s.space == "maps" else blended
-                out["pprb"] = (net.classify(vec), blended_labels, selected)
-            return out
+                pending["pprb"] = (vec, blended_labels, selected)
+            if not pending:
+                return {}
+            # Both modules' blended vectors through the head as one batch (the head works image
+            # by image: the same logits as one call per module, with half the calls).
+            logits = net.classify(torch.cat([vec for vec, _, _ in pending.values()])).split(labels.shape[0])
+            return {key: (lg, lab, mask) for (key, (_, lab, mask)), lg in zip(pending.items(), logits)}
 
         return run
 
