@@ -388,17 +388,16 @@ def _compile_in_place(model: torch.nn.Module) -> None:
 class _LossMonitor:
     """A training epoch's running loss sums and its first non-finite loss.
 
-    Every step stacks its scalar tensors into one device tensor and keeps it (one small kernel
-    per step, no ``float(loss)``), so the host can queue the next batch while the GPU still runs
-    this one; :meth:`read` brings the kept rows back in one copy, every
-    ``EngineConfig.sync_every`` steps and at the epoch end, and adds them on the host. The sums
-    are float64 and add the float32 values in step order, which is what summing their Python
-    floats did (and what the per-step device-side sums this replaced gave, bit for bit).
+    Every step only keeps its scalar tensors, detached (no kernel, no ``float(loss)``), so the
+    host can queue the next batch while the GPU still runs this one; :meth:`read` stacks the kept
+    values into one tensor and brings it back in one copy, every ``EngineConfig.sync_every`` steps
+    and at the epoch end, and adds them on the host. The sums are float64 and add the float32
+    values in step order, which is what summing their Python floats did (and what the per-step
+    device-side sums this replaced gave, bit for bit).
     """
 
     def __init__(self, device: torch.device, last_finite: float | None):
-        self.device = device
-        self.pending: list[tuple[int, tuple[str, ...], torch.Tensor]] = []  # (step, names, float32 values)
+        self.pending: list[tuple[int, tuple[str, ...], list[torch.Tensor]]] = []  # (step, names, values)
         self.tensor_sums: dict[str, float] = {}
         self.number_sums: dict[str, float] = {}
         self.count = 0
@@ -411,25 +410,23 @@ class _LossMonitor:
         for key, value in out.items():
             if isinstance(value, torch.Tensor) and value.numel() == 1:
                 names.append(key)
-                values.append(value.detach().reshape(()).float())
+                values.append(value.detach())
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 # logged as float32, as the scalar tensors are
                 self.number_sums[key] = self.number_sums.get(key, 0.0) + float(np.float32(value))
-        self.pending.append((step, tuple(names), torch.stack(values)))
+        self.pending.append((step, tuple(names), values))
         self.count += 1
 
     def _drain(self) -> None:
-        """Add the kept rows into the host sums in step order and find the first non-finite loss."""
+        """Add the kept values into the host sums in step order and find the first non-finite loss."""
         if not self.pending:
             return
-        rows = self.pending
-        self.pending = []
-        if all(names == rows[0][1] for _, names, _ in rows):
-            table = torch.stack([values for _, _, values in rows]).tolist()  # one device -> host copy
-            steps = [(step, rows[0][1], row) for (step, _, _), row in zip(rows, table)]
-        else:
-            steps = [(step, names, values.tolist()) for step, names, values in rows]
-        for step, names, row in steps:
+        rows, self.pending = self.pending, []
+        flat = torch.stack([v.reshape(()).float() for _, _, values in rows for v in values]).tolist()  # one copy
+        at = 0
+        for step, names, values in rows:
+            row = flat[at:at + len(values)]
+            at += len(values)
             for key, value in zip(names, row):
                 self.tensor_sums[key] = self.tensor_sums.get(key, 0.0) + value
             loss = row[names.index("loss")]

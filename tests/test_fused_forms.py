@@ -149,3 +149,25 @@ def test_loss_monitor_finds_the_first_non_finite_step_across_reads_and_varying_k
     first_bad, bad, last_good, mean = monitor.read(DistInfo())
     assert (first_bad, bad, last_good, mean) == (2, float("inf"), 2.0, None)
     assert monitor.means()["train/extra"] == 0.25
+
+
+def test_adam_is_multi_tensor_from_eight_parameter_tensors_and_gives_the_loops_floats():
+    from mlrpl_bench.method import FOREACH_MIN_TENSORS, adam
+    from mlrpl_bench.train_config import TrainConfig
+
+    train = TrainConfig()
+    head = torch.nn.Linear(4, 3)  # 2 tensors: torch's own choice (the loop on a CPU)
+    assert adam(head.parameters(), train).defaults["foreach"] is None
+    torch.manual_seed(0)
+    many = [torch.nn.Parameter(torch.randn(3)) for _ in range(FOREACH_MIN_TENSORS)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in many]
+    fast = adam([{"params": many}], train)
+    assert fast.defaults["foreach"] is True
+    loop = torch.optim.Adam(twins, lr=train.lr, weight_decay=train.weight_decay, foreach=False)
+    for _ in range(3):
+        for p, q in zip(many, twins):
+            p.grad = torch.sin(p.detach() * 3)
+            q.grad = torch.sin(q.detach() * 3)
+        fast.step()
+        loop.step()
+    assert all(torch.equal(p, q) for p, q in zip(many, twins))
