@@ -234,7 +234,9 @@ class RepresentationBlender:
 
     def blend_fn(self, labels: torch.Tensor) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, Any]]:
         """The callable a blending model runs inside its forward: ``fn(net, maps, features)``
-        returns ``{module: (logits, blended labels, mask of the blended entries)}``."""
+        returns ``{module: (blended category vectors, blended labels, mask of the blended
+        entries)}``; the model's ``forward_blended`` classifies the vectors (with the images' own
+        features, in one batch) and hands back ``{module: (logits, labels, mask)}``."""
         s = self.settings
         gen = self.ctx.generator
 
@@ -256,12 +258,7 @@ class RepresentationBlender:
                 blended, blended_labels = pprb_blend(reps, labels, net.beta, self._prototypes_like(reps), selected, k)
                 vec = net.pool(blended) if s.space == "maps" else blended
                 pending["pprb"] = (vec, blended_labels, selected)
-            if not pending:
-                return {}
-            # Both modules' blended vectors through the head as one batch (the head works image
-            # by image: the same logits as one call per module, with half the calls).
-            logits = net.classify(torch.cat([vec for vec, _, _ in pending.values()])).split(labels.shape[0])
-            return {key: (lg, lab, mask) for (key, (_, lab, mask)), lg in zip(pending.items(), logits)}
+            return pending
 
         return run
 
