@@ -387,45 +387,64 @@ def _compile_in_place(model: torch.nn.Module) -> None:
 
 
 class _LossMonitor:
-    """A training epoch's running loss sums and its first non-finite loss, kept on the device.
+    """A training epoch's running loss sums and its first non-finite loss.
 
-    Every step adds device tensors only (no ``float(loss)``), so the host can queue the next
-    batch while the GPU still runs this one; :meth:`read` brings everything back in one copy,
-    every ``EngineConfig.sync_every`` steps and at the epoch end. The sums are float64 and add
-    the float32 values in step order, which is what summing their Python floats did.
+    Every step only keeps its scalar tensors, detached (no kernel, no ``float(loss)``), so the
+    host can queue the next batch while the GPU still runs this one; :meth:`read` stacks the kept
+    values into one tensor and brings it back in one copy, every ``EngineConfig.sync_every`` steps
+    and at the epoch end, and adds them on the host. The sums are float64 and add the float32
+    values in step order, which is what summing their Python floats did (and what the per-step
+    device-side sums this replaced gave, bit for bit).
     """
 
     def __init__(self, device: torch.device, last_finite: float | None):
-        self.tensor_sums: dict[str, torch.Tensor] = {}
+        self.pending: list[tuple[int, tuple[str, ...], list[torch.Tensor]]] = []  # (step, names, values)
+        self.tensor_sums: dict[str, float] = {}
         self.number_sums: dict[str, float] = {}
         self.count = 0
-        self.first_bad = torch.full((), -1, dtype=torch.float64, device=device)
-        self.bad_value = torch.zeros((), dtype=torch.float64, device=device)
-        start = math.nan if last_finite is None else last_finite
-        self.last_good = torch.full((), start, dtype=torch.float64, device=device)
+        self.first_bad = -1
+        self.bad_value = 0.0
+        self.last_good = math.nan if last_finite is None else float(last_finite)
 
     def add(self, step: int, out: dict[str, Any]) -> None:
+        names, values = [], []
         for key, value in out.items():
             if isinstance(value, torch.Tensor) and value.numel() == 1:
-                value = value.detach().reshape(()).float().double()
-                self.tensor_sums[key] = self.tensor_sums[key] + value if key in self.tensor_sums else value
+                names.append(key)
+                values.append(value.detach())
             elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 # logged as float32, as the scalar tensors are
                 self.number_sums[key] = self.number_sums.get(key, 0.0) + float(np.float32(value))
-        loss = out["loss"].detach().reshape(()).float().double()
-        still_good = self.first_bad < 0
-        fresh_bad = still_good & ~torch.isfinite(loss)
-        self.first_bad = torch.where(fresh_bad, torch.full_like(self.first_bad, step), self.first_bad)
-        self.bad_value = torch.where(fresh_bad, loss, self.bad_value)
-        self.last_good = torch.where(still_good & ~fresh_bad, loss, self.last_good)
+        self.pending.append((step, tuple(names), values))
         self.count += 1
+
+    def _drain(self) -> None:
+        """Add the kept values into the host sums in step order and find the first non-finite loss."""
+        if not self.pending:
+            return
+        rows, self.pending = self.pending, []
+        flat = torch.stack([v.reshape(()).float() for _, _, values in rows for v in values]).tolist()  # one copy
+        at = 0
+        for step, names, values in rows:
+            row = flat[at:at + len(values)]
+            at += len(values)
+            for key, value in zip(names, row):
+                self.tensor_sums[key] = self.tensor_sums.get(key, 0.0) + value
+            loss = row[names.index("loss")]
+            if self.first_bad < 0:
+                if math.isfinite(loss):
+                    self.last_good = loss
+                else:
+                    self.first_bad, self.bad_value = step, loss
 
     def read(self, dist: D.DistInfo) -> tuple[int, float, float, float | None]:
         """``(first bad step or -1, its loss, last finite loss before it, mean loss so far)``; the
         step is the earliest of every rank's, so all ranks take the same decision."""
-        total = self.tensor_sums.get("loss", torch.zeros_like(self.bad_value))
-        values = torch.stack([self.first_bad, self.bad_value, self.last_good, total / max(self.count, 1)]).reshape(1, 4)
-        rows = D.all_gather_cat(values.cpu(), dist).tolist()
+        self._drain()
+        total = self.tensor_sums.get("loss", 0.0)
+        values = torch.tensor([[float(self.first_bad), self.bad_value, self.last_good, total / max(self.count, 1)]],
+                              dtype=torch.float64)
+        rows = D.all_gather_cat(values, dist).tolist()
         mine = rows[dist.rank] if dist.enabled else rows[0]
         bad = [row for row in rows if row[0] >= 0]
         if bad:
@@ -435,8 +454,7 @@ class _LossMonitor:
 
     def means(self) -> dict[str, float]:
         """The epoch's mean of every logged scalar, as ``train/<name>`` (tensors first, in the order logged)."""
-        names = list(self.tensor_sums)
-        values = torch.stack(list(self.tensor_sums.values())).tolist() if names else []
-        sums = dict(zip(names, values))
+        self._drain()
+        sums = dict(self.tensor_sums)
         sums.update(self.number_sums)
         return {f"train/{k}": v / max(self.count, 1) for k, v in sums.items()}

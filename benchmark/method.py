@@ -112,6 +112,23 @@ class MethodContext:
     world_size: int = 1
 
 
+#: Parameter tensors from which a CPU run takes Adam's multi-tensor (``foreach``) step: the same
+#: floats as the per-parameter loop; measured on one thread, 1.35x faster on the SARL head (25
+#: tensors) and 15 % slower on a linear head (2 tensors), where the loop's fewer calls win.
+FOREACH_MIN_TENSORS = 8
+
+
+def adam(params, train: TrainConfig, **kwargs) -> torch.optim.Adam:
+    """``torch.optim.Adam`` over ``params`` (tensors or parameter groups) with ``train.lr`` and
+    ``train.weight_decay`` (``kwargs`` override), multi-tensor from :data:`FOREACH_MIN_TENSORS`
+    parameter tensors on, else torch's own choice (the loop on a CPU, ``foreach`` on a GPU)."""
+    params = list(params)
+    tensors = sum(len(list(p["params"])) if isinstance(p, dict) else 1 for p in params)
+    options = {"lr": train.lr, "weight_decay": train.weight_decay,
+               "foreach": True if tensors >= FOREACH_MIN_TENSORS else None, **kwargs}
+    return torch.optim.Adam(params, **options)
+
+
 class Method:
     """Base class of every method plugin. Subclass it, set the class attributes, override hooks.
 
@@ -157,11 +174,11 @@ class Method:
         """Return ``(optimizer, scheduler_or_None)``; the scheduler is stepped once per epoch.
 
         Default: Adam on the trainable parameters with ``train.lr`` / ``train.weight_decay`` and
-        StepLR(``train.lr_step``, ``train.lr_gamma``) — the seeds' official recipe.
+        StepLR(``train.lr_step``, ``train.lr_gamma``) — the seeds' official recipe (:func:`adam`).
         """
         params = [p for p in model.parameters() if p.requires_grad]
         params += [p for p in self.extra_parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+        optimizer = adam(params, train)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train.lr_step, gamma=train.lr_gamma)
         return optimizer, scheduler
 
@@ -184,7 +201,9 @@ class Method:
         """Compute the loss of one mini-batch.
 
         :return: a dict with ``"loss"`` (the scalar to minimise) and optionally other scalar
-            tensors (loss terms) that the harness logs per epoch.
+            tensors (loss terms) that the harness logs per epoch. The harness reads them at its
+            next sync (every ``sync_every`` steps, without a copy per step): return values
+            computed by this step (``x.detach()``), not a buffer the method updates in place.
         """
         raise NotImplementedError(f"method {self.name!r} must implement training_step(model, batch, epoch)")
 

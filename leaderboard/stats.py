@@ -67,7 +67,6 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import stats
 
 #: Coverage of every interval.
 LEVEL = 0.95
@@ -87,6 +86,14 @@ BETTER, WORSE, TIE = "better", "worse", "tie"
 #: How a mark is printed in the Markdown, the README and the page.
 MARK_SYMBOL = {BETTER: "▲", WORSE: "▼", TIE: "≈"}
 BINS = ("head", "medium", "tail")
+
+
+def _scipy_stats():
+    """``scipy.stats``, imported where an interval or test is computed (1-3 s of start-up that a
+    one-seed run's summary, which needs none, does not pay)."""
+    from scipy import stats
+
+    return stats
 
 
 @dataclass(frozen=True)
@@ -155,10 +162,10 @@ def estimate(values, image_var: float | None = None, bounds: tuple[float, float]
     if image_var is None:
         if std == 0:
             return Stat(mean, std, n, mean, mean, T_SEEDS, 0.0)
-        lo, hi = stats.t.interval(LEVEL, n - 1, loc=mean, scale=std / math.sqrt(n))
+        lo, hi = _scipy_stats().t.interval(LEVEL, n - 1, loc=mean, scale=std / math.sqrt(n))
         return Stat(mean, std, n, max(float(lo), bounds[0]), min(float(hi), bounds[1]), T_SEEDS, float(hi - mean))
     se = math.sqrt(std ** 2 / n + image_var)
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, welch_df(std ** 2 / n, image_var, n))) * se
+    half = float(_scipy_stats().t.ppf(0.5 + LEVEL / 2, welch_df(std ** 2 / n, image_var, n))) * se
     return Stat(mean, std, n, max(mean - half, bounds[0]), min(mean + half, bounds[1]), T_IMAGES, half)
 
 
@@ -295,15 +302,15 @@ def _paired(values, baseline, image_var: float | None = None) -> Paired | None:
     if image_var is None:
         if std == 0:
             return Paired(mean, mean, mean, 1.0 if mean == 0 else 0.0, n, T_SEEDS)
-        res = stats.ttest_rel(a, b)
+        res = _scipy_stats().ttest_rel(a, b)
         ci = res.confidence_interval(LEVEL)
         return Paired(mean, float(ci.low), float(ci.high), float(res.pvalue), n, T_SEEDS)
     se = math.sqrt(std ** 2 / n + image_var)
     if se == 0:
         return Paired(mean, mean, mean, 1.0 if mean == 0 else 0.0, n, T_IMAGES)
     df = welch_df(std ** 2 / n, image_var, n)
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, df)) * se
-    p = float(2 * stats.t.sf(abs(mean) / se, df))
+    half = float(_scipy_stats().t.ppf(0.5 + LEVEL / 2, df)) * se
+    p = float(2 * _scipy_stats().t.sf(abs(mean) / se, df))
     return Paired(mean, mean - half, mean + half, p, n, T_IMAGES)
 
 
@@ -311,7 +318,7 @@ def adjust(comparisons: list[Paired]) -> list[Paired]:
     """The same comparisons with Benjamini–Hochberg q-values and better / worse / tie marks."""
     if not comparisons:
         return []
-    q = stats.false_discovery_control([c.p for c in comparisons], method="bh")
+    q = _scipy_stats().false_discovery_control([c.p for c in comparisons], method="bh")
     return [replace(c, q=float(qi), mark=(TIE if qi > ALPHA or c.diff == 0 else BETTER if c.diff > 0 else WORSE))
             for c, qi in zip(comparisons, q)]
 

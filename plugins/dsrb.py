@@ -62,7 +62,7 @@ import torch
 from pydantic import Field
 
 from mlrpl_bench.hookspecs import hookimpl
-from mlrpl_bench.method import Batch, Method
+from mlrpl_bench.method import Batch, Method, adam
 from mlrpl_bench.models.sarl import cam_loss, unwrap
 
 from ._blending.blender import BlendSettings, RepresentationBlender, quarter_of
@@ -142,7 +142,7 @@ class DSRB(Method):
 
     def configure_optimizers(self, model, train):
         """The default Adam + StepLR on the groups of :meth:`RepresentationBlender.parameter_groups`."""
-        optimizer = torch.optim.Adam(self.blender.parameter_groups(model), lr=train.lr, weight_decay=train.weight_decay)
+        optimizer = adam(self.blender.parameter_groups(model), train)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train.lr_step, gamma=train.lr_gamma)
         return optimizer, scheduler
 

@@ -84,3 +84,16 @@ def test_frozen_step_quick_prints_reference_vs_current_ratios_and_same_records()
 def test_checksums_quick_prints_checked_vs_plain_ratios():
     found = ratios(run_quick("bench_checksums.py"))
     assert "checkpoint 2 MB: checked / plain" in found and "feature cache 2 MB: checked / plain" in found, found
+
+
+def test_sarl_cost_quick_prints_cells_growth_and_seeds_per_cpu_hour():
+    out = run_quick("bench_sarl_cost.py")
+    found = ratios(out)
+    for plugin in ("hst", "partial-bce"):
+        assert f"{plugin} training: reference / current" in found, out
+        assert f"{plugin} cell: reference / current" in found, out
+        assert f"{plugin} training vs plain loop: current / plain" in found, out
+    for c in (4, 8):
+        assert f"hst step at C={c}: reference / current" in found, out
+    assert "hst growth: C=8 / C=4" in found and "seeds per CPU-hour: current / reference" in found, out
+    assert "load average" in out

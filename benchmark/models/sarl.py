@@ -102,6 +102,15 @@ class ChannelReduction(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1x1 convolution as one matrix product over the locations (the same sums as the
+        convolution's, in the product's order; on small maps several times cheaper than the
+        convolution kernels, backward included), then the BatchNorm."""
+        b, _, h, w = x.shape
+        weight = self.conv.weight.flatten(1)  # (out, in)
+        return self.bn(torch.matmul(weight, x.flatten(2)).view(b, weight.shape[0], h, w))
+
+    def literal_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolution then BatchNorm, the modules as written (the reference of the equivalence test and the benchmark)."""
         return self.bn(self.conv(x))
 
 
@@ -129,7 +138,29 @@ class SemanticDecoupling(nn.Module):
         self.fc_a = nn.Linear(hidden_dim, 1)
 
     def forward(self, feature_map: torch.Tensor, word_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:return: ``(features (B, C, D), attention (B, C, h, w))``."""
+        """:return: ``(features (B, C, D), attention (B, C, h, w))``.
+
+        ``fc_a(fc_z(z)) = (w_a W_z) z + (w_a·b_z + b_a)``: with no activation between them the two
+        layers are one vector, formed once per batch (an ``H x H`` product) instead of ``fc_z``
+        running on all ``B·C·hw`` joint vectors -- the same function and gradients, with the
+        sums in another order (floats move by rounding only; :meth:`literal_forward` is the
+        layer-by-layer form, pinned against this one by tests/test_fused_forms.py).
+        """
+        b, d, h, w = feature_map.shape
+        flat = feature_map.flatten(2).transpose(1, 2)  # (B, hw, D)
+        img = self.img_proj(flat)  # (B, hw, H)
+        word = self.word_proj(word_embeddings)  # (C, H)
+        joint = torch.tanh(img.unsqueeze(1) * word[None, :, None, :])  # (B, C, hw, H)
+        vector = (self.fc_a.weight @ self.fc_z.weight).squeeze(0)  # (H,): w_a W_z
+        offset = torch.addmv(self.fc_a.bias, self.fc_z.bias.unsqueeze(0), self.fc_a.weight.squeeze(0))  # (1,)
+        logits = torch.matmul(joint, vector) + offset  # (B, C, hw)
+        attention = logits.softmax(dim=-1)
+        features = attention @ flat  # (B, C, D)
+        return features, attention.view(b, self.num_classes, h, w)
+
+    def literal_forward(self, feature_map: torch.Tensor, word_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` layer by layer, ``fc_z`` on every joint vector (the official code's form;
+        the reference of the equivalence test and of perf/bench_sarl_cost.py)."""
         b, d, h, w = feature_map.shape
         flat = feature_map.flatten(2).transpose(1, 2)  # (B, hw, D)
         img = self.img_proj(flat)  # (B, hw, H)
@@ -199,6 +230,30 @@ class GatedGNN(nn.Module):
         self.candidate_w, self.candidate_u = nn.Linear(2 * dim, dim), nn.Linear(dim, dim)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """The steps above with the Linears that share an input run as one: ``W_z, W_r, W_h`` on
+        ``a`` as one ``2D -> 3D`` product and ``U_z, U_r`` on ``h`` as one ``D -> 2D`` (weights
+        concatenated per call, so parameters and checkpoints are the per-gate Linears'); both
+        graph products as one. Each output is the same dot product; fewer, larger kernels and
+        one backward per fused product (:meth:`literal_forward` is the gate-by-gate form)."""
+        adj = self.adjacency.to(h.dtype)
+        b, c, d = h.shape
+        both = torch.cat([adj, adj.t()])  # (2C, C): in- and out-matrix, one product
+        w_a = torch.cat([self.update_w.weight, self.reset_w.weight, self.candidate_w.weight])  # (3D, 2D)
+        b_a = torch.cat([self.update_w.bias, self.reset_w.bias, self.candidate_w.bias])
+        w_h = torch.cat([self.update_u.weight, self.reset_u.weight])  # (2D, D)
+        b_h = torch.cat([self.update_u.bias, self.reset_u.bias])
+        for _ in range(self.steps):
+            a = (both @ h).view(b, 2, c, d).transpose(1, 2).reshape(b, c, 2 * d)  # [A h ; Aᵀ h]
+            z_a, r_a, c_a = nn.functional.linear(a, w_a, b_a).split(d, dim=-1)
+            z_h, r_h = nn.functional.linear(h, w_h, b_h).split(d, dim=-1)
+            z = torch.sigmoid(z_a + z_h)
+            r = torch.sigmoid(r_a + r_h)
+            candidate = torch.tanh(c_a + self.candidate_u(r * h))
+            h = (1 - z) * h + z * candidate
+        return h
+
+    def literal_forward(self, h: torch.Tensor) -> torch.Tensor:
+        """The GGNN gate by gate, six Linears per step (reference of the equivalence test and the benchmark)."""
         adj = self.adjacency.to(h.dtype)
         for _ in range(self.steps):
             a = torch.cat([adj @ h, adj.t() @ h], dim=-1)  # (B, C, 2D)

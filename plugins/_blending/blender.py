@@ -234,17 +234,19 @@ class RepresentationBlender:
 
     def blend_fn(self, labels: torch.Tensor) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, Any]]:
         """The callable a blending model runs inside its forward: ``fn(net, maps, features)``
-        returns ``{module: (logits, blended labels, mask of the blended entries)}``."""
+        returns ``{module: (blended category vectors, blended labels, mask of the blended
+        entries)}``; the model's ``forward_blended`` classifies the vectors (with the images' own
+        features, in one batch) and hands back ``{module: (logits, labels, mask)}``."""
         s = self.settings
         gen = self.ctx.generator
 
         def run(net: nn.Module, maps: torch.Tensor, features: torch.Tensor) -> dict[str, Any]:
             reps = maps if s.space == "maps" else features
-            out: dict[str, Any] = {}
+            pending: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # module -> (vectors, labels, mask)
             if self.use_iprb:
                 blended, blended_labels, mask = iprb_blend(reps, labels, net.alpha)
                 vec = net.pool(blended) if s.space == "maps" else blended
-                out["iprb"] = (net.classify(vec), blended_labels, mask)
+                pending["iprb"] = (vec, blended_labels, mask)
             if self.use_pprb and self.prototype_valid.numel() and bool(self.prototype_valid.any()):
                 selected = pprb_select(labels, self.prototype_valid, s.pprb_per_image, gen)
                 n_protos = self.prototypes.shape[1]
@@ -255,8 +257,8 @@ class RepresentationBlender:
                     k = pick_prototype_index(torch.zeros_like(labels, dtype=torch.long), n_protos, avoid_own=False, generator=gen)
                 blended, blended_labels = pprb_blend(reps, labels, net.beta, self._prototypes_like(reps), selected, k)
                 vec = net.pool(blended) if s.space == "maps" else blended
-                out["pprb"] = (net.classify(vec), blended_labels, selected)
-            return out
+                pending["pprb"] = (vec, blended_labels, selected)
+            return pending
 
         return run
 

@@ -64,13 +64,24 @@ class BlendCoefficients:
             self.beta.clamp_(0.0, 1.0)
 
     def forward_blended(self, x: torch.Tensor, blend) -> tuple[SARLOutput, torch.Tensor, Any]:
-        """The SARL forward through the category feature maps: ``(SARLOutput, maps, blended)``,
-        ``blended`` being ``blend(self, maps, features)`` (None without a callable). Run inside the
-        model's forward so that DistributedDataParallel sees every parameter blending uses."""
+        """The SARL forward through the category feature maps: ``(SARLOutput, maps, blended)``.
+
+        ``blend(self, maps, features)`` (None: no blending) returns ``{module: (vectors (B, C, D),
+        labels, mask)}``, the blended category vectors; they go through the head together with
+        the images' own features, as one batch (the head works image by image: the same logits
+        as one call each, in fewer, larger operations), and ``blended`` is ``{module: (logits,
+        labels, mask)}``. Run inside the model's forward so that DistributedDataParallel sees
+        every parameter blending uses."""
         maps, features, attention, cam_logits = self.category_maps(x)
-        graph, outputs, logits = self.head(features)
-        blended = blend(self, maps, features) if blend is not None else None
-        return SARLOutput(logits, features, graph, outputs, attention, cam_logits), maps, blended
+        pending = blend(self, maps, features) if blend is not None else None
+        if not pending:
+            graph, outputs, logits = self.head(features)
+            return SARLOutput(logits, features, graph, outputs, attention, cam_logits), maps, pending
+        b = features.shape[0]
+        graph, outputs, logits = self.head(torch.cat([features, *(vec for vec, _, _ in pending.values())]))
+        parts = logits.split(b)
+        blended = {key: (part, labels, mask) for (key, (_, labels, mask)), part in zip(pending.items(), parts[1:])}
+        return SARLOutput(parts[0], features, graph[:b], outputs[:b], attention, cam_logits), maps, blended
 
 
 class DSRBModel(BlendCoefficients, SARLModel):

@@ -29,7 +29,7 @@ from torch import nn
 
 from mlrpl_bench.errors import BenchError
 from mlrpl_bench.losses import partial_bce
-from mlrpl_bench.method import Batch, Method, TrainConfig
+from mlrpl_bench.method import Batch, Method, TrainConfig, adam
 from mlrpl_bench.resources import check_allocation
 from mlrpl_bench.models.sarl import cam_loss, default_feature_dim, unwrap
 
@@ -104,7 +104,7 @@ class SemanticTransferMethod(Method):
             groups = [{"params": [p for p in model.parameters() if p.requires_grad and all(p is not q for q in others)]}]
         if others:
             groups.append({"params": [thresholds], "weight_decay": 0.0, "lr": self.opts.threshold_lr or train.lr})
-        optimizer = torch.optim.Adam(groups, lr=train.lr, weight_decay=train.weight_decay)
+        optimizer = adam(groups, train)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train.lr_step, gamma=train.lr_gamma)
         return optimizer, scheduler
 

@@ -116,6 +116,22 @@ class OfficialCooccurrenceHead(nn.Module):
         h1 = g.shape[-1]
         left = g @ self.fc2.weight[:, :h1].t()  # (B, C, H2): W_a g_i
         right = torch.addmm(self.fc2.bias, g.flatten(0, 1), self.fc2.weight[:, h1:].t()).view_as(left)
+        hidden = torch.relu(left[:, self.pair_first] + right[:, self.pair_second])  # (B, P, H2)
+        # intra_fc_3 and the per-pair classifier have no activation between them, so they are one
+        # vector per pair: w_p·(W_3 x + b_3) + b_p = (w_p W_3)·x + (w_p·b_3 + b_p) -- a (P, H2)
+        # product per batch instead of W_3 on all B·P pair rows; the same function and gradients,
+        # summed in another order (:meth:`literal_pair_logits` is the layer-by-layer form).
+        weight = self.classifier.weight @ self.fc3.weight  # (P, H2)
+        bias = torch.addmv(self.classifier.bias, self.classifier.weight, self.fc3.bias)  # (P,)
+        return (hidden * weight).sum(dim=-1) + bias
+
+    def literal_pair_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """:meth:`pair_logits` with ``intra_fc_3`` on every pair row, then the classifier (the official
+        layer order; the reference of the equivalence tests and of perf/bench_sarl_cost.py)."""
+        g = self.fc1(features)
+        h1 = g.shape[-1]
+        left = g @ self.fc2.weight[:, :h1].t()
+        right = torch.addmm(self.fc2.bias, g.flatten(0, 1), self.fc2.weight[:, h1:].t()).view_as(left)
         hidden = torch.relu(left[:, self.pair_first] + right[:, self.pair_second])
         return self.classifier(self.fc3(hidden))
 
