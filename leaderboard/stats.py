@@ -208,7 +208,8 @@ class Paired:
 
 def _mde_factor(df):
     """``t(0.975, ν) + t(0.80, ν)`` (elementwise), the MDE in units of SE."""
-    return stats.t.ppf(0.5 + LEVEL / 2, df) + stats.t.ppf(POWER, df)
+    t = _scipy_stats().t
+    return t.ppf(0.5 + LEVEL / 2, df) + t.ppf(POWER, df)
 
 
 def mde(std: float, n: int, image_var: float | None = None) -> float | None:
