@@ -6,7 +6,7 @@ submitter and so can be rewritten by one. For the built-in datasets the leaderbo
 trust any of them (issue 20.5):
 
 * the test labels come from the dataset itself, regenerated deterministically from the record's
-  options (:class:`~mlrpl_bench.data.builtin.DigitScenes`, cached in the dataset cache) and
+  options (`digit-scenes` and `voc2007-scenes`, regenerated into the dataset cache) and
   checked against the record's ``dataset.fingerprint``;
 * the test metrics are recomputed from the submitted scores against those labels
   (:func:`mlrpl_bench.metrics.compute_metrics`) and must equal the record's
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from mlrpl_bench.errors import BenchError
+from mlrpl_bench.schema import loads_strict
 from mlrpl_bench.scores import MAP_TOLERANCE, RECORD_FIELD, read_scores, verify_scores
 
 #: Largest |recomputed - recorded| OF1 / CF1 (points) accepted: float16 scores can flip a few
@@ -43,26 +44,39 @@ THRESHOLD_TOLERANCE = 1.0
 IMPLAUSIBLE_VAL_MAP = 99.0
 
 
+def _generated_datasets() -> dict:
+    """The built-in datasets the leaderboard generates itself, by name (their labels are its truth)."""
+    from mlrpl_bench.data.builtin import DigitScenes
+    from mlrpl_bench.data.voc_scenes import VocScenes
+
+    return {cls.name: cls for cls in (DigitScenes, VocScenes)}
+
+
+def is_builtin(record: dict) -> bool:
+    """Whether a record was made on a built-in (generated) dataset, in any test draw."""
+    return record["dataset"]["name"] in _generated_datasets()
+
+
 def builtin_dataset(record: dict):
     """The built-in dataset class a record was made on, or None (another dataset, or a private draw)."""
-    from mlrpl_bench.data.builtin import PUBLIC_DRAW, DigitScenes
+    from mlrpl_bench.data.builtin import PUBLIC_DRAW
 
-    if record["dataset"]["name"] != DigitScenes.name:
+    cls = _generated_datasets().get(record["dataset"]["name"])
+    if cls is None:
         return None
-    return DigitScenes if record["dataset"].get("test_draw", PUBLIC_DRAW) == PUBLIC_DRAW else None
+    return cls if record["dataset"].get("test_draw", PUBLIC_DRAW) == PUBLIC_DRAW else None
 
 
 @functools.lru_cache(maxsize=8)
-def _splits(options_json: str):
-    from mlrpl_bench.data.builtin import DigitScenes
-
-    values = json.loads(options_json)
-    names = {f.name for f in dataclasses.fields(DigitScenes.Options)}
+def _splits(name: str, options_json: str):
+    cls = _generated_datasets()[name]
+    values = loads_strict(options_json, source="dataset.options")
+    names = {f.name for f in dataclasses.fields(cls.Options)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise BenchError(f"dataset option {unknown[0]!r} is not an option of digit-scenes")
+        raise BenchError(f"dataset option {unknown[0]!r} is not an option of {name}")
     # cache_dir names a folder of the machine that ran; here the dataset cache of this machine is used.
-    dataset = DigitScenes(None, DigitScenes.Options(**{**values, "cache_dir": ""}))
+    dataset = cls(None, cls.Options(**{**values, "cache_dir": ""}))
     return dataset.load_split("train"), dataset.load_split("test")
 
 
@@ -73,13 +87,14 @@ def builtin_splits(record: dict, source: str):
     """
     options = {k: v for k, v in record["dataset"].get("options", {}).items()}
     try:
-        train, test = _splits(json.dumps(options, sort_keys=True))
+        train, test = _splits(record["dataset"]["name"], json.dumps(options, sort_keys=True))
     except BenchError as exc:
         raise BenchError(f"{source}: field 'dataset.options': {exc}") from None
     for name, split in (("train", train), ("test", test)):
         if record["dataset"]["fingerprint"].get(name) != split.fingerprint():
             raise BenchError(f"{source}: field 'dataset.fingerprint.{name}' does not match the {name} split that "
-                             f"digit-scenes generates for options {options}; the record was not made on this dataset")
+                             f"{record['dataset']['name']} generates for options {options}; the record was not made "
+                             "on this dataset")
     return train, test
 
 
@@ -104,7 +119,7 @@ def check_against_truth(record_path: str | Path, record: dict, source: str | Non
 
     source = source or str(record_path)
     if builtin_dataset(record) is None:
-        if record["dataset"]["name"] == "digit-scenes":
+        if is_builtin(record):
             raise BenchError(f"{source}: field 'dataset.test_draw' is {record['dataset'].get('test_draw')!r}; a private "
                              "draw is scored by `leaderboard verify` only, its numbers go into the verification block")
         if record.get(RECORD_FIELD) is not None:

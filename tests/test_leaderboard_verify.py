@@ -435,3 +435,34 @@ def test_a_run_on_a_doctored_protocol_cache_is_refused(runs, tmp_path, capsys):
     assert json.loads(record.read_text())["protocol"]["mask_fingerprint"] == fingerprint_array(labels)
     with pytest.raises(SubmissionRefused, match="is not the protocol's mask"):
         submit_records([record], tmp_path / "results")
+
+
+def test_voc2007_scenes_records_are_scored_against_the_leaderboards_own_labels(tmp_path, session_cache):
+    """The other built-in dataset gets the same truth checks: the official VOC label rows are its
+    test labels, rewritten targets and another cell's mask are refused."""
+    out = tmp_path / "voc_runs"
+    for known in ("0.5", "0.9"):
+        try:
+            main(["run", "--plugin", "partial-bce", "--dataset", "voc2007-scenes", "--epochs", "1", "--known", known,
+                  "--seeds", "0", "--jobs", "1", "--no-progress", "--dataset-option", "train_size=80",
+                  "--dataset-option", "test_size=40", "--dataset-option", f"cache_dir={session_cache / 'voc-truth'}",
+                  "--output", str(out)])
+        except SystemExit as exc:
+            assert not exc.code, exc
+    (half,) = out.glob("partial-bce__voc2007-scenes__pal__0.5__seed0/record.json")
+    (most,) = out.glob("partial-bce__voc2007-scenes__pal__0.9__seed0/record.json")
+    submit_records([half], tmp_path / "results")  # honest: filed
+    edited = tmp_path / "edited"
+    shutil.copytree(half.parent, edited)
+    path = edited / "record.json"
+    with np.load(edited / "test_scores.npz") as npz:
+        scores = npz["scores"].astype(np.float32)
+    _rewrite_scores(path, targets=np.where(scores >= 0.5, 1, -1))
+    with pytest.raises(SubmissionRefused, match="'targets' array of its scores file is not the dataset's test labels"):
+        submit_records([path], tmp_path / "results2")
+    shutil.copytree(half.parent, tmp_path / "edited2")
+    path = tmp_path / "edited2" / "record.json"
+    other = json.loads(most.read_text())["protocol"]["mask_fingerprint"]
+    _edit(path, lambda r: r["protocol"].update(mask_fingerprint=other))
+    with pytest.raises(SubmissionRefused, match="is not the protocol's mask"):
+        submit_records([path], tmp_path / "results3")
