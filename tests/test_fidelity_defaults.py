@@ -13,32 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from mlrpl_bench.method import Batch, MethodContext
+from mlrpl_bench.method import Batch
 from mlrpl_bench.plugins.dsrb import DSRB
 from mlrpl_bench.plugins.hst import HST
 from mlrpl_bench.plugins.sst import SST
 from mlrpl_bench.models.sarl import SARLOutput
+from test_fidelity import batch_of, ctx_for, method_of
 from mlrpl_bench.plugins._semantic_transfer.model import TransferOutput
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def ctx_for(labels, epochs=1, steps=1, batches=None):
-    labels = np.asarray(labels, dtype=np.int8)
-    c = labels.shape[1]
-    return MethodContext(num_classes=c, class_names=[f"c{i}" for i in range(c)], train_labels=labels,
-                         word_embeddings=np.random.default_rng(0).random((c, 5)).astype(np.float32), epochs=epochs,
-                         steps_per_epoch=steps, setting="pal", known=0.5, seed=0,
-                         feature_batches=batches or (lambda: iter(())), generator=torch.Generator().manual_seed(0))
-
-
-def method_of(cls, labels, overrides=None, **ctx_kwargs):
-    return cls(cls.make_options(overrides or {}), ctx_for(labels, **ctx_kwargs))
-
-
-def batch_of(labels):
-    labels = torch.as_tensor(labels, dtype=torch.float32)
-    return Batch(torch.zeros(labels.shape[0], 1), labels, torch.arange(labels.shape[0]))
 
 
 class Fixed(nn.Module):
