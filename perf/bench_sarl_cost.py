@@ -17,7 +17,8 @@ noisy machine. Three parts:
      head layer by layer (``literal_forward`` of semantic decoupling, GGNN and the channel
      reduction, ``literal_forward`` / ``literal_pair_logits`` of the official IST head: advanced
      indexing and indexed writes), the contrastive loss's ``EntryCosine`` with advanced-indexing
-     gathers (``_AdvancedIndexEntryCosine``), Adam's per-parameter loop (``foreach=False``) and
+     gathers (``_AdvancedIndexEntryCosine``), DSRB's blending of the maps before pooling them
+     (``RepresentationBlender.pool_first = False``), Adam's per-parameter loop (``foreach=False``) and
      the engine's per-step device-side loss sums (``_ReferenceLossMonitor``).
 
    Timed: the training epochs (every ``Engine._train_epoch``) and the whole cell (``train_cell``:
@@ -150,6 +151,7 @@ def reference_code():
     """The layer-by-layer SARL head, Adam's loop and the per-step loss sums, for the duration."""
     from mlrpl_bench import engine
     from mlrpl_bench.models.sarl import ChannelReduction, GatedGNN, SemanticDecoupling
+    from mlrpl_bench.plugins._blending.blender import RepresentationBlender
     from mlrpl_bench.plugins._sarl import losses
     from mlrpl_bench.plugins._semantic_transfer.model import OfficialCooccurrenceHead
 
@@ -159,6 +161,7 @@ def reference_code():
              (OfficialCooccurrenceHead, "forward", OfficialCooccurrenceHead.literal_forward),
              (OfficialCooccurrenceHead, "pair_logits", OfficialCooccurrenceHead.literal_pair_logits),
              (losses, "EntryCosine", _AdvancedIndexEntryCosine),
+             (RepresentationBlender, "pool_first", False),
              (torch.optim, "Adam", _LoopAdam),
              (engine, "_LossMonitor", _ReferenceLossMonitor)]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in swaps]
