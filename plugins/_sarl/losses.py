@@ -165,9 +165,12 @@ class EntryCosine(torch.autograd.Function):
             g_unit = grad * unit_rows.index_select(0, other)
             g_norm = (-g_unit * ((own / n) / n)).sum(-1, keepdim=True)
             g_own = g_unit / n + g_norm * (own / n0).masked_fill_(n0 == 0, 0)
-            # index_add_ adds the rows in entry order, as the gathers' backward (index_put_ with
-            # accumulate) does: the same floats.
-            grads.append(torch.zeros_like(x_rows).index_add_(0, rows, g_own).view_as(x))
+            # On the CPU index_add_ adds the rows in entry order, as the gathers' backward
+            # (index_put_ with accumulate) does: the same floats. On CUDA index_add_ uses atomics
+            # (a varying order); index_put_'s sorted accumulation stays deterministic there.
+            zeros = torch.zeros_like(x_rows)
+            grads.append((zeros.index_add_(0, rows, g_own) if x.device.type == "cpu"
+                          else zeros.index_put_((rows,), g_own, accumulate=True)).view_as(x))
         return grads[0], grads[1], None, None, None, None
 
 
