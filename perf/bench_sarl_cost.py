@@ -15,8 +15,11 @@ noisy machine. Three parts:
    * ``current`` -- the code as it is;
    * ``reference`` -- what issue 23 replaced, swapped back in inside this process only: the SARL
      head layer by layer (``literal_forward`` of semantic decoupling, GGNN and the channel
-     reduction, ``literal_pair_logits`` of the official IST head), Adam's per-parameter loop
-     (``foreach=False``) and the engine's per-step device-side loss sums (``_ReferenceLossMonitor``).
+     reduction, ``literal_forward`` / ``literal_pair_logits`` of the official IST head: advanced
+     indexing and indexed writes), the contrastive loss's ``EntryCosine`` with advanced-indexing
+     gathers (``_AdvancedIndexEntryCosine``), DSRB's blending of the maps before pooling them
+     (``RepresentationBlender.pool_first = False``), Adam's per-parameter loop (``foreach=False``) and
+     the engine's per-step device-side loss sums (``_ReferenceLossMonitor``).
 
    Timed: the training epochs (every ``Engine._train_epoch``) and the whole cell (``train_cell``:
    epochs with their validation, prototypes, checkpoints, test), against a **plain loop** that
@@ -115,17 +118,50 @@ class _LoopAdam(torch.optim.Adam):
         super().__init__(*args, **kwargs)
 
 
+class _AdvancedIndexEntryCosine(torch.autograd.Function):
+    """``EntryCosine`` before issue 23's second pass: the same floats, with advanced indexing
+    (``unit[i, c]``) for the gathers and ``index_put_(accumulate=True)`` for the backward."""
+
+    @staticmethod
+    def forward(ctx, x_j, x_i, i, j, c, eps: float):
+        x = x_i
+        norm = torch.linalg.vector_norm(x, 2, dim=-1, keepdim=True)
+        clamped = norm.clamp_min(eps)
+        unit = x / clamped
+        ctx.save_for_backward(x, norm, clamped, unit, i, j, c)
+        return (unit[i, c] * unit[j, c]).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, norm, clamped, unit, i, j, c = ctx.saved_tensors
+        live = grad != 0
+        grad, i, j, c = grad[live].unsqueeze(-1), i[live], j[live], c[live]
+        grads = []
+        for rows, other in ((j, i), (i, j)):
+            own, n0, n = x[rows, c], norm[rows, c], clamped[rows, c]
+            g_unit = grad * unit[other, c]
+            g_norm = (-g_unit * ((own / n) / n)).sum(-1, keepdim=True)
+            g_own = g_unit / n + g_norm * (own / n0).masked_fill_(n0 == 0, 0)
+            grads.append(torch.zeros_like(x).index_put_((rows, c), g_own, accumulate=True))
+        return grads[0], grads[1], None, None, None, None
+
+
 @contextlib.contextmanager
 def reference_code():
     """The layer-by-layer SARL head, Adam's loop and the per-step loss sums, for the duration."""
     from mlrpl_bench import engine
     from mlrpl_bench.models.sarl import ChannelReduction, GatedGNN, SemanticDecoupling
+    from mlrpl_bench.plugins._blending.blender import RepresentationBlender
+    from mlrpl_bench.plugins._sarl import losses
     from mlrpl_bench.plugins._semantic_transfer.model import OfficialCooccurrenceHead
 
     swaps = [(SemanticDecoupling, "forward", SemanticDecoupling.literal_forward),
              (GatedGNN, "forward", GatedGNN.literal_forward),
              (ChannelReduction, "forward", ChannelReduction.literal_forward),
+             (OfficialCooccurrenceHead, "forward", OfficialCooccurrenceHead.literal_forward),
              (OfficialCooccurrenceHead, "pair_logits", OfficialCooccurrenceHead.literal_pair_logits),
+             (losses, "EntryCosine", _AdvancedIndexEntryCosine),
+             (RepresentationBlender, "pool_first", False),
              (torch.optim, "Adam", _LoopAdam),
              (engine, "_LossMonitor", _ReferenceLossMonitor)]
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in swaps]

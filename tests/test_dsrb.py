@@ -319,6 +319,40 @@ def test_lifecycle_blends_from_the_start_epoch_and_predicts_probabilities(overri
     assert scores.shape == (3, 4) and torch.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
 
 
+@pytest.mark.parametrize("sarl", ["sd", "sa"])
+def test_blending_pooled_vectors_equals_pooling_blended_maps(sarl):
+    """``space=maps`` blends the pooled vectors (pool_first): the same blended vectors, labels,
+    masks and gradients as blending the maps and pooling them (pool_first False), to rounding."""
+    ctx, _ = make_ctx(epochs=2)
+    method, model = make_method(ctx, blend_start_epoch=0, prototype_interval=1, coefficients="per-class", sarl=sarl)
+    method.on_epoch_start(model, 0)
+    assert bool(method.blender.prototype_valid.any())
+    with torch.no_grad():
+        model.alpha.copy_(torch.tensor([0.2, 0.7, 0.4, 0.9]))
+        model.beta.copy_(torch.tensor([0.3, 0.6, 0.8, 0.1]))
+    batch = next(ctx.feature_batches())
+    results = []
+    for pool_first in (True, False):
+        method.blender.pool_first = pool_first
+        method.ctx.generator.manual_seed(5)  # the same draws (PPRB's categories and prototypes)
+        model.zero_grad()
+        out = model(batch.inputs, return_all=True, blend=method.blender.blend_fn(batch.labels))
+        weights = torch.randn(out.logits.shape[0], 4, generator=torch.Generator().manual_seed(3))
+        sum(((logits * weights).sum() for logits, _, _ in out.blended.values())).backward()
+        grads = [p.grad.clone() for p in (model.alpha, model.beta, *model.semantic.parameters())]
+        results.append((out.blended, grads))
+    method.blender.pool_first = True
+    (fast, fast_grads), (maps, maps_grads) = results
+    assert set(fast) == set(maps) == {"iprb", "pprb"}
+    for key in fast:
+        assert torch.allclose(fast[key][0], maps[key][0], atol=1e-5)  # logits of the blended vectors
+        assert torch.equal(fast[key][1], maps[key][1]) and torch.equal(fast[key][2], maps[key][2])
+    assert fast["iprb"][2].any() and fast["pprb"][2].any()
+    for a, b in zip(fast_grads, maps_grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert maps_grads[0].abs().sum() > 0 and maps_grads[1].abs().sum() > 0
+
+
 def test_blend_parameters_are_not_decayed_and_fixed_ones_not_optimised():
     ctx, _ = make_ctx()
     method, model = make_method(ctx)

@@ -124,6 +124,27 @@ def test_official_ist_head_folds_fc3_into_the_pair_classifier():
 # ---------------------------------------------------------------------------------------------
 
 
+def test_official_ist_head_symmetric_matrix_by_one_index_select_is_bit_identical():
+    """forward builds the (B, C, C) matrix by one index_select from [0 ; pairs]: the values of the
+    two indexed writes and the same gradient bits (each pair's gradient is the sum of its two sides)."""
+    torch.manual_seed(1)
+    head = OfficialCooccurrenceHead(6, 5, (4, 7))
+    feats = torch.randn(3, 5, 6, requires_grad=True)
+    fast = head(feats)
+    pairs = head.pair_logits(feats)
+    written = pairs.new_zeros(3, 5, 5)
+    written[:, head.pair_first, head.pair_second] = pairs
+    written[:, head.pair_second, head.pair_first] = pairs
+    assert torch.equal(fast, written)
+    assert torch.equal(fast, fast.transpose(1, 2)) and not fast.diagonal(dim1=1, dim2=2).any()
+    assert fast[1, 3, 1] == pairs[1, 5]  # pair (1, 3) is the 6th of (0,1) (0,2) (0,3) (0,4) (1,2) (1,3)
+    weight = torch.randn(3, 5, 5)
+    for a, b in zip(_grads((fast * weight).sum(), [feats, *head.parameters()]),
+                    _grads((written * weight).sum(), [feats, *head.parameters()])):
+        assert torch.equal(a, b)
+    _close(fast, head.literal_forward(feats), [feats, *head.parameters()])
+
+
 def test_loss_monitor_sums_float32_values_in_float64_in_step_order():
     monitor = _LossMonitor(torch.device("cpu"), None)
     losses = [0.1, 1e8, 0.3, -1e8, 0.7]

@@ -249,7 +249,7 @@ class GatedGNN(nn.Module):
             z = torch.sigmoid(z_a + z_h)
             r = torch.sigmoid(r_a + r_h)
             candidate = torch.tanh(c_a + self.candidate_u(r * h))
-            h = (1 - z) * h + z * candidate
+            h = torch.lerp(h, candidate, z)
         return h
 
     def literal_forward(self, h: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,11 @@ class RepresentationBlender:
     :param owner: the method's name, for checkpoint errors.
     """
 
+    #: Blend maps by blending their pooled vectors (see :meth:`blend_fn`); ``False`` blends the
+    #: ``(B, C, D, h, w)`` maps and pools them, the layer-by-layer form (reference of
+    #: tests/test_dsrb.py and perf/bench_sarl_cost.py).
+    pool_first: bool = True
+
     def __init__(self, settings: BlendSettings, ctx, sarl: str, owner: str):
         self.settings = settings
         self.ctx = ctx
@@ -236,27 +241,39 @@ class RepresentationBlender:
         """The callable a blending model runs inside its forward: ``fn(net, maps, features)``
         returns ``{module: (blended category vectors, blended labels, mask of the blended
         entries)}``; the model's ``forward_blended`` classifies the vectors (with the images' own
-        features, in one batch) and hands back ``{module: (logits, labels, mask)}``."""
+        features, in one batch) and hands back ``{module: (logits, labels, mask)}``.
+
+        With ``space=maps`` the maps decide where each image's object is (PPRB's region, from the
+        maps themselves), but what is blended is their pooling: the pooling σ is linear and each
+        coefficient is one number per (image, category), so ``σ(a F + (1 − a) G) = a σ(F) + (1 −
+        a) σ(G)`` with ``σ(F) = f`` the category features and ``σ(P)`` the pooled prototypes. The
+        same vectors and gradients as blending the ``(B, C, D, h, w)`` maps and pooling them
+        (:attr:`pool_first` ``False``), without the map-sized products and their backward;
+        the sums run in another order, so floats move by rounding."""
         s = self.settings
         gen = self.ctx.generator
+        pooled = s.space == "maps" and self.pool_first
 
         def run(net: nn.Module, maps: torch.Tensor, features: torch.Tensor) -> dict[str, Any]:
-            reps = maps if s.space == "maps" else features
+            reps = maps if s.space == "maps" and not pooled else features
             pending: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # module -> (vectors, labels, mask)
             if self.use_iprb:
                 blended, blended_labels, mask = iprb_blend(reps, labels, net.alpha)
-                vec = net.pool(blended) if s.space == "maps" else blended
+                vec = net.pool(blended) if reps is maps else blended
                 pending["iprb"] = (vec, blended_labels, mask)
             if self.use_pprb and self.prototype_valid.numel() and bool(self.prototype_valid.any()):
                 selected = pprb_select(labels, self.prototype_valid, s.pprb_per_image, gen)
                 n_protos = self.prototypes.shape[1]
                 if s.space == "maps":
-                    own = region_index(reps.detach(), s.region_k)
+                    own = region_index(maps.detach(), s.region_k)
                     k = pick_prototype_index(own, n_protos, avoid_own=True, generator=gen)
                 else:
                     k = pick_prototype_index(torch.zeros_like(labels, dtype=torch.long), n_protos, avoid_own=False, generator=gen)
-                blended, blended_labels = pprb_blend(reps, labels, net.beta, self._prototypes_like(reps), selected, k)
-                vec = net.pool(blended) if s.space == "maps" else blended
+                prototypes = self._prototypes_like(maps if s.space == "maps" else reps)
+                if pooled:
+                    prototypes = net.pool(prototypes)  # (C, Q, D)
+                blended, blended_labels = pprb_blend(reps, labels, net.beta, prototypes, selected, k)
+                vec = net.pool(blended) if reps is maps else blended
                 pending["pprb"] = (vec, blended_labels, selected)
             return pending
 

@@ -145,21 +145,32 @@ class EntryCosine(torch.autograd.Function):
         norm = torch.linalg.vector_norm(x, 2, dim=-1, keepdim=True)  # (B, C, 1)
         clamped = norm.clamp_min(eps)
         unit = x / clamped
-        ctx.save_for_backward(x, norm, clamped, unit, i, j, c)
-        return (unit[i, c] * unit[j, c]).sum(-1)
+        # Rows of the flattened (B·C, D) tensors: index_select copies whole rows, the same values
+        # as `unit[i, c]` at a fraction of advanced indexing's cost on CPU.
+        cols = x.shape[1]
+        flat_i, flat_j = i * cols + c, j * cols + c
+        ctx.save_for_backward(x, norm, clamped, unit, flat_i, flat_j)
+        rows = unit.flatten(0, 1)
+        return (rows.index_select(0, flat_i) * rows.index_select(0, flat_j)).sum(-1)
 
     @staticmethod
     def backward(ctx, grad):
-        x, norm, clamped, unit, i, j, c = ctx.saved_tensors
-        live = grad != 0
-        grad, i, j, c = grad[live].unsqueeze(-1), i[live], j[live], c[live]
+        x, norm, clamped, unit, flat_i, flat_j = ctx.saved_tensors
+        live = (grad != 0).nonzero().squeeze(1)
+        grad, flat_i, flat_j = grad.index_select(0, live).unsqueeze(-1), flat_i.index_select(0, live), flat_j.index_select(0, live)
+        x_rows, norm_rows, clamped_rows, unit_rows = (t.flatten(0, 1) for t in (x, norm, clamped, unit))
         grads = []
-        for rows, other in ((j, i), (i, j)):  # the j side's gradient reaches x first
-            own, n0, n = x[rows, c], norm[rows, c], clamped[rows, c]
-            g_unit = grad * unit[other, c]
+        for rows, other in ((flat_j, flat_i), (flat_i, flat_j)):  # the j side's gradient reaches x first
+            own, n0, n = x_rows.index_select(0, rows), norm_rows.index_select(0, rows), clamped_rows.index_select(0, rows)
+            g_unit = grad * unit_rows.index_select(0, other)
             g_norm = (-g_unit * ((own / n) / n)).sum(-1, keepdim=True)
             g_own = g_unit / n + g_norm * (own / n0).masked_fill_(n0 == 0, 0)
-            grads.append(torch.zeros_like(x).index_put_((rows, c), g_own, accumulate=True))
+            # On the CPU index_add_ adds the rows in entry order, as the gathers' backward
+            # (index_put_ with accumulate) does: the same floats. On CUDA index_add_ uses atomics
+            # (a varying order); index_put_'s sorted accumulation stays deterministic there.
+            zeros = torch.zeros_like(x_rows)
+            grads.append((zeros.index_add_(0, rows, g_own) if x.device.type == "cpu"
+                          else zeros.index_put_((rows,), g_own, accumulate=True)).view_as(x))
         return grads[0], grads[1], None, None, None, None
 
 
