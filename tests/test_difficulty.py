@@ -7,6 +7,7 @@ be recorded, and keep voc2007-scenes' label sets the real VOC rows.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -70,18 +71,18 @@ def test_harder_levels_are_deterministic_and_differ_from_standard(level):
 
 
 def test_levels_grow_harder_knob_by_knob():
-    """Each level is at least as hard as the one before on every knob (smaller, more overlap,
-    rotation, clutter, noise; lower contrast; more outsiders and objects)."""
-    knobs = [scenes.DIFFICULTIES[name] for name in ("standard", "hard", "harder")]
+    """Each level is at least as hard as the one before on every knob (size, overlap, rotation,
+    clutter, noise, contrast, objects per image) and strictly harder on one at least."""
+    mean = lambda d: float(np.dot(np.arange(1, 5), d.num_objects_p) / np.sum(d.num_objects_p))  # noqa: E731
+
+    def hardness(d):  # every entry grows with difficulty
+        return [-d.size_range[0], -d.size_range[1], d.max_overlap, d.max_rotation, d.clutter_max, d.pixel_noise,
+                d.texture, d.background_value[1], -d.object_value[0], -d.opacity[0], mean(d), d.distractor_p]
+
+    knobs = [hardness(scenes.DIFFICULTIES[name]) for name in ("standard", "hard", "harder")]
     for easy, hard in zip(knobs, knobs[1:]):
-        assert hard.size_range[1] < easy.size_range[1] and hard.size_range[0] < easy.size_range[0]
-        assert hard.max_overlap >= easy.max_overlap and hard.max_rotation >= easy.max_rotation
-        assert hard.clutter_max >= easy.clutter_max and hard.pixel_noise >= easy.pixel_noise
-        assert hard.object_value[0] <= easy.object_value[0] and hard.opacity[0] <= easy.opacity[0]
-        assert hard.background_value[1] >= easy.background_value[1]
-        assert hard.outsiders[1] >= easy.outsiders[1] > -1
-        mean = lambda d: float(np.dot(np.arange(1, 5), d.num_objects_p) / np.sum(d.num_objects_p))  # noqa: E731
-        assert mean(hard) >= mean(easy)
+        assert all(h >= e for h, e in zip(hard, easy)) and hard != easy
+    assert all(d.outsiders == (0, 0) for d in scenes.DIFFICULTIES.values())  # see the docstring of DIFFICULTIES
 
 
 def test_digit_scenes_hard_draws_more_objects_per_image():
@@ -104,10 +105,10 @@ def test_voc_levels_keep_one_glyph_per_real_class(level):
 
 
 def test_glyph_size_range_scales_with_the_level_by_hand():
-    hard = scenes.DIFFICULTIES["hard"]  # size_range (0.29, 0.4)
-    assert voc_scenes.glyph_size_range(1, hard) == (0.29, 0.4)
-    lo, hi = voc_scenes.glyph_size_range(6, hard)  # sqrt(0.5 / 6) * 0.4 / 0.5 = 0.23094
-    assert hi == pytest.approx(0.230940, abs=1e-6) and lo == pytest.approx(0.8 * 0.230940, abs=1e-6)
+    hard = scenes.DIFFICULTIES["hard"]  # size_range (0.32, 0.45)
+    assert voc_scenes.glyph_size_range(1, hard) == (0.32, 0.45)
+    lo, hi = voc_scenes.glyph_size_range(6, hard)  # sqrt(0.5 / 6) * 0.45 / 0.5 = 0.259808
+    assert hi == pytest.approx(0.259808, abs=1e-6) and lo == pytest.approx(0.8 * 0.259808, abs=1e-6)
     assert voc_scenes.glyph_size_range(6) == pytest.approx((0.8 * np.sqrt(0.5 / 6), np.sqrt(0.5 / 6)))
 
 
@@ -122,14 +123,24 @@ def test_outsider_shapes_are_drawn_and_are_no_class():
         scenes._outsider_mask("circle", 16, 0.0)
 
 
-def test_outsider_counts_follow_the_level():
+def test_outsider_counts_follow_the_knob():
     rng = np.random.default_rng(0)
     assert scenes._sample_outsiders(32, rng, scenes.DIFFICULTY) == ([], [])
     assert rng.bit_generator.state == np.random.default_rng(0).bit_generator.state  # nothing drawn
-    harder = scenes.DIFFICULTIES["harder"]
+    harder = dataclasses.replace(scenes.DIFFICULTIES["harder"], outsiders=(1, 3))
     counts = [sum(map(len, scenes._sample_outsiders(32, np.random.default_rng(s), harder))) for s in range(40)]
     assert min(counts) >= harder.outsiders[0] and max(counts) <= harder.outsiders[1]
     assert len(set(counts)) > 1
+
+
+def test_knob_digest_names_the_drawing():
+    """The split fingerprint (which keys the feature cache) covers options, not pixels: a level's
+    options carry a digest of its knobs, so changing a knob cannot reuse stale features."""
+    digests = {scenes.difficulty_digest(k) for k in scenes.DIFFICULTIES.values()}
+    assert len(digests) == len(scenes.DIFFICULTIES) and all(len(d) == 12 for d in digests)
+    hard = scenes.DIFFICULTIES["hard"]
+    assert scenes.difficulty_digest(dataclasses.replace(hard, pixel_noise=0.05)) != scenes.difficulty_digest(hard)
+    assert scenes.difficulty_digest(dataclasses.replace(hard)) == scenes.difficulty_digest(hard)
 
 
 def test_unknown_level_is_refused():
@@ -147,6 +158,7 @@ def test_level_is_in_the_cache_key_manifest_and_split_options(tmp_path, cls):
     hard = cls(None, cls.Options(**small, cache_dir=str(tmp_path), difficulty="hard"))
     assert std.directory != hard.directory
     assert hard.generator_options()["difficulty"] == "hard"
+    assert hard.generator_options()["difficulty_knobs"] == scenes.difficulty_digest(scenes.DIFFICULTIES["hard"])
     train = hard.load_split("train")
     assert train.options["difficulty"] == "hard"
     assert train.fingerprint() != std.load_split("train").fingerprint()

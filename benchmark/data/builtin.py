@@ -130,10 +130,18 @@ def write_dataset(directory: Path, *, seed: int, sizes: dict[str, int], image_si
 
 
 def difficulty_option(difficulty: str) -> dict[str, str]:
-    """The ``difficulty`` entry of a generated dataset's options: empty for ``standard``, so that
-    the default's manifest, cache key and split fingerprints are those of every earlier run."""
-    scenes.difficulty_of(difficulty)  # refuse an unknown level
-    return {} if difficulty == scenes.STANDARD else {"difficulty": difficulty}
+    """The ``difficulty`` entries of a generated dataset's options: empty for ``standard``, so that
+    the default's manifest, cache key and split fingerprints are those of every earlier run.
+
+    A harder level adds its name and ``difficulty_knobs``, 12 hex digits of the sha256 of its
+    knobs (:func:`~.scenes.difficulty_digest`): the split fingerprint, which keys the frozen
+    feature cache, covers options and labels but not pixels, so a level whose knobs change must
+    not meet the features of its earlier drawings.
+    """
+    knobs = scenes.difficulty_of(difficulty)  # refuses an unknown level
+    if difficulty == scenes.STANDARD:
+        return {}
+    return {"difficulty": difficulty, "difficulty_knobs": scenes.difficulty_digest(knobs)}
 
 
 def _pid_alive(pid: int) -> bool:
