@@ -35,7 +35,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -92,23 +92,27 @@ def _coco_json(split: str, layouts: list[scenes.SceneLayout], image_size: int) -
 
 
 def write_dataset(directory: Path, *, seed: int, sizes: dict[str, int], image_size: int,
-                  test_seed: int | None = None, test_draw: str | None = None) -> None:
+                  test_seed: int | None = None, test_draw: str | None = None,
+                  difficulty: str = scenes.STANDARD) -> None:
     """Generate the whole dataset into ``directory`` (which must not exist yet), manifest last.
 
+    :param difficulty: a level of :data:`~.scenes.DIFFICULTIES`; a level other than ``standard``
+        is named in the manifest's options (``standard`` is not, so its manifest is unchanged).
     :param test_seed: draw the test split from this seed instead of ``seed`` (a private draw,
         see :func:`private_draw`); the manifest names it by ``test_draw`` only, never the seed.
     """
     from PIL import Image
 
+    knobs = scenes.difficulty_of(difficulty)
     (directory / "annotations").mkdir(parents=True)
     files: dict[str, str] = {}
     for split in SPLITS:
         img_dir = directory / "images" / split
         img_dir.mkdir(parents=True)
         split_seed = test_seed if split == "test" and test_seed is not None else seed
-        layouts = scenes.sample_layouts(split_seed, split, sizes[split], image_size)
+        layouts = scenes.sample_layouts(split_seed, split, sizes[split], image_size, knobs)
         for i, layout in enumerate(layouts):
-            pixels = scenes.render_layout(layout, image_size, scenes.render_rng(split_seed, split, i))
+            pixels = scenes.render_layout(layout, image_size, scenes.render_rng(split_seed, split, i), knobs)
             path = img_dir / f"{i:06d}.png"
             # PNG with fixed settings and no metadata: the same pixels give the same bytes.
             Image.fromarray(pixels).save(path, format="PNG", compress_level=6)
@@ -119,9 +123,25 @@ def write_dataset(directory: Path, *, seed: int, sizes: dict[str, int], image_si
     manifest = {"format": MANIFEST_FORMAT, "dataset": DigitScenes.name,
                 "generator_version": scenes.GENERATOR_VERSION,
                 "options": {"seed": seed, "train_size": sizes["train"], "test_size": sizes["test"],
-                            "image_size": image_size, **({"test_draw": test_draw} if test_draw else {})},
+                            "image_size": image_size, **difficulty_option(difficulty),
+                            **({"test_draw": test_draw} if test_draw else {})},
                 "files": dict(sorted(files.items()))}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def difficulty_option(difficulty: str) -> dict[str, str]:
+    """The ``difficulty`` entries of a generated dataset's options: empty for ``standard``, so that
+    the default's manifest, cache key and split fingerprints are those of every earlier run.
+
+    A harder level adds its name and ``difficulty_knobs``, 12 hex digits of the sha256 of its
+    knobs (:func:`~.scenes.difficulty_digest`): the split fingerprint, which keys the frozen
+    feature cache, covers options and labels but not pixels, so a level whose knobs change must
+    not meet the features of its earlier drawings.
+    """
+    knobs = scenes.difficulty_of(difficulty)  # refuses an unknown level
+    if difficulty == scenes.STANDARD:
+        return {}
+    return {"difficulty": difficulty, "difficulty_knobs": scenes.difficulty_digest(knobs)}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -339,6 +359,9 @@ class DigitScenes(Dataset):
         test_size: Annotated[int, Field(ge=1)] = field(default=600, metadata={"help": "number of test images"})
         image_size: Annotated[int, Field(ge=16, le=512)] = field(default=32, metadata={"help": "side of the stored PNG images in pixels"})
         cache_dir: str = field(default="", metadata={"help": f"where to generate ('' = ${CACHE_ENV} or ~/.cache/mlrpl-bench, then datasets/); ignored with --data-root"})
+        difficulty: Literal[tuple(scenes.DIFFICULTIES)] = field(default=scenes.STANDARD, metadata={
+            "help": "rendering level: standard (default), hard or harder (smaller, overlapping, low-contrast glyphs, "
+                    "outsider shapes, clutter; more objects per image; see docs/difficulty.md)"})
 
     #: Which test split this class draws: the public one (from ``seed``, for development) or a
     #: private one (``private:<id>``, from a secret seed; see :func:`private_draw`).
@@ -354,7 +377,8 @@ class DigitScenes(Dataset):
         """The options that determine the files (recorded in the manifest): a private draw adds
         its ``test_draw`` id (never the seed)."""
         o = self.options
-        out = {"seed": o.seed, "train_size": o.train_size, "test_size": o.test_size, "image_size": o.image_size}
+        out = {"seed": o.seed, "train_size": o.train_size, "test_size": o.test_size, "image_size": o.image_size,
+               **difficulty_option(o.difficulty)}
         return out if self._private_test_seed is None else {**out, "test_draw": self.test_draw}
 
     def split_options(self, split: str) -> dict[str, Any]:
@@ -372,7 +396,7 @@ class DigitScenes(Dataset):
         o = self.options
         write_dataset(directory, seed=o.seed, sizes={"train": o.train_size, "test": o.test_size},
                       image_size=o.image_size, test_seed=self._private_test_seed,
-                      test_draw=None if self._private_test_seed is None else self.test_draw)
+                      test_draw=None if self._private_test_seed is None else self.test_draw, difficulty=o.difficulty)
 
     @property
     def directory(self) -> Path:

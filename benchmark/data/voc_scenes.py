@@ -40,7 +40,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import Field
@@ -49,7 +49,7 @@ from ..errors import BenchError
 from ..hookspecs import hookimpl
 from . import scenes
 from .base import SPLITS, DatasetSplit
-from .builtin import CACHE_ENV, DigitScenes, _sha256_file, read_coco_labels
+from .builtin import CACHE_ENV, DigitScenes, _sha256_file, difficulty_option, read_coco_labels
 from .voc import VOC_CLASSES
 
 #: The shipped label matrices (packed bits of ``labels == 1``, rows in the official order).
@@ -89,7 +89,8 @@ GLYPH_OF_CLASS = dict(zip(VOC_CLASSES, scenes.CLASS_NAMES))
 LAYOUT_VERSION = 1
 #: Random-stream codes, distinct from digit-scenes' (1, 2) and the glyph task's parts (3, 4).
 LAYOUT_STREAM, RENDER_STREAM = 5, 6
-#: Largest overlap (intersection / smaller box) allowed between two glyphs of one image.
+#: Largest overlap (intersection / smaller box) allowed between two glyphs of one image at the
+#: standard difficulty (a level's ``max_overlap``).
 MAX_OVERLAP = scenes.DIFFICULTY.max_overlap
 #: Placement attempts per glyph before the least-overlapping attempt is taken.
 PLACEMENT_TRIES = 50
@@ -163,33 +164,37 @@ def label_statistics(labels: np.ndarray) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def glyph_size_range(count: int) -> tuple[float, float]:
+def glyph_size_range(count: int, difficulty: scenes.Difficulty = scenes.DIFFICULTY) -> tuple[float, float]:
     """Glyph side as a fraction of the image side for an image of ``count`` glyphs.
 
-    Up to two glyphs use digit-scenes' range (0.36-0.5); more shrink so that they still fit
-    without overlapping much: the upper end is ``sqrt(0.5 / count)`` (the glyphs' boxes cover
-    at most about half the image) and the lower end 0.8 of it.
+    Up to two glyphs use the level's range (standard: digit-scenes' 0.36-0.5); more shrink so
+    that they still fit without overlapping much: the upper end is ``sqrt(0.5 / count)`` (the
+    glyphs' boxes cover at most about half the image), scaled by the level's upper end / 0.5,
+    and the lower end 0.8 of it.
     """
-    lo, hi = scenes.DIFFICULTY.size_range
-    hi = min(hi, float(np.sqrt(0.5 / max(count, 1))))
+    lo, hi = difficulty.size_range
+    hi = min(hi, float(np.sqrt(0.5 / max(count, 1))) * (hi / 0.5))
     return min(lo, 0.8 * hi), hi
 
 
-def layout_of(row: np.ndarray, seed: int, split: str, index: int, image_size: int) -> scenes.SceneLayout:
+def layout_of(row: np.ndarray, seed: int, split: str, index: int, image_size: int,
+              difficulty: scenes.Difficulty = scenes.DIFFICULTY) -> scenes.SceneLayout:
     """The layout of image ``index`` of ``split``: a glyph for every class that is 1 in ``row``.
 
     Glyphs are placed in a random order; each gets up to :data:`PLACEMENT_TRIES` random
-    positions and keeps the first within :data:`MAX_OVERLAP` of the others, else the attempt
-    with the least overlap, so every present class is drawn. Size, rotation, colour, opacity and
-    handwriting sample follow digit-scenes' ranges (dark background, uniform hue: no scene cue).
+    positions and keeps the first within the level's ``max_overlap`` (standard:
+    :data:`MAX_OVERLAP`) of the others, else the attempt with the least overlap, so every present
+    class is drawn. Size, rotation, colour, opacity and handwriting sample follow the level's
+    ranges (standard: digit-scenes'; dark background, uniform hue: no scene cue). The level's
+    object-count and off-scene knobs do not apply: the label sets are the real ones.
     Random stream: ``(seed, split, LAYOUT_STREAM, index)``.
     """
     rng = np.random.default_rng([seed, scenes.SPLIT_CODES[split], LAYOUT_STREAM, index])
     pools = scenes.digit_pools(seed, split)
     classes = rng.permutation(np.flatnonzero(np.asarray(row) == 1))
-    lo, hi = glyph_size_range(len(classes))
-    d = scenes.DIFFICULTY
-    background = scenes._hsv_to_rgb(rng.random(), rng.uniform(0.15, 0.45), rng.uniform(0.12, 0.35))
+    d = difficulty
+    lo, hi = glyph_size_range(len(classes), d)
+    background = scenes._hsv_to_rgb(rng.random(), rng.uniform(0.15, 0.45), rng.uniform(*d.background_value))
     boxes: list[tuple[int, int, int]] = []
     objects = []
     for cat in classes:
@@ -202,32 +207,38 @@ def layout_of(row: np.ndarray, seed: int, split: str, index: int, image_size: in
             overlap = max((scenes._overlap((x, y, size), b) for b in boxes), default=0.0)
             if overlap < best_overlap:
                 best, best_overlap = (x, y, size), overlap
-            if overlap <= MAX_OVERLAP:
+            if overlap <= d.max_overlap:
                 break
         angle = float(rng.uniform(-d.max_rotation, d.max_rotation))
-        colour = scenes._hsv_to_rgb(rng.random(), rng.uniform(0.45, 1.0), rng.uniform(0.7, 1.0))
-        opacity = float(rng.uniform(0.75, 1.0))
+        colour = scenes._hsv_to_rgb(rng.random(), rng.uniform(0.45, 1.0), rng.uniform(*d.object_value))
+        opacity = float(rng.uniform(*d.opacity))
         sample = int(pools[cat][rng.integers(len(pools[cat]))]) if cat < 10 else -1
         boxes.append(best)
         objects.append(scenes.SceneObject(cat, best[0], best[1], best[2], angle, colour, opacity, sample))
     return scenes.SceneLayout("voc2007", background, tuple(objects))
 
 
-def render_image(layout: scenes.SceneLayout, seed: int, split: str, index: int, image_size: int) -> np.ndarray:
+def render_image(layout: scenes.SceneLayout, seed: int, split: str, index: int, image_size: int,
+                 difficulty: scenes.Difficulty = scenes.DIFFICULTY) -> np.ndarray:
     """Image ``index`` of ``split`` as ``(image_size, image_size, 3)`` uint8 (what its PNG holds).
 
-    The renderer's noise (texture, clutter, pixel noise) comes from the stream ``(seed, split,
-    RENDER_STREAM, index)``.
+    The renderer's noise (texture, clutter, outsider shapes, pixel noise) comes from the stream
+    ``(seed, split, RENDER_STREAM, index)``.
     """
     noise = np.random.default_rng([seed, scenes.SPLIT_CODES[split], RENDER_STREAM, index])
-    return scenes.render_layout(layout, image_size, noise)
+    return scenes.render_layout(layout, image_size, noise, difficulty)
 
 
 def write_voc_scenes(directory: Path, *, seed: int, sizes: dict[str, int], image_size: int,
-                     generator_version: str) -> None:
-    """Render the dataset (the first ``sizes[split]`` rows of each split) into ``directory``."""
+                     generator_version: str, difficulty: str = scenes.STANDARD) -> None:
+    """Render the dataset (the first ``sizes[split]`` rows of each split) into ``directory``.
+
+    :param difficulty: a level of :data:`~.scenes.DIFFICULTIES` (named in the manifest's options
+        unless ``standard``).
+    """
     from PIL import Image
 
+    knobs = scenes.difficulty_of(difficulty)
     (directory / "annotations").mkdir(parents=True)
     files: dict[str, str] = {}
     categories = [{"id": c + 1, "name": name, "glyph": GLYPH_OF_CLASS[name]} for c, name in enumerate(VOC_CLASSES)]
@@ -237,10 +248,10 @@ def write_voc_scenes(directory: Path, *, seed: int, sizes: dict[str, int], image
         labels = voc_labels(split)[: sizes[split]]
         images, annotations = [], []
         for i, row in enumerate(labels):
-            layout = layout_of(row, seed, split, i, image_size)
+            layout = layout_of(row, seed, split, i, image_size, knobs)
             path = img_dir / f"{i:06d}.png"
             # PNG with fixed settings and no metadata: the same pixels give the same bytes.
-            Image.fromarray(render_image(layout, seed, split, i, image_size)).save(path, format="PNG", compress_level=6)
+            Image.fromarray(render_image(layout, seed, split, i, image_size, knobs)).save(path, format="PNG", compress_level=6)
             files[f"images/{split}/{path.name}"] = _sha256_file(path)
             images.append({"id": i + 1, "file_name": path.name, "width": image_size, "height": image_size,
                            "voc_row": i})
@@ -257,7 +268,7 @@ def write_voc_scenes(directory: Path, *, seed: int, sizes: dict[str, int], image
         files[f"annotations/{ann.name}"] = _sha256_file(ann)
     manifest = {"format": 1, "dataset": VocScenes.name, "generator_version": generator_version,
                 "options": {"seed": seed, "train_size": sizes["train"], "test_size": sizes["test"],
-                            "image_size": image_size},
+                            "image_size": image_size, **difficulty_option(difficulty)},
                 "files": dict(sorted(files.items()))}
     (directory / "DONE.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
@@ -284,6 +295,9 @@ class VocScenes(DigitScenes):
             default=SOURCE_FILES["test"].rows, metadata={"help": "first N test rows (default all 4952)"})
         image_size: Annotated[int, Field(ge=16, le=512)] = field(default=32, metadata={"help": "side of the stored PNG images in pixels"})
         cache_dir: str = field(default="", metadata={"help": f"where to generate ('' = ${CACHE_ENV} or ~/.cache/mlrpl-bench, then datasets/); ignored with --data-root"})
+        difficulty: Literal[tuple(scenes.DIFFICULTIES)] = field(default=scenes.STANDARD, metadata={
+            "help": "rendering level: standard (default), hard or harder (smaller, overlapping, low-contrast glyphs, "
+                    "outsider shapes, clutter; the label sets stay the real ones; see docs/difficulty.md)"})
 
     @classmethod
     def record_info(cls) -> dict[str, Any]:
@@ -296,7 +310,8 @@ class VocScenes(DigitScenes):
     def write(self, directory: Path) -> None:
         o = self.options
         write_voc_scenes(directory, seed=o.seed, sizes={"train": o.train_size, "test": o.test_size},
-                         image_size=o.image_size, generator_version=self.generator_version())
+                         image_size=o.image_size, generator_version=self.generator_version(),
+                         difficulty=o.difficulty)
 
     def load_split(self, split: str) -> DatasetSplit:
         """Read ``split`` from the generated files; its labels must be the official rows."""
