@@ -12,6 +12,7 @@ from .atomic import AlreadyExists
 from .cell import Cell
 from .environment import device_description, environment_info
 from .errors import BenchError
+from .metrics import METRIC_SPECS, SUMMARY_METRICS
 from .results import RunOutcome, build_record, write_record
 from .run_config import PreparedRun
 from .scores import should_save as should_save_scores, write_scores
@@ -74,6 +75,6 @@ def file_cell(cell: Cell, run: CellRun, outcome: RunOutcome, *, trained: Prepare
 def summary_line(record: dict[str, Any], path: Path) -> str:
     """``<run_id>: test mAP .. OF1 .. CF1 .. (best epoch b/n, s) -> path``, printed after each run."""
     test, sel = record["metrics"]["test"], record["selection"]
-    fmt = (lambda v: "n/a" if v is None else f"{v:.2f}")
-    return (f"{record['run_id']}: test mAP {fmt(test['mAP'])}  OF1 {fmt(test.get('OF1'))}  CF1 {fmt(test.get('CF1'))}  "
+    shown = "  ".join(f"{m} {METRIC_SPECS[m].format(test.get(m))}" for m in SUMMARY_METRICS)
+    return (f"{record['run_id']}: test {shown}  "
             f"(best epoch {sel['best_epoch'] + 1}/{sel['epochs_run']}, {record['runtime']['seconds']:.1f} s) -> {path}")

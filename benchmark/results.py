@@ -19,10 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from .atomic import atomic_write_bytes, create_exclusive
 from .errors import BenchError
+from .metrics import SUMMARY_METRICS, metric_names
 from .schema import dumps_strict, loads_strict, read_json_file, validate_model
 from .vocabulary import (check_proportion, check_seed, check_setting, check_sha256, make_run_id,  # noqa: F401
                          safe_name)
@@ -32,12 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SCHEMA_VERSION = 1
 
-#: Metric names of every metrics block (percentages, 0-100; None where undefined).
-METRIC_NAMES = (
-    "mAP", "mAP_noninterp",
-    "OP", "OR", "OF1", "CP", "CR", "CF1",
-    "OP_top3", "OR_top3", "OF1_top3", "CP_top3", "CR_top3", "CF1_top3",
-)
+#: Metric names of every metrics block (percentages, 0-100; None where undefined): the metric
+#: specification's (:data:`mlrpl_bench.metrics.METRICS`).
+METRIC_NAMES = metric_names()
 
 Sha256 = Annotated[str, AfterValidator(check_sha256)]
 Percent = Annotated[float, Field(ge=0, le=100)]
@@ -80,10 +78,9 @@ class SelectionInfo(_Block):
     best_epoch: Annotated[int, Field(ge=0)]   # 0-based
 
 
-class TestMetrics(_Block):
-    mAP: Percent | None
-    OF1: Percent | None
-    CF1: Percent | None
+#: A record's test metrics: every summary metric of the specification is required (a percentage or None).
+TestMetrics = create_model("TestMetrics", __base__=_Block,
+                           **{name: (Percent | None, ...) for name in SUMMARY_METRICS})  # type: ignore[call-overload]
 
 
 class Metrics(_Block):
