@@ -13,7 +13,7 @@ from .cell import Cell
 from .environment import device_description, environment_info
 from .errors import BenchError
 from .metrics import METRIC_SPECS, SUMMARY_METRICS
-from .results import RunOutcome, build_record, write_record
+from .results import DataFacts, RunOutcome, RuntimeFacts, TrainingFacts, build_record, write_record
 from .run_config import PreparedRun
 from .scores import should_save as should_save_scores, write_scores
 from .training import CellRun
@@ -28,15 +28,20 @@ def outcome_of(cell: Cell, run: CellRun, tuning: dict[str, Any] | None = None) -
     device, dist = cell.device, cell.dist
     return RunOutcome(
         run_id=cell.run_id, known=cell.known, seed=cell.seed,
-        sizes={"train": int(len(protocol.train_idx)), "val": int(len(protocol.val_idx)), "test": len(test_split)},
-        fingerprint={"train": train_split.fingerprint(), "test": test_split.fingerprint()},
-        class_names=list(train_split.class_names), mask_fingerprint=protocol.mask_fingerprint,
-        val_fingerprint=protocol.val_fingerprint, best_epoch=result.best_epoch, epochs_run=result.epochs_run,
-        val_metrics=result.val_metrics, test_metrics=result.test_metrics, bad_images=result.bad_images,
-        resumed_from_epoch=result.resumed_from_epoch, seconds=run.seconds, started=run.started, device=str(device),
-        device_description=device_description(device), world_size=dist.world_size, environment=environment_info(),
-        tuning=tuning, scores_file=scores_file, precision_used=run.precision_used,
-        per_class_known_positives=np.count_nonzero(protocol.partial[protocol.train_idx] == 1, axis=0).tolist())
+        data=DataFacts(
+            sizes={"train": int(len(protocol.train_idx)), "val": int(len(protocol.val_idx)), "test": len(test_split)},
+            fingerprint={"train": train_split.fingerprint(), "test": test_split.fingerprint()},
+            class_names=list(train_split.class_names), mask_fingerprint=protocol.mask_fingerprint,
+            val_fingerprint=protocol.val_fingerprint,
+            per_class_known_positives=np.count_nonzero(protocol.partial[protocol.train_idx] == 1, axis=0).tolist()),
+        training=TrainingFacts(
+            best_epoch=result.best_epoch, epochs_run=result.epochs_run, val_metrics=result.val_metrics,
+            test_metrics=result.test_metrics, bad_images=result.bad_images,
+            resumed_from_epoch=result.resumed_from_epoch, precision_used=run.precision_used),
+        runtime=RuntimeFacts(
+            seconds=run.seconds, started=run.started, device=str(device), device_description=device_description(device),
+            world_size=dist.world_size, environment=environment_info()),
+        tuning=tuning, scores_file=scores_file)
 
 
 def scores_dir(prepared: PreparedRun, run_dir: Path) -> Path | None:

@@ -113,7 +113,9 @@ def _search(cell: Cell) -> tuple[dict[str, Any] | None, Path]:
                             final.result.best_epoch, run_id, log)
     outcome = outcome_of(cell, final, tuning=tuning)
     # Runtime: every candidate's training plus the test pass; resumed: the chosen candidate's own.
-    outcome = dataclasses.replace(outcome, seconds=seconds + final.seconds, resumed_from_epoch=resumed[chosen["name"]])
+    outcome = dataclasses.replace(
+        outcome, runtime=dataclasses.replace(outcome.runtime, seconds=seconds + final.seconds),
+        training=dataclasses.replace(outcome.training, resumed_from_epoch=resumed[chosen["name"]]))
     return file_cell(cell, final, outcome, trained=chosen_cell.prepared), cell.record_path
 
 
