@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .cell import (Cell, Station, SweepData, _NoHooks, cell_lock, cell_paths, existing_record,  # noqa: F401 - re-exported
+from .cell import (Cell, Station, SweepData, cell_lock, cell_paths, existing_record,  # noqa: F401 - re-exported
                    existing_record_of, run_fingerprint)
 from .filing import file_cell, file_record, outcome_of, scores_dir, summary_line  # noqa: F401 - re-exported
 from .training import CellRun, ContextSpec, initial_model, method_context, run_transforms, train_cell  # noqa: F401
@@ -33,3 +33,8 @@ def run_single(cell: Cell) -> tuple[dict[str, Any] | None, Path]:
         if not cell.dist.is_main:
             return None, cell.record_path
         return file_cell(cell, run, outcome_of(cell, run)), cell.record_path
+
+
+__all__ = ["Cell", "CellRun", "ContextSpec", "Station", "SweepData", "cell_lock", "cell_paths", "existing_record",
+           "existing_record_of", "file_cell", "file_record", "initial_model", "method_context", "outcome_of",
+           "run_fingerprint", "run_single", "run_transforms", "scores_dir", "summary_line", "train_cell"]
