@@ -496,10 +496,10 @@ def engine_record(method_cls: type[Method], options: dict | None = None, *,
     """
     import tempfile
 
-    from .distributed import DistInfo
+    from .cell import Cell, Station, SweepData
     from .plugin_manager import entry_for_class
     from .run_config import CliText, make_run_config, prepare_run
-    from .single_run import SweepData, run_single
+    from .single_run import run_single
 
     values = dict(getattr(method_cls, "conformance_options", None) or {})
     values.update({k: CliText(v) if isinstance(v, str) else v for k, v in (options or {}).items()})
@@ -521,9 +521,10 @@ def engine_record(method_cls: type[Method], options: dict | None = None, *,
     seen: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="mlrpl-conformance-") as tmp:
-            record, _ = run_single(prepared, sweep, KNOWN, 0, device=torch.device("cpu"), dist=DistInfo(),
-                                   output=Path(tmp), build_backbone=lambda weights, freeze: tiny_backbone(),
-                                   log=lambda _: None, observe=lambda method, hidden: seen.update(method=method, hidden=hidden))
+            station = Station(torch.device("cpu"), output=Path(tmp), log=lambda _: None)
+            record, _ = run_single(Cell.of(prepared, sweep, KNOWN, 0, station,
+                                           build_backbone=lambda weights, freeze: tiny_backbone(),
+                                           observe=lambda method, hidden: seen.update(method=method, hidden=hidden)))
     except BenchError as exc:
         _fail(f"the engine stopped the run: {exc}")
     except Exception as exc:  # noqa: BLE001

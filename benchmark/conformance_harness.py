@@ -152,17 +152,17 @@ def identity(x):
 
 def make_context(data: TinyData, seed: int) -> MethodContext:
     """The method's context over the tiny data, built by the real run's
-    :func:`~mlrpl_bench.single_run.method_context` (partial labels and images only)."""
+    :func:`~mlrpl_bench.training.method_context` (partial labels and images only)."""
     from .data.loading import SplitRows
     from .distributed import DistInfo
-    from .single_run import method_context
+    from .training import ContextSpec, method_context
 
     partial = data.partial_labels.copy()
     rows = SplitRows(MemoryImages(data.train_images), np.arange(N_TRAIN), partial, identity)
-    return method_context(train_labels=partial, feature_rows=rows, class_names=data.class_names,
-                          embeddings=data.word_embeddings.copy(), epochs=EPOCHS, batch_size=BATCH_SIZE,
-                          setting=data.setting, known=KNOWN if data.setting in ("pal", "ppl") else 1.0, seed=seed,
-                          device=torch.device("cpu"), dist=DistInfo())
+    spec = ContextSpec(class_names=data.class_names, embeddings=data.word_embeddings.copy(), epochs=EPOCHS,
+                       batch_size=BATCH_SIZE, setting=data.setting,
+                       known=KNOWN if data.setting in ("pal", "ppl") else 1.0, seed=seed)
+    return method_context(spec, partial, rows, device=torch.device("cpu"), dist=DistInfo())
 
 
 def describe_exception(exc: BaseException) -> str:

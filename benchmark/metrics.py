@@ -38,18 +38,58 @@ The AP needs one value sort per class (no ``argsort``, no gathers): see
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import BenchError
 from .labels import check_label_matrix, refuse_zero_one
 
-#: Summary metric names at the default ``top_k=3`` (same as ``results.METRIC_NAMES``).
+#: The thresholded metrics (at a score threshold, and again on each image's top k scores).
 THRESHOLD_METRICS = ("OP", "OR", "OF1", "CP", "CR", "CF1")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One summary metric, declared once: records (:data:`mlrpl_bench.results.METRIC_NAMES`, the
+    required test metrics), ``--tune-metric``, the sweep table and the leaderboard's columns read it.
+
+    :ivar name: its key in :func:`compute_metrics`' result and in a record's metrics blocks.
+    :ivar summary: shown in the sweep table and the leaderboard's average columns, and required
+        in every record's test metrics.
+    :ivar average_header: the leaderboard's header of its average column (summary metrics).
+    :ivar higher_is_better: the direction of a better value (every metric here is a percentage).
+    :ivar digits: decimals shown.
+    """
+
+    name: str
+    summary: bool = False
+    average_header: str = ""
+    higher_is_better: bool = True
+    digits: int = 2
+
+    def format(self, value: float | None) -> str:
+        """``12.35``, or ``n/a`` for an undefined value."""
+        return "n/a" if value is None else f"{value:.{self.digits}f}"
+
+
+def _specs(top_k: int) -> tuple[MetricSpec, ...]:
+    summary = {"mAP": "Ave. mAP", "OF1": "Avg. OF1", "CF1": "Avg. CF1"}
+    return (MetricSpec("mAP", True, summary["mAP"]), MetricSpec("mAP_noninterp"),
+            *(MetricSpec(m, m in summary, summary.get(m, "")) for m in THRESHOLD_METRICS),
+            *(MetricSpec(f"{m}_top{top_k}") for m in THRESHOLD_METRICS))
+
+
+#: Every summary metric :func:`compute_metrics` returns at the default ``top_k=3``, in display order.
+METRICS: tuple[MetricSpec, ...] = _specs(3)
+METRIC_SPECS: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+#: The metrics of the sweep table, the leaderboard's averages and every record's required test block.
+SUMMARY_METRICS: tuple[str, ...] = tuple(m.name for m in METRICS if m.summary)
 
 
 def metric_names(top_k: int = 3) -> tuple[str, ...]:
     """Names of the summary metrics :func:`compute_metrics` returns, in display order."""
-    return ("mAP", "mAP_noninterp") + THRESHOLD_METRICS + tuple(f"{m}_top{top_k}" for m in THRESHOLD_METRICS)
+    return tuple(m.name for m in (METRICS if top_k == 3 else _specs(top_k)))
 
 
 def check_scores(scores: np.ndarray, *, source: str = "scores", probabilities: bool = False) -> np.ndarray:

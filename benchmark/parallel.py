@@ -116,12 +116,12 @@ def tune_allocator() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) & bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
-def _start_method() -> mp.context.BaseContext:
+def _start_method(preload: list[str]) -> mp.context.BaseContext:
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         # Imported once in the server and inherited by every worker it forks (torch and
         # torchvision: ~3 core-seconds of start-up per worker); a failing preload is ignored.
-        ctx.set_forkserver_preload(["mlrpl_bench.parallel", "mlrpl_bench.runner", "torchvision.transforms"])
+        ctx.set_forkserver_preload(["mlrpl_bench.parallel", *preload, "torchvision.transforms"])
         return ctx
     return mp.get_context("spawn")  # pragma: no cover - platforms without fork
 
@@ -129,6 +129,7 @@ def _start_method() -> mp.context.BaseContext:
 @dataclass
 class _WorkerSetup:
     config: Any              # the RunConfig (plain data; each worker resolves it itself)
+    target: str              # "module:function": config -> ((known, seed, log) -> (record, path))
     threads: int
     cwd: str
     environ: dict[str, str]
@@ -152,23 +153,15 @@ def _worker(setup: _WorkerSetup, tasks, results) -> None:
     tune_allocator()
     pid = os.getpid()
     try:
-        from . import plugin_manager as P
-        from .runner import load_sweep_data, run_cell
-        from .run_config import prepare_run
-
-        prepared = prepare_run(setup.config)
-        data = load_sweep_data(prepared)
-        hooks = P.run_events()  # a failing reporter never stops a run
+        run_cell = resolve_target(setup.target)(setup.config)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops the sweep
         results.put(("setup-failed", pid, _one_line(exc)))
         return
-    device = torch.device("cpu")
     for index, known, seed in iter(tasks.get, None):
         results.put(("started", pid, index))
         lines: list[str] = []
         try:
-            record, path = run_cell(prepared, data, known, seed, device=device, output=prepared.config.output_dir,
-                                    hooks=hooks, log=lines.append)
+            record, path = run_cell(known, seed, lines.append)
             results.put(("done", pid, index, record, str(path), lines))
         except Exception as exc:  # noqa: BLE001 - one line to the parent, the next cell goes on
             results.put(("failed", pid, index, _one_line(exc), lines))
@@ -190,21 +183,32 @@ def _one_line(exc: BaseException) -> str:
     return f"{text} (run this cell alone with --jobs 1 for the traceback)"
 
 
-def run_cells_in_workers(config, cells: list[tuple[int, float, int]], *, jobs: int, threads: int,
+def resolve_target(target: str) -> Callable[..., Any]:
+    """The function named ``"package.module:function"`` (imported here, in the worker)."""
+    import importlib
+
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def run_cells_in_workers(config, cells: list[tuple[int, float, int]], *, target: str, jobs: int, threads: int,
                          echo: Callable[[str], None] = print,
                          name: Callable[[float, int], str] = lambda known, seed: f"known {known:g} seed {seed}") -> SweepOutcome:
     """Run ``cells`` (``(index, known, seed)``) in ``jobs`` worker processes; records by index.
 
     :param config: the sweep's :class:`~mlrpl_bench.run_config.RunConfig` (its ``output`` is
         taken as is: relative paths resolve against the current directory, passed to workers).
+    :param target: ``"module:function"`` each worker calls once with ``config``; it returns
+        ``(known, seed, log) -> (record, path)``, which runs one cell (e.g.
+        :func:`mlrpl_bench.runner.open_cells`).
     :param echo: where the parent prints each finished cell's lines (one block per cell).
     :param name: how a failed cell is named in its error line (the run id).
     """
-    ctx = _start_method()
+    ctx = _start_method([target.partition(":")[0]])
     # Tasks go through a SimpleQueue (written directly, no feeder thread): a feeder thread of the
     # parent's could be left blocked on a full pipe after an interrupt, holding the queue's locks.
     tasks, results = ctx.SimpleQueue(), ctx.Queue()
-    setup = _WorkerSetup(config=config, threads=threads, cwd=os.getcwd(), environ=dict(os.environ))
+    setup = _WorkerSetup(config=config, target=target, threads=threads, cwd=os.getcwd(), environ=dict(os.environ))
     workers: dict[int, Any] = {}
 
     started = [0]

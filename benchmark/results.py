@@ -19,10 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from .atomic import atomic_write_bytes, create_exclusive
 from .errors import BenchError
+from .metrics import SUMMARY_METRICS, metric_names
 from .schema import dumps_strict, loads_strict, read_json_file, validate_model
 from .vocabulary import (check_proportion, check_seed, check_setting, check_sha256, make_run_id,  # noqa: F401
                          safe_name)
@@ -32,12 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 SCHEMA_VERSION = 1
 
-#: Metric names of every metrics block (percentages, 0-100; None where undefined).
-METRIC_NAMES = (
-    "mAP", "mAP_noninterp",
-    "OP", "OR", "OF1", "CP", "CR", "CF1",
-    "OP_top3", "OR_top3", "OF1_top3", "CP_top3", "CR_top3", "CF1_top3",
-)
+#: Metric names of every metrics block (percentages, 0-100; None where undefined): the metric
+#: specification's (:data:`mlrpl_bench.metrics.METRICS`).
+METRIC_NAMES = metric_names()
 
 Sha256 = Annotated[str, AfterValidator(check_sha256)]
 Percent = Annotated[float, Field(ge=0, le=100)]
@@ -80,10 +78,9 @@ class SelectionInfo(_Block):
     best_epoch: Annotated[int, Field(ge=0)]   # 0-based
 
 
-class TestMetrics(_Block):
-    mAP: Percent | None
-    OF1: Percent | None
-    CF1: Percent | None
+#: A record's test metrics: every summary metric of the specification is required (a percentage or None).
+TestMetrics = create_model("TestMetrics", __base__=_Block,
+                           **{name: (Percent | None, ...) for name in SUMMARY_METRICS})  # type: ignore[call-overload]
 
 
 class Metrics(_Block):
@@ -217,33 +214,54 @@ def is_record_path(path: str | Path) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunOutcome:
-    """What one run measured, in plain values (the engine's result and the harness's facts)."""
+class DataFacts:
+    """What one run's data was: split sizes, fingerprints, classes, the protocol's mask."""
 
-    run_id: str
-    known: float
-    seed: int
     sizes: dict[str, int]
     fingerprint: dict[str, str]
     class_names: list[str]
     mask_fingerprint: str
     val_fingerprint: str
+    per_class_known_positives: list[int] | None = None  # known positives per class in the training rows
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingFacts:
+    """What training measured: the selected epoch, its metrics, the images skipped."""
+
     best_epoch: int
     epochs_run: int
     val_metrics: dict[str, Any]
     test_metrics: dict[str, Any]
     bad_images: list[str]
     resumed_from_epoch: int | None
+    precision_used: str | None = None  # what the train setting `precision` became on the device
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeFacts:
+    """Where and how long it ran."""
+
     seconds: float
     started: datetime
     device: str
     device_description: str
     world_size: int
     environment: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    """What one run measured, in plain values (the engine's result and the harness's facts)."""
+
+    run_id: str
+    known: float
+    seed: int
+    data: DataFacts
+    training: TrainingFacts
+    runtime: RuntimeFacts
     tuning: dict[str, Any] | None = None
-    per_class_known_positives: list[int] | None = None  # known positives per class in the training rows
-    scores_file: dict[str, Any] | None = None           # where the saved test scores are (mlrpl_bench.scores)
-    precision_used: str | None = None                   # what the train setting `precision` became on the device
+    scores_file: dict[str, Any] | None = None  # where the saved test scores are (mlrpl_bench.scores)
 
 
 def method_source_sha256(method_cls: type) -> str | None:
@@ -266,7 +284,7 @@ def build_record(prepared: PreparedRun, outcome: RunOutcome, *, config_hash: str
         configuration (the record carries the tuned configuration's, which names the grid).
     """
     config, train = prepared.config, prepared.train
-    test = dict(outcome.test_metrics)
+    test = dict(outcome.training.test_metrics)
     per_class = test.pop("per_class_ap", None)
     test.pop("per_class_ap_noninterp", None)
     entry = prepared.method_entry
@@ -279,39 +297,39 @@ def build_record(prepared: PreparedRun, outcome: RunOutcome, *, config_hash: str
                    "citation": prepared.method_cls.citation, "distribution": entry.distribution,
                    "distribution_version": entry.version, "source_sha256": method_source_sha256(prepared.method_cls)},
         "dataset": {"name": prepared.dataset_name, "options": prepared.dataset_options_dict(),
-                    "num_classes": len(outcome.class_names), "class_names": list(outcome.class_names),
-                    "sizes": dict(outcome.sizes), "fingerprint": dict(outcome.fingerprint),
+                    "num_classes": len(outcome.data.class_names), "class_names": list(outcome.data.class_names),
+                    "sizes": dict(outcome.data.sizes), "fingerprint": dict(outcome.data.fingerprint),
                     **prepared.dataset_cls.record_info()},
         "protocol": {"setting": config.setting, "known": float(outcome.known), "seed": int(outcome.seed),
                      "scheme": config.scheme, "val_fraction": train.val_fraction,
-                     "mask_fingerprint": outcome.mask_fingerprint, "val_fingerprint": outcome.val_fingerprint},
-        "train": {**dataclasses.asdict(train), "device": outcome.device, "world_size": outcome.world_size,
+                     "mask_fingerprint": outcome.data.mask_fingerprint, "val_fingerprint": outcome.data.val_fingerprint},
+        "train": {**dataclasses.asdict(train), "device": outcome.runtime.device, "world_size": outcome.runtime.world_size,
                   "word_embeddings": config.word_embeddings or "fallback"},
-        "selection": {"metric": "mAP", "best_epoch": outcome.best_epoch, "epochs_run": outcome.epochs_run,
+        "selection": {"metric": "mAP", "best_epoch": outcome.training.best_epoch, "epochs_run": outcome.training.epochs_run,
                       "split": "validation"},
-        "metrics": {"val": outcome.val_metrics, "test": test},
+        "metrics": {"val": outcome.training.val_metrics, "test": test},
         "per_class_ap": {"test": per_class},
-        "runtime": {"seconds": round(outcome.seconds, 3), "started": outcome.started.isoformat(timespec="seconds"),
+        "runtime": {"seconds": round(outcome.runtime.seconds, 3), "started": outcome.runtime.started.isoformat(timespec="seconds"),
                     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "device": outcome.device_description, "resumed_from_epoch": outcome.resumed_from_epoch},
-        "environment": outcome.environment,
-        "data_issues": {"bad_images_skipped": len(outcome.bad_images), "bad_images": outcome.bad_images[:100]},
+                    "device": outcome.runtime.device_description, "resumed_from_epoch": outcome.training.resumed_from_epoch},
+        "environment": outcome.runtime.environment,
+        "data_issues": {"bad_images_skipped": len(outcome.training.bad_images), "bad_images": outcome.training.bad_images[:100]},
         "epoch_log": "epochs.jsonl",
     }
     # Always present (null for weights that are no file: none), so the leaderboard can tell runs
     # from scratch from runs of older records that did not say.
     record["train"]["backbone_weights_sha256"] = prepared.weights_sha256
-    if outcome.precision_used is not None:
-        record["train"]["precision_used"] = outcome.precision_used
+    if outcome.training.precision_used is not None:
+        record["train"]["precision_used"] = outcome.training.precision_used
     draw = getattr(prepared.dataset_cls, "test_draw", None)
     if isinstance(draw, str):  # a dataset with a generated test split says which draw scored the run
         record["dataset"]["test_draw"] = draw
     family = getattr(prepared.method_cls, "family", None)
     if family:
         record["method"]["family"] = family
-    if outcome.per_class_known_positives is not None:
+    if outcome.data.per_class_known_positives is not None:
         # the leaderboard's class-frequency bins
-        record["protocol"]["per_class_known_positives"] = list(outcome.per_class_known_positives)
+        record["protocol"]["per_class_known_positives"] = list(outcome.data.per_class_known_positives)
     if outcome.tuning is not None:
         record["tuning"] = outcome.tuning
     if outcome.scores_file is not None:

@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -122,38 +122,51 @@ class RunConfig:
     """
 
     plugin: str = field(default="", metadata={"help": "method to train"})
-    dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "dataset name"})
+    dataset: str = field(default=DEFAULT_DATASET, metadata={"help": "dataset name", "flag": "value"})
     data_root: PathText | None = field(default=None, metadata={"help": "where the dataset lives on disk"})
     dataset_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "loader options"})
-    setting: Literal[SETTINGS] = field(default="pal", metadata={"help": "protocol setting"})  # type: ignore[valid-type]
+    setting: Literal[SETTINGS] = field(default="pal", metadata={"help": "protocol setting", "flag": "value"})  # type: ignore[valid-type]
     known: KnownList = field(
-        default=DEFAULT_PROPORTIONS, metadata={"help": "known-label proportions, or 'all'"})
-    seeds: SeedList = field(default=(0,), metadata={"help": "seeds"})
-    scheme: Literal[SCHEMES] = field(default="generator", metadata={"help": "mask scheme"})  # type: ignore[valid-type]
-    profile: str = field(default="default", metadata={"help": "the method's profile"})
+        default=DEFAULT_PROPORTIONS, metadata={"help": "known-label proportions, e.g. '0.1,0.5', or 'all'", "flag": "value",
+                                               "default_text": "all = 0.1..0.9"})
+    seeds: SeedList = field(default=(0,), metadata={"help": "comma-separated seeds", "flag": "value", "default_text": "0"})
+    scheme: Literal[SCHEMES] = field(default="generator", metadata={  # type: ignore[valid-type]
+        "help": "mask scheme; hcp: bit-exact official PAL masks", "flag": "value"})
+    profile: str = field(default="default", metadata={
+        "help": "hyper-parameter profile of the method, e.g. 'paper'", "flag": "value",
+        "default_text": "default, CPU-sized"})
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method options"})
     train: dict[str, Any] = field(default_factory=dict, metadata={"help": "TrainConfig overrides"})
     tune: dict[str, tuple[Any, ...]] = field(default_factory=dict, metadata={"help": "option -> values to try"})
     tune_metric: Literal[TUNE_METRICS] = field(  # type: ignore[valid-type]
-        default="mAP", metadata={"help": "validation metric that selects a tuning candidate"})
+        default="mAP", metadata={"help": "validation metric that selects a --tune candidate", "flag": "value"})
     tune_seed: Seed | None = field(default=None, metadata={
-        "help": "search the --tune grid on this seed only; every other seed of the same proportion trains its choice"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:N"})
+        "help": "search the --tune grid on seed S only; the other seeds of each proportion train its choice (seed S "
+                "runs first); unset: every seed searches", "flag": "value", "metavar": "S"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present, else CPU), cpu, cuda, cuda:N",
+                                                  "flag": "value"})
     output: PathText = field(default="runs", metadata={"help": "where records go"})
-    word_embeddings: PathText | None = field(default=None, metadata={"help": "category word vectors file"})
+    word_embeddings: PathText | None = field(default=None, metadata={
+        "help": "category word vectors file (GloVe text, .npy or .json)", "flag": "value"})
     shard: Annotated[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=1)]], BeforeValidator(_shard),
-                     AfterValidator(_check_shard)] = field(default=(0, 1), metadata={"help": "i/n"})
-    resume: bool = field(default=False, metadata={"help": "continue interrupted runs"})
-    overwrite: bool = field(default=False, metadata={"help": "re-run runs whose record exists"})
-    skip_bad_images: bool = field(default=False, metadata={"help": "skip unreadable images"})
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+                     AfterValidator(_check_shard)] = field(default=(0, 1), metadata={
+                         "help": "run only shard i of n of the sweep, as i/n", "flag": "value", "default_text": "0/1"})
+    resume: bool = field(default=False, metadata={"help": "continue interrupted runs from their checkpoints",
+                                                  "flag": "switch", "file": False})
+    overwrite: bool = field(default=False, metadata={"help": "re-run runs whose record already exists",
+                                                     "flag": "switch", "file": False})
+    skip_bad_images: bool = field(default=False, metadata={
+        "help": "skip unreadable images (counted in the record) instead of stopping", "flag": "switch", "file": False})
+    progress: bool = field(default=True, metadata={"help": "progress bars", "file": False})
     log: tuple[LoggerName, ...] = field(default=(), metadata={
-        "help": "experiment trackers to report to: tensorboard, wandb, mlflow (not part of the run's identity)"})
+        "help": "report to experiment trackers: tensorboard, wandb, mlflow (comma-separated; wandb/mlflow need their "
+                "pip extra; not part of the run's identity)", "flag": "value", "metavar": "NAMES"})
     jobs: Annotated[int, Field(ge=0, le=MAX_THREADS)] = field(default=0, metadata={
         "help": "worker processes for the sweep's cells on a CPU; 0 = one per core, at most one per cell (1 on a GPU "
-                "or under torchrun)"})
+                "or under torchrun)", "flag": "value", "metavar": "N", "file": False})
     threads: Annotated[int, Field(ge=0, le=MAX_THREADS)] = field(default=0, metadata={
-        "help": "torch threads per process; 0 = 1 on a CPU (the same numbers on any machine), torch's default on a GPU"})
+        "help": "torch threads per process, recorded with each run; 0 = 1 on a CPU (the same numbers on any machine), "
+                "torch's default on a GPU", "flag": "value", "metavar": "T", "file": False})
     save_scores: bool | None = field(default=None, metadata={
         "help": "keep the test scores beside each record (test_scores.npz); None: on for the built-in dataset only"})
 
@@ -173,10 +186,14 @@ class RunConfig:
         return [r for j, r in enumerate(runs) if j % n == i]
 
 
-#: RunConfig keys a config file may set (run-time switches such as --resume are command-line only).
-FILE_KEYS = ("plugin", "dataset", "data_root", "setting", "known", "seeds", "scheme", "profile", "device", "output",
-             "word_embeddings", "method_options", "train", "dataset_options", "tune", "tune_metric", "tune_seed", "shard",
-             "save_scores", "log")
+#: RunConfig keys a config file may set: every field not declared ``"file": False`` (run-time
+#: switches such as --resume and the process layout --jobs/--threads are command-line only).
+FILE_KEYS = tuple(f.name for f in fields(RunConfig) if f.metadata.get("file", True))
+
+#: RunConfig fields with a ``run`` flag of their own name generated from their declaration
+#: (``"flag": "value"``: ``--name TEXT``; ``"flag": "switch"``: ``--name`` sets true), beside
+#: :data:`~mlrpl_bench.cli.run_cmd.TRAIN_FLAGS` for TrainConfig fields.
+RUN_FLAGS = {f.name: f.metadata["flag"] for f in fields(RunConfig) if "flag" in f.metadata}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -422,5 +439,5 @@ def _tune_grid(config: RunConfig, method_cls: type) -> dict[str, tuple[Any, ...]
     return grid
 
 
-__all__ = ["DEFAULT_DATASET", "FILE_KEYS", "PreparedRun", "RunConfig", "TrainConfig",
+__all__ = ["DEFAULT_DATASET", "FILE_KEYS", "RUN_FLAGS", "PreparedRun", "RunConfig", "TrainConfig",
            "make_run_config", "prepare_run", "read_config_file", "variant_suffix"]

@@ -2,7 +2,8 @@
 configuration, on one dataset, on this process's device.
 
 The configuration is typed and resolved by :mod:`mlrpl_bench.run_config` (:func:`prepare_run`);
-one run -- protocol, method, engine, record -- is :func:`mlrpl_bench.single_run.run_single`;
+one run -- protocol, method, engine, record -- is :func:`mlrpl_bench.single_run.run_single` of a
+:class:`~mlrpl_bench.cell.Cell`;
 this module loads the data once, picks the device and joins the process group, and walks the
 sweep (one run per cell, or one run per tuning candidate with ``--tune``).
 """
@@ -21,7 +22,8 @@ from . import distributed as D
 from . import plugin_manager as P
 from .errors import BenchError
 from .run_config import DEFAULT_DATASET, PreparedRun, RunConfig, TrainConfig, prepare_run  # noqa: F401 - re-exported
-from .single_run import SweepData, run_single
+from .cell import Cell, Station, SweepData
+from .single_run import run_single
 from .vocabulary import DEFAULT_PROPORTIONS  # noqa: F401 - re-exported
 
 
@@ -56,15 +58,28 @@ def load_sweep_data(prepared: PreparedRun) -> SweepData:
     return SweepData(dataset, train_split, test_split, embeddings)
 
 
-def run_cell(prepared: PreparedRun, data: SweepData, known: float, seed: int, *, device: torch.device,
-             output: Path, hooks: Any, dist: D.DistInfo = D.DistInfo(),
-             log: Callable[[str], None] = print) -> tuple[dict[str, Any] | None, Path]:
+def run_cell(cell: Cell) -> tuple[dict[str, Any] | None, Path]:
     """One cell of the sweep: a run, or with ``--tune`` a tuned run (the same in a worker process)."""
-    if prepared.tune_grid:
+    if cell.prepared.tune_grid:
         from .tuning import run_tuned
 
-        return run_tuned(prepared, data, known, seed, device=device, dist=dist, output=output, hooks=hooks, log=log)
-    return run_single(prepared, data, known, seed, device=device, dist=dist, output=output, hooks=hooks, log=log)
+        return run_tuned(cell)
+    return run_single(cell)
+
+
+def open_cells(config: RunConfig) -> Callable[[float, int, Callable[[str], None]], tuple[dict[str, Any] | None, Path]]:
+    """A worker process's side of a parallel sweep (the target :mod:`mlrpl_bench.parallel` is
+    given by name): resolve ``config``, load the data once, and return ``(known, seed, log) ->
+    (record, path)``, which runs one cell on the CPU with the run-level hooks."""
+    prepared = prepare_run(config)
+    data = load_sweep_data(prepared)
+    station = Station(torch.device("cpu"), output=prepared.config.output_dir,
+                      hooks=P.run_events())  # a failing reporter never stops a run
+
+    def run(known: float, seed: int, log: Callable[[str], None]) -> tuple[dict[str, Any] | None, Path]:
+        return run_cell(Cell.of(prepared, data, known, seed, dataclasses.replace(station, log=log)))
+
+    return run
 
 
 def run_sweep(config: RunConfig | PreparedRun) -> list[dict[str, Any]]:
@@ -118,16 +133,16 @@ def run_sweep(config: RunConfig | PreparedRun) -> list[dict[str, Any]]:
                   + (f" ({len(cells) - len(pending)} already done)" if len(pending) < len(cells) else ""), flush=True)
             quiet = dataclasses.replace(config, progress=False)  # bars of several processes would garble the terminal
             for phase in phases:
-                outcome = run_cells_in_workers(quiet, [(i, *cells[i]) for i in phase], jobs=jobs, threads=threads,
-                                               echo=lambda line: print(line, flush=True), name=prepared.run_id)
+                outcome = run_cells_in_workers(quiet, [(i, *cells[i]) for i in phase], target=f"{__name__}:open_cells",
+                                               jobs=jobs, threads=threads, echo=lambda line: print(line, flush=True),
+                                               name=prepared.run_id)
                 for i, record in zip(phase, outcome.records):
                     records[i] = record
                 failures += outcome.failures
         else:
+            station = Station(device, dist, output, hooks=events)
             for i in (i for phase in phases for i in phase):
-                known, seed = cells[i]
-                records[i], _ = run_cell(prepared, data, known, seed, device=device, dist=dist, output=output,
-                                         hooks=events)
+                records[i], _ = run_cell(Cell.of(prepared, data, *cells[i], station))
     finally:
         torch.set_num_threads(previous_threads)
     done = [r for r in records if r is not None] if dist.is_main else []
@@ -155,7 +170,7 @@ def _phases(prepared: PreparedRun, cells: list[tuple[float, int]], pending: list
 def _skip_finished(prepared: PreparedRun, cells: list[tuple[float, int]], records: list, output: Path) -> list[int]:
     """The cells still to run; the records of finished ones go to ``records`` (their 'already done'
     line is printed here, before any work starts)."""
-    from .single_run import cell_paths, existing_record
+    from .cell import cell_paths, existing_record
 
     pending = []
     for i, (known, seed) in enumerate(cells):

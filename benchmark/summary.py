@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SUMMARY_METRICS = ("mAP", "OF1", "CF1")
+from .metrics import SUMMARY_METRICS
 
 
 def sweep_rows(records: list[dict[str, Any]], metrics=SUMMARY_METRICS) -> list[list[str]]:

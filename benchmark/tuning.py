@@ -28,14 +28,13 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
-from . import distributed as D
+from .cell import Cell, cell_lock, cell_paths, existing_record_of
 from .checkpoint import load_checkpoint
 from .errors import BenchError
-from .results import build_record, read_record
+from .filing import file_cell, outcome_of
+from .results import read_record
 from .run_config import PreparedRun, TrainConfig
-from .single_run import SweepData, cell_lock, cell_paths, existing_record, file_record, outcome_of, scores_dir, summary_line, train_cell
+from .training import train_cell
 from .tuning_checks import tuning_warnings
 from .vocabulary import safe_name
 
@@ -65,60 +64,59 @@ def with_values(prepared: PreparedRun, values: dict[str, Any]) -> PreparedRun:
                                method_options=dataclasses.replace(prepared.method_options, **options))
 
 
-def run_tuned(prepared: PreparedRun, data: SweepData, known: float, seed: int, *, device: torch.device,
-              dist: D.DistInfo, output: Path, hooks: Any = None,
-              log: Callable[[str], None] = print) -> tuple[dict[str, Any] | None, Path]:
+def run_tuned(cell: Cell) -> tuple[dict[str, Any] | None, Path]:
     """Tune on validation, score the chosen candidate on test, write one record with ``tuning``."""
-    run_id, run_dir, record_path = cell_paths(prepared, output, known, seed)
-    with cell_lock(output, run_dir, dist):
-        return _run_tuned_locked(prepared, data, known, seed, run_id, run_dir, record_path, device=device, dist=dist,
-                                 output=output, hooks=hooks, log=log)
+    with cell_lock(cell):
+        existing = existing_record_of(cell)
+        if existing is not None:
+            return existing, cell.record_path
+        tune_seed = cell.prepared.config.tune_seed
+        if tune_seed is not None and cell.seed != tune_seed:
+            return _run_with_choice_of(cell)
+        return _search(cell)
 
 
-def _run_tuned_locked(prepared: PreparedRun, data: SweepData, known: float, seed: int, run_id: str, run_dir: Path,
-                      record_path: Path, *, device: torch.device, dist: D.DistInfo, output: Path, hooks: Any,
-                      log: Callable[[str], None]) -> tuple[dict[str, Any] | None, Path]:
-    existing = existing_record(prepared, record_path, run_id, dist=dist, log=log)
-    if existing is not None:
-        return existing, record_path
-    tune_seed = prepared.config.tune_seed
-    if tune_seed is not None and seed != tune_seed:
-        return _run_with_choice_of(prepared, data, known, seed, run_id, run_dir, record_path, device=device, dist=dist,
-                                   output=output, hooks=hooks, log=log)
+def _candidate(cell: Cell, values: dict[str, Any], run_dir: Path) -> Cell:
+    """The cell of one grid point: its values set, training in ``run_dir``, without run-level hooks."""
+    return dataclasses.replace(cell, prepared=with_values(cell.prepared, values), run_dir=run_dir,
+                               station=dataclasses.replace(cell.station, hooks=None))
+
+
+def _search(cell: Cell) -> tuple[dict[str, Any] | None, Path]:
+    """Train every candidate, choose on validation, score the choice on test and file the record."""
+    prepared, run_id, log = cell.prepared, cell.run_id, cell.log
     metric = prepared.config.tune_metric
     tried, seconds, resumed = [], 0.0, {}
     for values in candidates(prepared):
         name = candidate_name(values)
-        cell = train_cell(with_values(prepared, values), data, run_id, known, seed, device=device, dist=dist, output=output,
-                          run_dir=run_dir / "candidates" / name, log=log, score_test=False)
-        score = cell.result.val_metrics.get(metric)
+        trained = train_cell(_candidate(cell, values, cell.run_dir / "candidates" / name), score_test=False)
+        score = trained.result.val_metrics.get(metric)
         if score is None:
             raise BenchError(f"--tune-metric {metric!r} is undefined on the validation split of {run_id} (no "
                              "validation image has a positive it could count); choose another --tune-metric or a "
                              "larger --val-fraction")
-        seconds += cell.seconds
-        resumed[name] = cell.result.resumed_from_epoch
-        tried.append({"values": values, "name": name, "val": score, "best_epoch": cell.result.best_epoch,
+        seconds += trained.seconds
+        resumed[name] = trained.result.resumed_from_epoch
+        tried.append({"values": values, "name": name, "val": score, "best_epoch": trained.result.best_epoch,
                       "epoch_log": f"candidates/{name}/epochs.jsonl"})
-        if dist.is_main:
-            log(f"{run_id}: candidate {name}: validation {metric} {score:.2f} (best epoch {cell.result.best_epoch + 1})")
+        if cell.dist.is_main:
+            log(f"{run_id}: candidate {name}: validation {metric} {score:.2f} (best epoch {trained.result.best_epoch + 1})")
     # The highest validation score wins; ties go to the earlier grid point (a fixed, data-free rule).
     best = max(range(len(tried)), key=lambda i: (tried[i]["val"] if math.isfinite(tried[i]["val"]) else -math.inf, -i))
     chosen = tried[best]
-    chosen_prepared = with_values(prepared, chosen["values"])
-    chosen_dir = run_dir / "candidates" / chosen["name"]
+    chosen_cell = _candidate(cell, chosen["values"], cell.run_dir / "candidates" / chosen["name"])
     # Scored on test from its own last checkpoint: no epoch is trained again.
-    final = train_cell(chosen_prepared, data, run_id, known, seed, device=device, dist=dist, output=output, run_dir=chosen_dir,
-                       log=log, resume_state=load_checkpoint(chosen_dir / "checkpoint.pt"))
-    if not dist.is_main:
-        return None, record_path
+    final = train_cell(chosen_cell, resume_state=load_checkpoint(chosen_cell.run_dir / "checkpoint.pt"))
+    if not cell.dist.is_main:
+        return None, cell.record_path
     tuning = _with_warnings({**_tuning_block(prepared), "candidates": tried, "chosen": chosen["values"]},
                             final.result.best_epoch, run_id, log)
-    outcome = outcome_of(final, data, run_id, known, seed, device, dist, tuning=tuning,
-                         scores_dir=scores_dir(prepared, run_dir))
+    outcome = outcome_of(cell, final, tuning=tuning)
     # Runtime: every candidate's training plus the test pass; resumed: the chosen candidate's own.
-    outcome = dataclasses.replace(outcome, seconds=seconds + final.seconds, resumed_from_epoch=resumed[chosen["name"]])
-    return _file(prepared, chosen_prepared, outcome, final, run_dir, record_path, hooks, log)
+    outcome = dataclasses.replace(
+        outcome, runtime=dataclasses.replace(outcome.runtime, seconds=seconds + final.seconds),
+        training=dataclasses.replace(outcome.training, resumed_from_epoch=resumed[chosen["name"]]))
+    return file_cell(cell, final, outcome, trained=chosen_cell.prepared), cell.record_path
 
 
 def _tuning_block(prepared: PreparedRun) -> dict[str, Any]:
@@ -135,16 +133,6 @@ def _with_warnings(tuning: dict[str, Any], best_epoch: int, run_id: str, log: Ca
     for warning in warnings:
         log(f"{run_id}: WARNING {warning}")
     return {**tuning, "warnings": warnings} if warnings else tuning
-
-
-def _file(prepared: PreparedRun, chosen_prepared: PreparedRun, outcome: Any, final: Any, run_dir: Path, record_path: Path,
-          hooks: Any, log: Callable[[str], None]) -> tuple[dict[str, Any], Path]:
-    record = build_record(chosen_prepared, outcome, config_hash=prepared.config_hash)
-    file_record(record, record_path, overwrite=prepared.config.overwrite)
-    if hooks is not None:
-        hooks.mlrpl_run_end(run={**final.run_info, "output_dir": str(run_dir)}, record=record, path=str(record_path))
-    log(summary_line(record, record_path))
-    return record, record_path
 
 
 def choice_of_tune_seed(prepared: PreparedRun, output: Path, known: float) -> tuple[dict[str, Any], str]:
@@ -173,20 +161,15 @@ def choice_of_tune_seed(prepared: PreparedRun, output: Path, known: float) -> tu
                      f"{prepared.tune_grid_lists()}; {fix}")
 
 
-def _run_with_choice_of(prepared: PreparedRun, data: SweepData, known: float, seed: int, run_id: str, run_dir: Path,
-                        record_path: Path, *, device: torch.device, dist: D.DistInfo, output: Path, hooks: Any,
-                        log: Callable[[str], None]) -> tuple[dict[str, Any] | None, Path]:
+def _run_with_choice_of(cell: Cell) -> tuple[dict[str, Any] | None, Path]:
     """A seed other than ``--tune-seed``: train the tune seed's choice once, as a plain run."""
-    values, source_id = choice_of_tune_seed(prepared, output, known)
-    if dist.is_main:
-        log(f"{run_id}: trains the choice of {source_id}: {candidate_name(values)}")
-    chosen_prepared = with_values(prepared, values)
-    final = train_cell(chosen_prepared, data, run_id, known, seed, device=device, dist=dist, output=output, run_dir=run_dir,
-                       log=log)
-    if not dist.is_main:
-        return None, record_path
-    tuning = _with_warnings({**_tuning_block(prepared), "candidates": [], "chosen": values, "chosen_by": source_id},
-                            final.result.best_epoch, run_id, log)
-    outcome = outcome_of(final, data, run_id, known, seed, device, dist, tuning=tuning,
-                         scores_dir=scores_dir(prepared, run_dir))
-    return _file(prepared, chosen_prepared, outcome, final, run_dir, record_path, hooks, log)
+    values, source_id = choice_of_tune_seed(cell.prepared, cell.output, cell.known)
+    if cell.dist.is_main:
+        cell.log(f"{cell.run_id}: trains the choice of {source_id}: {candidate_name(values)}")
+    chosen_cell = _candidate(cell, values, cell.run_dir)
+    final = train_cell(chosen_cell)
+    if not cell.dist.is_main:
+        return None, cell.record_path
+    tuning = _with_warnings({**_tuning_block(cell.prepared), "candidates": [], "chosen": values, "chosen_by": source_id},
+                            final.result.best_epoch, cell.run_id, cell.log)
+    return file_cell(cell, final, outcome_of(cell, final, tuning=tuning), trained=chosen_cell.prepared), cell.record_path

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mlrpl_bench.errors import BenchError
+from mlrpl_bench.metrics import SUMMARY_METRICS  # the metric specification's (re-exported)
 from mlrpl_bench.tuning_checks import SEPARATOR
 
 from . import stats
@@ -41,8 +42,6 @@ from .frame import BUDGET_COLUMNS, FAMILY_ORDER, records_frame
 from .identity import budget_badge, budget_details, method_signature, short_hash  # noqa: F401 (re-exported for submit)
 from .reference import AVERAGE, ReferenceIndex, ReferenceRow, known_key
 from .stats import Paired, Stat
-
-SUMMARY_METRICS = ("mAP", "OF1", "CF1")
 DEFAULT_BASELINE = "partial-bce"
 #: The papers' sweep: their "Ave." is the mean over exactly these proportions.
 PAPER_SWEEP = tuple(round(0.1 * i, 1) for i in range(1, 10))

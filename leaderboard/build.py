@@ -23,6 +23,7 @@ import pandas as pd
 
 from mlrpl_bench.atomic import replace_folder
 from mlrpl_bench.errors import BenchError
+from mlrpl_bench.metrics import METRIC_SPECS
 
 from . import stats
 from .aggregate import (DEFAULT_BASELINE, SUMMARY_METRICS, TUNING_FLAG, Row, Table, aggregated_frame, build_tables,
@@ -79,7 +80,8 @@ def _line(cells: list[str]) -> str:
 
 def markdown_table(table: Table) -> str:
     """One dataset/setting: the main table, paired differences, frequency bins, the papers, protocols and budgets."""
-    head = ["Method", "Run", "Budget", *(_known_label(k) for k in table.knowns), "Ave. mAP", "Avg. OF1", "Avg. CF1", "Seeds"]
+    head = ["Method", "Run", "Budget", *(_known_label(k) for k in table.knowns),
+            *(METRIC_SPECS[m].average_header for m in SUMMARY_METRICS), "Seeds"]
     lines = [f"## {md_escape(table.dataset)} · {md_escape(table.setting)}", "", _line(head),
              "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
     for row in table.rows:

@@ -13,6 +13,8 @@ import base64
 import hashlib
 from datetime import datetime, timezone
 
+from mlrpl_bench.metrics import METRIC_SPECS
+
 from . import stats
 from .aggregate import SUMMARY_METRICS, TUNING_FLAG, Row, Table
 from .plots import esc, family_panels, gap_plot, known_label
@@ -197,7 +199,7 @@ def _main_table(table: Table) -> str:
     that the table fits 1,400 px without scrolling sideways."""
     common = common_budget(table)
     head = _head(("Method", "text"), *((known_label(k), "num") for k in table.knowns),
-                 ("Ave. mAP", "num"), ("Avg. OF1", "num"), ("Avg. CF1", "num"), ("Seeds", "num"))
+                 *((METRIC_SPECS[m].average_header, "num") for m in SUMMARY_METRICS), ("Seeds", "num"))
     body = []
     for row in table.rows:
         cells = [_method_cell(row, budget_differs=row.budget_id != common)]
@@ -322,7 +324,7 @@ def _published_table(table: Table, reference: ReferenceIndex | None) -> str:
         return ""
     knowns = sorted({k for e in entries for k in e["known"]})
     head = _head(("Method (published)", "text"), ("Backbone", "text"), *((known_label(k), "num") for k in knowns),
-                 ("Ave. mAP", "num"), ("Avg. OF1", "num"), ("Avg. CF1", "num"), ("Source", "text"))
+                 *((METRIC_SPECS[m].average_header, "num") for m in SUMMARY_METRICS), ("Source", "text"))
     body = []
     for e in entries:
         cells = [f'<td class="text" data-value="{esc(e["method"])}">{esc(e["method"])}</td>',

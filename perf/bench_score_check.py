@@ -38,7 +38,7 @@ def main() -> int:
     from mlrpl_bench.metrics import compute_metrics
     from mlrpl_bench.models.backbones import SmallCNN
     from mlrpl_bench.plugin_manager import get_method
-    from mlrpl_bench.single_run import method_context
+    from mlrpl_bench.training import ContextSpec, method_context
     from mlrpl_bench.distributed import DistInfo
     from mlrpl_bench.run_config import TrainConfig
 
@@ -49,9 +49,9 @@ def main() -> int:
     from mlrpl_bench.feature_cache import CachedRows
 
     rows = CachedRows(images.numpy(), labels)
-    ctx = method_context(train_labels=labels, feature_rows=rows, class_names=[str(i) for i in range(c)],
-                         embeddings=np.zeros((c, 4), np.float32), epochs=1, batch_size=args.batch, setting="pal",
-                         known=0.5, seed=0, device=torch.device("cpu"), dist=DistInfo())
+    spec = ContextSpec(class_names=[str(i) for i in range(c)], embeddings=np.zeros((c, 4), np.float32), epochs=1,
+                       batch_size=args.batch, setting="pal", known=0.5, seed=0)
+    ctx = method_context(spec, labels, rows, device=torch.device("cpu"), dist=DistInfo())
     cls = get_method("partial-bce")
     method = cls(cls.make_options(), ctx)
     model = method.build_model(SmallCNN())

@@ -20,7 +20,7 @@ from mlrpl_bench.distributed import DistInfo
 from mlrpl_bench.metrics import compute_metrics
 from mlrpl_bench.run_config import RunConfig, prepare_run
 from mlrpl_bench.runner import load_sweep_data
-from mlrpl_bench.single_run import initial_model, method_context
+from mlrpl_bench.single_run import ContextSpec, initial_model, method_context
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Chance on this data is the class prevalence (~8.5 % mAP); a random projection of good features
@@ -69,9 +69,9 @@ def untrained_scores(session_cache):
     images = torch.stack([transform(split.open_image(i)) for i in range(len(split))])
     out = {}
     for seed in range(5):
-        ctx = method_context(train_labels=split.labels, feature_rows=None, class_names=split.class_names,
-                             embeddings=data.embeddings, epochs=1, batch_size=32, setting="pal", known=0.5,
-                             seed=seed, device=torch.device("cpu"), dist=DistInfo())
+        spec = ContextSpec(class_names=split.class_names, embeddings=data.embeddings, epochs=1, batch_size=32,
+                           setting="pal", known=0.5, seed=seed)
+        ctx = method_context(spec, split.labels, None, device=torch.device("cpu"), dist=DistInfo())
         method, _, model = initial_model(prepared, ctx)
         model.eval()
         with torch.no_grad():

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mlrpl_bench.distributed import DistInfo
 from mlrpl_bench.metrics import compute_metrics, mean_average_precision
 from mlrpl_bench.run_config import RunConfig, prepare_run
 from mlrpl_bench.runner import load_sweep_data
-from mlrpl_bench.single_run import cell_paths, train_cell
+from mlrpl_bench.cell import Cell, Station
+from mlrpl_bench.training import train_cell
 
 import torch
 
@@ -56,9 +56,8 @@ def probe(variant: str, options: dict[str, str], *, setting: str, known: float, 
     prepared = prepare_run(config)
     data = load_sweep_data(prepared)
     seen: dict = {}
-    run_id, run_dir, _ = cell_paths(prepared, output, known, seed)
-    cell = train_cell(prepared, data, run_id, known, seed, device=torch.device("cpu"), dist=DistInfo(), output=output,
-                      run_dir=run_dir, log=lambda _: None, observe=lambda method, hidden: seen.update(method=method))
+    station = Station(torch.device("cpu"), output=output, log=lambda _: None)
+    cell = train_cell(Cell.of(prepared, data, known, seed, station, observe=lambda method, hidden: seen.update(method=method)))
     method, protocol, result = seen["method"], cell.protocol, cell.result
     truth = data.train_split.labels[protocol.train_idx]
     unknown = method.ctx.train_labels == 0

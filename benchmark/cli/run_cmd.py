@@ -29,6 +29,31 @@ def _train_options(command):
     return command
 
 
+def _config_options(command):
+    """One flag per RunConfig field of :data:`~mlrpl_bench.run_config.RUN_FLAGS`, its help text,
+    allowed values, default and metavar from the field's declaration (values stay text: the
+    schema layer parses them; a switch sets ``"true"``)."""
+    import dataclasses
+
+    from ..run_config import RUN_FLAGS, RunConfig
+    from ..schema import describe_field, field_default
+
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    for name, kind in reversed(RUN_FLAGS.items()):
+        f = fields[name]
+        flag = f"--{name.replace('_', '-')}"
+        help_text = f.metadata["help"]
+        if kind == "switch":
+            command = click.option(flag, name, is_flag=True, default=None, help=help_text)(command)
+            continue
+        allowed = describe_field(RunConfig, name)
+        shown = f.metadata.get("default_text", field_default(f))
+        help_text += (f" ({allowed})" if allowed else "") + (f" [default: {shown}]" if shown not in (None, ()) else "")
+        command = click.option(flag, name, default=None, help=help_text,
+                               metavar=f.metadata.get("metavar") or _metavar(RunConfig, name))(command)
+    return command
+
+
 #: What ``run --help`` shows for a value of each declared type (the value itself stays text).
 _METAVARS = {int: "INTEGER", float: "FLOAT", bool: "BOOLEAN", str: "TEXT"}
 
@@ -48,48 +73,23 @@ def _metavar(cls: type, name: str) -> str:
 
 @click.command()
 @click.option("--plugin", "plugin", help="Method to train (see `mlrpl-bench plugins`).")
-@click.option("--dataset", default=None, help="Dataset name [default: digit-scenes, the built-in dataset].")
 @click.option("--data-root", default=None, type=PathArg(file_okay=False), help="Where the dataset lives on disk.")
 @click.option("--dataset-option", "dataset_option", multiple=True, metavar="KEY=VALUE", help="Loader option (repeatable).")
-@click.option("--setting", default=None, help="Protocol: full, pal, ppl or spl [default: pal].")
-@click.option("--known", default=None, help="Known-label proportions: '0.1,0.5' or 'all' [default: all = 0.1..0.9].")
-@click.option("--seeds", default=None, help="Comma-separated seeds [default: 0].")
-@click.option("--scheme", default=None, help="Mask scheme: generator (default) or hcp (bit-exact official PAL masks).")
-@click.option("--profile", default=None, help="Hyper-parameter profile of the method, e.g. 'paper' [default: CPU-sized defaults].")
 @click.option("--option", "-o", "option", multiple=True, metavar="KEY=VALUE", help="Method option (repeatable); see `mlrpl-bench plugins`.")
+@_config_options
 @_train_options
 @click.option("--no-feature-cache", is_flag=True, default=None, help="Frozen track: recompute the frozen backbone every step.")
 @click.option("--channels-last", is_flag=True, default=None, help="NHWC memory format for images and convolutions (GPU speed).")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the backbone (needs a C compiler on CPU).")
-@click.option("--device", default=None, help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N.")
 @click.option("--output", default=None, type=PathArg(), help="Where records go [default: ./runs].")
 @click.option("--config", "config_file", default=None, help="JSON or TOML file with the same settings (CLI wins).")
-@click.option("--word-embeddings", default=None, help="Category word vectors file (GloVe text, .npy or .json).")
-@click.option("--shard", default=None, help="Run only shard i of n of the sweep, as i/n.")
-@click.option("--resume", is_flag=True, help="Continue interrupted runs from their checkpoints.")
-@click.option("--overwrite", is_flag=True, help="Re-run runs whose record already exists.")
-@click.option("--skip-bad-images", is_flag=True, help="Skip unreadable images (counted in the record) instead of stopping.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@click.option("--jobs", default=None, metavar="N",
-              help="Run the sweep's cells in N worker processes on a CPU [default: 0 = one per core, at most one per cell; "
-                   "1 on a GPU or under torchrun].")
-@click.option("--threads", default=None, metavar="T",
-              help="torch threads per process, recorded with each run [default: 0 = 1 on a CPU, torch's default on a GPU].")
 @click.option("--tune", "tune", multiple=True, metavar="KEY=V1,V2",
               help="Try every value of a train setting or method option; select on the validation split (repeatable).")
-@click.option("--tune-metric", default=None, help="Validation metric that selects a --tune candidate [default: mAP].")
-@click.option("--tune-seed", default=None, metavar="S",
-              help="Search the --tune grid on seed S only; the other seeds of each proportion train its choice "
-                   "(seed S runs first) [default: every seed searches].")
-@click.option("--log", "log", default=None, metavar="NAMES",
-              help="Report to experiment trackers: tensorboard, wandb, mlflow (comma-separated; wandb/mlflow need their pip extra).")
 @click.option("--save-scores/--no-save-scores", default=None,
               help="Keep the test scores beside each record (test_scores.npz) [default: on for the built-in digit-scenes and voc2007-scenes only].")
-def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, scheme, profile, option, no_feature_cache,
-        channels_last, compile_, device, output, config_file, word_embeddings, shard, resume, overwrite, skip_bad_images,
-        no_progress, jobs, threads, tune, tune_metric, tune_seed, log, save_scores, **train_flags):
+def run(config_file, **params):
     """Train a method over the known-label sweep and write one results record per run."""
-    params = {**{k: v for k, v in locals().items() if k != "train_flags"}, **train_flags}
     from ..run_config import make_run_config, read_config_file
     from ..runner import run_sweep
     from ..summary import sweep_table
@@ -124,20 +124,17 @@ def run(plugin, dataset, data_root, dataset_option, setting, known, seeds, schem
 def command_line_values(params: dict) -> dict:
     """The ``run`` command's parsed click parameters as the command-line layer of a
     :class:`~mlrpl_bench.run_config.RunConfig` (text values; the schema layer types them)."""
+    from ..run_config import RUN_FLAGS
+
     p = dict(params)
     train = {name: p.get(name) for name in TRAIN_FLAGS}
     train.update(feature_cache="false" if p.get("no_feature_cache") else None,
                  channels_last="true" if p.get("channels_last") else None, compile="true" if p.get("compile_") else None)
     save_scores = p.get("save_scores")
-    cli = dict(plugin=p.get("plugin"), dataset=p.get("dataset"), data_root=p.get("data_root"), setting=p.get("setting"),
-               known=p.get("known"), seeds=p.get("seeds"), scheme=p.get("scheme"), profile=p.get("profile"),
-               device=p.get("device"), output=p.get("output"), word_embeddings=p.get("word_embeddings"),
-               shard=p.get("shard"), tune_metric=p.get("tune_metric"),
-               tune_seed=p.get("tune_seed"), jobs=p.get("jobs"), threads=p.get("threads"),
-               resume="true" if p.get("resume") else None, overwrite="true" if p.get("overwrite") else None,
-               skip_bad_images="true" if p.get("skip_bad_images") else None,
+    cli = {name: ("true" if p.get(name) else None) if kind == "switch" else p.get(name) for name, kind in RUN_FLAGS.items()}
+    cli.update(plugin=p.get("plugin"), data_root=p.get("data_root"), output=p.get("output"),
                progress="false" if p.get("no_progress") else None,
-               save_scores=None if save_scores is None else str(save_scores).lower(), log=p.get("log"))
+               save_scores=None if save_scores is None else str(save_scores).lower())
     cli = {k: v for k, v in cli.items() if v is not None}
     cli["train"] = {k: v for k, v in train.items() if v is not None}
     cli["method_options"] = parse_pairs(p.get("option") or (), "--option")
