@@ -122,3 +122,15 @@ def test_run_help_shows_numeric_options_with_their_type(cli):
         assert re.search(rf"{flag} {kind}\b", help_text), flag
     assert "--precision [auto|fp32|bf16|fp16]" in help_text
     assert cli("run", "--plugin", "partial-bce", "--epochs", "two").exit_code == 2  # still the schema's one line
+
+
+def test_an_empty_shard_still_checks_the_device(cli, tmp_path):
+    """A shard with no runs checks the whole configuration, the device included, before saying so
+    (found by the property test: ``--shard 1/3 --known 0.5 --device no-such-device`` exited 0)."""
+    res = cli("run", "--plugin", "partial-bce", "--shard", "1/3", "--known", "0.5", "--device", "no-such-device",
+              "--output", tmp_path / "out")
+    assert res.exit_code == 2 and "--device 'no-such-device' is not a device" in res.stderr
+    res = cli("run", "--plugin", "partial-bce", "--shard", "1/3", "--known", "0.5", "--device", "cpu",
+              "--output", tmp_path / "out")
+    assert res.exit_code == 0 and "nothing to run: shard 1/3" in res.output
+    assert not (tmp_path / "out").exists()

@@ -102,7 +102,10 @@ def run(config_file, **params):
 
         from ..run_config import prepare_run
 
-        prepare_run(config)  # the configuration is still checked
+        from ..runner import pick_device
+
+        prepare_run(config)  # the configuration is still checked, the device too
+        pick_device(config.device)
         total = len(dataclasses.replace(config, shard=(0, 1)).planned_runs())
         i, n = config.shard
         click.echo(f"nothing to run: shard {i}/{n} of a sweep of {total} run(s) gets none (use at most {total} shards)")
