@@ -32,6 +32,7 @@ DESIGNS: dict[str, dict] = {
     "large-val": {"dataset": "digit-scenes", "options": {"train_size": 4800, "test_size": 3000},
                   "train": {"val_fraction": 0.25}},
     "voc": {"dataset": "voc2007-scenes", "options": {}, "train": {}},
+    "voc-hard": {"dataset": "voc2007-scenes", "options": {"difficulty": "hard"}, "train": {}},
 }
 #: Learning rate of each method (validation-chosen on the filed 3-seed track at 10 % known).
 LR = {"partial-bce": 3e-2, "ssgrl": 1e-2, "sst": 3e-3, "hst": 3e-3, "dsrb": 3e-3}
