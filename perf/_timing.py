@@ -90,3 +90,26 @@ def quick_cache_for(argv: list[str]) -> None:
         folder = tempfile.mkdtemp(prefix="mlrpl-bench-quick-")
         atexit.register(shutil.rmtree, folder, True)
         os.environ["MLRPL_BENCH_CACHE"] = folder
+
+
+def instrument_run_path(on_epoch, on_cell) -> None:
+    """Time every ``Engine._train_epoch`` and every ``train_cell`` of the run path in CPU seconds,
+    code unchanged: ``on_epoch(engine, seconds)`` after each epoch, ``on_cell(seconds)`` after each cell."""
+    from mlrpl_bench import engine, single_run
+
+    original_epoch, original_cell = engine.Engine._train_epoch, single_run.train_cell
+
+    def timed_epoch(self, epoch):
+        c0 = time.process_time()
+        out = original_epoch(self, epoch)
+        on_epoch(self, time.process_time() - c0)
+        return out
+
+    def timed_cell(*args, **kwargs):
+        c0 = time.process_time()
+        out = original_cell(*args, **kwargs)
+        on_cell(time.process_time() - c0)
+        return out
+
+    engine.Engine._train_epoch = timed_epoch
+    single_run.train_cell = timed_cell

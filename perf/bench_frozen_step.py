@@ -35,7 +35,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 # Spin-waiting OpenMP threads are ~13x slower on an oversubscribed machine (see README).
@@ -44,7 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleave, load_note, machine_note, median, paired_ratio, quick_cache_for  # noqa: E402
+from _timing import instrument_run_path, interleave, load_note, machine_note, median, paired_ratio, quick_cache_for  # noqa: E402
 
 _EPOCHS: list[tuple[float, int]] = []  # (CPU seconds, steps) of every timed _train_epoch
 _CELLS: list[float] = []  # CPU seconds of every train_cell
@@ -53,24 +52,7 @@ FEATURE_DIM_PLUGINS = {"hst", "sst", "dsrb"}
 
 def _instrument() -> None:
     """Record the CPU seconds of every ``Engine._train_epoch`` and ``train_cell`` (code unchanged)."""
-    from mlrpl_bench import engine, single_run
-
-    original_epoch, original_cell = engine.Engine._train_epoch, single_run.train_cell
-
-    def timed_epoch(self, epoch):
-        c0 = time.process_time()
-        out = original_epoch(self, epoch)
-        _EPOCHS.append((time.process_time() - c0, -(-len(self.train_rows) // self.local_batch)))
-        return out
-
-    def timed_cell(*args, **kwargs):
-        c0 = time.process_time()
-        out = original_cell(*args, **kwargs)
-        _CELLS.append(time.process_time() - c0)
-        return out
-
-    engine.Engine._train_epoch = timed_epoch
-    single_run.train_cell = timed_cell
+    instrument_run_path(lambda eng, s: _EPOCHS.append((s, -(-len(eng.train_rows) // eng.local_batch))), _CELLS.append)
 
 
 @torch.no_grad()

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import math
 import os
 import shutil
@@ -59,7 +58,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleave, load_note, machine_note, median, paired_ratio, quick_cache_for  # noqa: E402
+from _timing import instrument_run_path, interleave, load_note, machine_note, median, paired_ratio, quick_cache_for  # noqa: E402
 
 VARIANTS = ("reference", "current")
 GROWTH_PLUGINS = ("hst", "sst", "dsrb")
@@ -221,24 +220,7 @@ _CELLS: list[float] = []  # CPU seconds of every train_cell
 
 def _instrument() -> None:
     """Record the CPU seconds of every ``Engine._train_epoch`` and ``train_cell`` (code unchanged)."""
-    from mlrpl_bench import engine, single_run
-
-    original_epoch, original_cell = engine.Engine._train_epoch, single_run.train_cell
-
-    def timed_epoch(self, epoch):
-        c0 = time.process_time()
-        out = original_epoch(self, epoch)
-        _EPOCHS.append(time.process_time() - c0)
-        return out
-
-    def timed_cell(*args, **kwargs):
-        c0 = time.process_time()
-        out = original_cell(*args, **kwargs)
-        _CELLS.append(time.process_time() - c0)
-        return out
-
-    engine.Engine._train_epoch = timed_epoch
-    single_run.train_cell = timed_cell
+    instrument_run_path(lambda eng, s: _EPOCHS.append(s), _CELLS.append)
 
 
 def run_cell(plugin: str, variant: str, args, work: Path, dataset_options: dict, train: dict) -> tuple[float, float, dict]:
