@@ -99,7 +99,8 @@ def interrupts_deferred() -> Iterator[None]:
     installed and only in the main thread (the one that receives signals); elsewhere the block
     runs as is.
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, _interrupt_handler):
         yield
         return
     received: list[int] = []
@@ -109,7 +110,47 @@ def interrupts_deferred() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
         if received:
+            _PENDING[0] = True
             raise KeyboardInterrupt
+
+
+#: Whether a Ctrl-C arrived that has not yet stopped the run (see :func:`interrupts_kept`).
+_PENDING = [False]
+
+
+def _interrupt_handler(signum, frame):
+    _PENDING[0] = True
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupts_kept() -> Iterator[None]:
+    """Keep a Ctrl-C even when its ``KeyboardInterrupt`` is swallowed.
+
+    Python raises ``KeyboardInterrupt`` in whatever code runs when SIGINT arrives; inside a
+    finaliser (an object's ``__del__``, e.g. a progress bar's) it is printed as "Exception ignored"
+    and lost, and a long run would go on. Within this block the interrupt is also remembered, and
+    :func:`raise_if_interrupted`, called at safe points (each training step), raises it again.
+    Main thread only, and only over Python's own handler; elsewhere the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    _PENDING[0] = False
+    previous = signal.signal(signal.SIGINT, _interrupt_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _PENDING[0] = False
+
+
+def raise_if_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` when a Ctrl-C arrived whose own exception was swallowed."""
+    if _PENDING[0]:
+        _PENDING[0] = False
+        raise KeyboardInterrupt
 
 
 @contextmanager

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import distributed as D
+from .atomic import interrupts_kept, raise_if_interrupted
 from .checkpoint import save_checkpoint
 from .data.loading import EpochShuffleSampler, make_loader
 from .errors import BenchError
@@ -237,6 +238,7 @@ class Engine:
         desc = f"{self.cfg.description} epoch {epoch + 1}/{self.cfg.epochs}".strip()
         self.data_wait, t0, bar = 0.0, time.perf_counter(), None
         for step, (batch, bar) in enumerate(self._batches(loader, desc)):
+            raise_if_interrupted()  # a Ctrl-C swallowed by a finaliser still stops the run here
             with self.autocast():
                 out = self.method.training_step(self.model, batch, epoch)
             if not isinstance(out, dict) or "loss" not in out:
@@ -292,6 +294,10 @@ class Engine:
         :param resume_state: a checkpoint (:func:`~mlrpl_bench.checkpoint.load_checkpoint`) of this
             same run to continue from; the caller has checked that it belongs to this run.
         """
+        with interrupts_kept():  # a Ctrl-C stops the run even if a finaliser swallows its exception
+            return self._fit(resume_state)
+
+    def _fit(self, resume_state: dict[str, Any] | None) -> TrainResult:
         cfg = self.cfg
         self.last_finite_loss: float | None = None
         start_epoch = 0
@@ -315,6 +321,7 @@ class Engine:
         self.method.on_train_start(self.model)
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
+            raise_if_interrupted()
             seed_everything(epoch_seed(cfg.seed, epoch))
             self.method.ctx.generator.manual_seed(epoch_seed(cfg.seed + 1, epoch))
             self.method.on_epoch_start(self.model, epoch)

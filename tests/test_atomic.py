@@ -100,3 +100,28 @@ def test_without_an_interrupt_nothing_is_raised_and_the_handler_is_restored(tmp_
     atomic_write_text(tmp_path / "a.txt", "x")
     assert (tmp_path / "a.txt").read_text() == "x"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_swallowed_by_a_finaliser_is_kept_and_raised_at_the_next_safe_point():
+    """Python raises KeyboardInterrupt wherever the signal lands; inside a ``__del__`` it is printed
+    as "Exception ignored" and lost (seen in CI: a progress bar's finaliser ate the Ctrl-C of a
+    100000-epoch run). Within ``interrupts_kept`` the engine's next step raises it again."""
+    import gc
+    import signal as _signal
+
+    from mlrpl_bench.atomic import interrupts_kept, raise_if_interrupted
+
+    class SwallowsCtrlC:
+        def __del__(self):
+            _signal.raise_signal(_signal.SIGINT)  # the handler runs here, inside the finaliser
+            for _ in range(10):
+                pass
+
+    with interrupts_kept():
+        holder = SwallowsCtrlC()
+        del holder
+        gc.collect()
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()
+        raise_if_interrupted()  # raised once, then cleared
+    raise_if_interrupted()  # nothing pending outside the block
